@@ -1,0 +1,150 @@
+"""Command line: ``python -m assistant {ingest,ask,doctor,kb,models,serve}``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from assistant.offline import go_offline
+
+go_offline()
+
+from assistant.errors import AssistantError  # noqa: E402
+from assistant.settings import load_settings  # noqa: E402
+from ingest.pipeline import drain  # noqa: E402
+from ingest.loaders import supported_extensions  # noqa: E402
+from knowledge.errors import KnowledgeError  # noqa: E402
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m assistant", description="Docent, offline document assistant.")
+    p.add_argument("--config", help="settings file (TOML or JSON); default $DOCENT_CONFIG")
+    p.add_argument("--data-dir", help="override the data dir")
+    p.add_argument("--kb", help="knowledge base (default: settings.default_kb)")
+    sub = p.add_subparsers(dest="command", required=True)
+    ing = sub.add_parser("ingest", help="add files or folders to a knowledge base")
+    ing.add_argument("paths", nargs="+", type=Path)
+    ask = sub.add_parser("ask", help="ask a question; the answer streams, then its sources")
+    ask.add_argument("question")
+    sub.add_parser("doctor", help="print settings, models, versions and problems")
+    kb = sub.add_parser("kb", help="knowledge bases")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+    kb_sub.add_parser("list")
+    kb_sub.add_parser("create").add_argument("name")
+    kb_sub.add_parser("delete").add_argument("name")
+    kb_sub.add_parser("docs", help="documents in --kb")
+    models = sub.add_parser("models", help="assemble and check the default chat models")
+    models.add_argument("names", nargs="*", help="default: the selected model")
+    return p
+
+
+def _expand(paths: list[Path]) -> list[tuple[Path, str]]:
+    items = []
+    exts = set(supported_extensions())
+    for p in paths:
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in exts:
+                    items.append((f, str(f.relative_to(p))))
+        else:
+            items.append((p, p.name))
+    return items
+
+
+def _cmd_ingest(assistant, args) -> int:
+    items = _expand(args.paths)
+    if not items:
+        print("No supported files found.", file=sys.stderr)
+        return 2
+
+    def show(ev):
+        bar = "#" * int(ev.fraction * 30)
+        print(f"\r[{bar:<30}] {ev.index + 1}/{ev.total} {ev.stage:9s} {ev.source[:50]:50s}",
+              end="" if ev.stage not in ("done", "failed", "unchanged") else "\n", file=sys.stderr)
+
+    report = drain(assistant.ingest(items, args.kb), show)
+    for r in report.results:
+        detail = r.reason if r.status == "failed" else f"{r.chunks} chunks, {r.pages} pages"
+        print(f"{r.status:9s} {r.source}: {detail}")
+    print(f"{len(report.succeeded)} ingested, {len(report.unchanged)} unchanged, "
+          f"{len(report.failed)} failed")
+    return 1 if report.failed and not report.succeeded and not report.unchanged else 0
+
+
+def _cmd_ask(assistant, args) -> int:
+    from assistant.types import Answer, AnswerDelta
+
+    final = None
+    for event in assistant.ask(args.question, args.kb):
+        if isinstance(event, AnswerDelta):
+            print(event.text, end="", flush=True)
+        elif isinstance(event, Answer):
+            final = event
+    print()
+    if final and final.citations:
+        print("\nSources:")
+        for c in final.citations:
+            print(f"  [{c.number}] {c.label}: \"{c.quote}\"")
+    elif final:
+        print("\n(no source was cited)")
+    return 0
+
+
+def _cmd_kb(assistant, args) -> int:
+    if args.kb_command == "list":
+        for name in assistant.knowledge_bases():
+            print(name)
+    elif args.kb_command == "create":
+        assistant.create_knowledge_base(args.name)
+        print(f"created {args.name}")
+    elif args.kb_command == "delete":
+        assistant.delete_knowledge_base(args.name)
+        print(f"deleted {args.name}")
+    else:
+        for d in assistant.documents(args.kb):
+            print(f"{d.doc_id}  {d.pages:4d} pages {d.chunks:5d} chunks  {d.source}")
+    return 0
+
+
+def _cmd_models(settings, args) -> int:
+    from assistant.models import DEFAULT_MODELS, ensure_gguf
+
+    for name in args.names or [settings.llm.model]:
+        if name not in DEFAULT_MODELS:
+            print(f"{name}: not a default model (choose from {', '.join(DEFAULT_MODELS)})",
+                  file=sys.stderr)
+            return 2
+        path = ensure_gguf(DEFAULT_MODELS[name], settings.paths.models_dir)
+        print(f"{name}: {path} (sha256 OK)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    try:
+        settings = load_settings(args.config, **overrides)
+        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        if args.command == "doctor":
+            from assistant.doctor import run_doctor
+
+            report = run_doctor(settings)
+            print(report.render())
+            return 1 if report.problems else 0
+        if args.command == "models":
+            return _cmd_models(settings, args)
+        from assistant.core import Assistant
+
+        assistant = Assistant(settings)
+        try:
+            return {"ingest": _cmd_ingest, "ask": _cmd_ask, "kb": _cmd_kb}[args.command](assistant, args)
+        finally:
+            assistant.close()
+    except (AssistantError, KnowledgeError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""``[n]`` markers in answers: filtering invalid ones (also while streaming) and mapping
+valid ones to citations with a supporting quote.
+
+>>> clean_markers("Take 500 mg [1][4]. Rest [2, 9].", valid={1, 2})
+'Take 500 mg [1]. Rest [2].'
+>>> f = MarkerFilter(valid={1})
+>>> "".join([f.feed("Dose is 5 mg ["), f.feed("3] or [1"), f.feed("]."), f.flush()])
+'Dose is 5 mg or [1].'
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from assistant.types import Citation, Source
+from knowledge.tokenize import tokenize
+
+MARKER = re.compile(r"\s?\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
+_PARTIAL = re.compile(r"\s?\[[\d,;\s]{0,16}$")
+_SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
+
+
+def _numbers(group: str) -> list[int]:
+    return [int(n) for n in re.split(r"\s*[,;]\s*", group.strip())]
+
+
+def _rewrite(match: re.Match, valid: set[int]) -> str:
+    keep = [n for n in dict.fromkeys(_numbers(match.group(1))) if n in valid]
+    if not keep:
+        return ""
+    lead = " " if match.group(0).startswith(" ") else ""
+    return lead + "[" + ", ".join(map(str, keep)) + "]"
+
+
+def clean_markers(text: str, valid: set[int]) -> str:
+    """Drop marker numbers that point to no source; drop a marker left empty."""
+    out = MARKER.sub(lambda m: _rewrite(m, valid), text)
+    return re.sub(r"\[(\d+)\](\s?\[\1\])+", r"[\1]", out)
+
+
+def marker_numbers(text: str) -> list[int]:
+    """Marker numbers in order of first use."""
+    seen: dict[int, None] = {}
+    for m in MARKER.finditer(text):
+        for n in _numbers(m.group(1)):
+            seen.setdefault(n, None)
+    return list(seen)
+
+
+class MarkerFilter:
+    """Streams text through, holding back only a possible marker until it is complete."""
+
+    def __init__(self, valid: set[int]):
+        self.valid = valid
+        self._buf = ""
+        self._last = ""
+
+    def feed(self, piece: str) -> str:
+        self._buf += piece
+        partial = _PARTIAL.search(self._buf)
+        cut = partial.start() if partial else len(self._buf)
+        ready, self._buf = self._buf[:cut], self._buf[cut:]
+        return self._emit(ready)
+
+    def flush(self) -> str:
+        ready, self._buf = self._buf, ""
+        return self._emit(ready)
+
+    def _emit(self, text: str) -> str:
+        out = MARKER.sub(lambda m: _rewrite(m, self.valid), text)
+        # a marker repeating the one just emitted ("[1][1]") is dropped
+        if self._last and out.startswith(self._last) and MARKER.fullmatch(self._last):
+            out = out[len(self._last):]
+        tail = MARKER.search(out[-12:]) if out else None
+        self._last = tail.group(0) if tail and out.endswith(tail.group(0)) else ""
+        return out
+
+
+def best_quote(chunk_text: str, claim: str, max_chars: int = 240) -> str:
+    """The sentence of ``chunk_text`` sharing most tokens with ``claim``."""
+    sentences = [s.strip() for s in _SENTENCE.findall(chunk_text) if s.strip()]
+    if not sentences:
+        return chunk_text[:max_chars]
+    claim_tokens = set(tokenize(claim))
+    best = max(sentences, key=lambda s: len(claim_tokens & set(tokenize(s))))
+    return best if len(best) <= max_chars else best[: max_chars - 1] + "…"
+
+
+def _claims_by_number(answer: str) -> dict[int, str]:
+    """For each marker number, the answer text (sentence) it is attached to."""
+    claims: dict[int, str] = {}
+    for sentence in _SENTENCE.findall(answer):
+        for n in marker_numbers(sentence):
+            claims[n] = claims.get(n, "") + " " + MARKER.sub("", sentence)
+    return claims
+
+
+def build_citations(answer: str, sources: Sequence[Source],
+                    min_overlap: float = 0.35) -> list[Citation]:
+    """Citations for the sources the answer used.
+
+    With markers: one citation per valid marker number, in order of first use. Without
+    any valid marker: the sources whose tokens cover at least ``min_overlap`` of the
+    answer's tokens, marked ``inferred``.
+    """
+    by_number = {s.number: s for s in sources}
+    claims = _claims_by_number(answer)
+    cited = [n for n in marker_numbers(answer) if n in by_number]
+    if cited:
+        return [_citation(by_number[n], claims.get(n, answer)) for n in cited]
+    return list(_inferred(answer, sources, min_overlap))
+
+
+def _citation(src: Source, claim: str, inferred: bool = False) -> Citation:
+    return Citation(src.number, src.source, src.page, best_quote(src.text, claim),
+                    src.chunk_id, src.kb, inferred)
+
+
+def _inferred(answer: str, sources: Sequence[Source], min_overlap: float) -> Iterable[Citation]:
+    answer_tokens = set(tokenize(answer))
+    if not answer_tokens:
+        return
+    for src in sources:
+        overlap = len(answer_tokens & set(tokenize(src.text))) / len(answer_tokens)
+        if overlap >= min_overlap:
+            yield _citation(src, answer, inferred=True)

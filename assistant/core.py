@@ -1,0 +1,149 @@
+"""``Assistant``: the one facade the UI, the CLI, the HTTP API and the tests call."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Generator, Iterator, Sequence
+from pathlib import Path
+
+from assistant.citations import MarkerFilter, build_citations, clean_markers
+from assistant.llm import LLM, LlamaCppLLM
+from assistant.models import resolve_gguf
+from assistant.prompts import SYSTEM_PROMPT, build_messages, fit_sources
+from assistant.settings import Settings
+from assistant.types import Answer, AnswerDelta, Source
+from ingest.chunking import ChunkingParams
+from ingest.pipeline import Item, ingest_files
+from ingest.types import IngestEvent, IngestReport
+from knowledge.embedders import Embedder, load_embedder
+from knowledge.library import Library
+from knowledge.types import DocumentRecord, Hit
+
+log = logging.getLogger(__name__)
+
+
+class Assistant:
+    """Knowledge bases, ingestion and cited, streamed answers.
+
+    ``llm`` and ``embedder`` may be injected (tests use scripted fakes); otherwise they
+    are built from ``settings`` — the LLM lazily, on first use or ``warm_up()``.
+    """
+
+    def __init__(self, settings: Settings, llm: LLM | None = None,
+                 embedder: Embedder | None = None):
+        self.settings = settings
+        self.paths = settings.paths
+        self._llm = llm
+        self._llm_lock = threading.Lock()
+        self.embedder = embedder or load_embedder(
+            settings.embedder.model, settings.embedder.batch_size
+        )
+        self.chunking = ChunkingParams(settings.chunking.chunk_size, settings.chunking.chunk_overlap)
+        self.library = Library(
+            self.paths.kb_dir, self.embedder, self.chunking.chunk_size,
+            self.chunking.chunk_overlap, settings.retrieval.rrf_k,
+        )
+        self.library.get(settings.default_kb, create=True)
+
+    # --- models ---------------------------------------------------------------
+    @property
+    def llm(self) -> LLM:
+        with self._llm_lock:
+            if self._llm is None:
+                cfg = self.settings.llm
+                path = resolve_gguf(cfg.model, self.paths.models_dir)
+                t0 = time.perf_counter()
+                self._llm = LlamaCppLLM(path, cfg.n_ctx, cfg.n_threads, cfg.n_gpu_layers,
+                                        cfg.seed, cfg.repeat_penalty)
+                log.info("Loaded %s in %.1f s", path.name, time.perf_counter() - t0)
+            return self._llm
+
+    def warm_up(self) -> None:
+        """Load the chat model now rather than on the first question."""
+        _ = self.llm
+
+    # --- knowledge bases ------------------------------------------------------
+    def knowledge_bases(self) -> list[str]:
+        return self.library.names()
+
+    def create_knowledge_base(self, name: str) -> None:
+        self.library.create(name)
+
+    def delete_knowledge_base(self, name: str) -> None:
+        self.library.delete(name)
+
+    def documents(self, kb: str | None = None) -> list[DocumentRecord]:
+        return self.library.get(kb or self.settings.default_kb).documents()
+
+    def delete_document(self, doc_id: str, kb: str | None = None) -> None:
+        self.library.get(kb or self.settings.default_kb).delete_document(doc_id)
+
+    def ingest(self, items: Sequence[Item], kb: str | None = None
+               ) -> Generator[IngestEvent, None, IngestReport]:
+        """Progress events while ingesting ``items``; returns the report (see ``drain``)."""
+        base = self.library.get(kb or self.settings.default_kb)
+        max_bytes = int(self.settings.ingest.max_file_mb * 2**20)
+        return ingest_files(base, [_as_item(i) for i in items], self.chunking, max_bytes)
+
+    # --- answering ------------------------------------------------------------
+    def search(self, question: str, kb: str | None = None, top_k: int | None = None) -> list[Hit]:
+        r = self.settings.retrieval
+        base = self.library.get(kb or self.settings.default_kb)
+        return base.search(question, top_k or r.top_k, r.candidates)
+
+    def ask(self, question: str, kb: str | None = None) -> Iterator[AnswerDelta | Answer]:
+        """Stream the answer as ``AnswerDelta``s, then yield the final ``Answer``."""
+        question = question.strip()
+        if not question:
+            raise ValueError("The question is empty.")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        hits = self.search(question, kb)
+        timings["retrieve_s"] = time.perf_counter() - t0
+        llm = self.llm
+        cfg = self.settings.llm
+        sources = [_source(i, h) for i, h in enumerate(hits, start=1)]
+        budget = cfg.n_ctx - cfg.max_tokens - llm.count_tokens(SYSTEM_PROMPT + question) - 64
+        sources = fit_sources(sources, budget, llm.count_tokens)
+        messages = build_messages(question, sources)
+        marker_filter = MarkerFilter({s.number for s in sources})
+        pieces: list[str] = []
+        t1 = time.perf_counter()
+        for piece in llm.stream_chat(messages, cfg.max_tokens, cfg.temperature):
+            if not pieces:
+                timings["first_token_s"] = time.perf_counter() - t1
+            pieces.append(piece)
+            shown = marker_filter.feed(piece)
+            if shown:
+                yield AnswerDelta(shown)
+        tail = marker_filter.flush()
+        if tail:
+            yield AnswerDelta(tail)
+        timings["generate_s"] = time.perf_counter() - t1
+        raw = "".join(pieces)
+        text = clean_markers(raw, {s.number for s in sources}).strip()
+        citations = tuple(build_citations(text, sources))
+        yield Answer(question, text, citations, tuple(sources), llm.name, timings,
+                     tokens=llm.count_tokens(raw) if raw else 0)
+
+    def answer(self, question: str, kb: str | None = None) -> Answer:
+        """``ask`` without streaming."""
+        final = None
+        for event in self.ask(question, kb):
+            if isinstance(event, Answer):
+                final = event
+        assert final is not None
+        return final
+
+    def close(self) -> None:
+        self.library.close()
+
+
+def _as_item(item: Item) -> Item:
+    return Path(item) if isinstance(item, str) else item
+
+
+def _source(number: int, hit: Hit) -> Source:
+    c = hit.chunk
+    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text, hit.score)

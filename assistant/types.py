@@ -1,0 +1,56 @@
+"""Data the assistant hands to its callers (UI, CLI, HTTP API)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Source:
+    """A numbered source given to the model (``number`` matches ``[n]`` in the answer)."""
+
+    number: int
+    chunk_id: str
+    kb: str
+    source: str
+    page: int
+    text: str
+    score: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}, p. {self.page}" if self.page else self.source
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A source the answer used, with the sentence of the source that supports it."""
+
+    number: int
+    source: str
+    page: int
+    quote: str
+    chunk_id: str
+    kb: str
+    inferred: bool = False  # True when the model gave no marker and overlap chose it
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}, p. {self.page}" if self.page else self.source
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    """A piece of streamed answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    text: str
+    citations: tuple[Citation, ...]
+    sources: tuple[Source, ...]
+    model: str
+    timings: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0

@@ -1,0 +1,26 @@
+"""Assemble the tabs into one Gradio app."""
+from __future__ import annotations
+
+import gradio as gr
+
+from assistant.core import Assistant
+from assistant.ui.chat_tab import build_chat_tab
+from assistant.ui.knowledge_tab import build_knowledge_tab
+
+
+def build_ui(assistant: Assistant) -> gr.Blocks:
+    with gr.Blocks(title="Docent") as demo:
+        gr.Markdown("# Docent\nAnswers from your own documents, with the file and page "
+                    "for every claim. Everything stays on this computer.")
+        kbs = assistant.knowledge_bases()
+        kb_choice = gr.Dropdown(
+            label="Knowledge base", choices=kbs, value=assistant.settings.default_kb,
+            elem_id="kb", interactive=True,
+        )
+        with gr.Tab("Chat", id="chat-tab"):
+            build_chat_tab(assistant, kb_choice)
+        with gr.Tab("Knowledge", id="knowledge-tab"):
+            build_knowledge_tab(demo, assistant, kb_choice)
+        demo.load(lambda kb: gr.Dropdown(choices=assistant.knowledge_bases(), value=kb),
+                  [kb_choice], [kb_choice], api_name=False)
+    return demo

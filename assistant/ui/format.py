@@ -1,0 +1,40 @@
+"""Plain formatting helpers for the UI (no gradio here, so they are easy to test)."""
+from __future__ import annotations
+
+import html
+
+from assistant.types import Answer
+from ingest.types import IngestReport
+from knowledge.types import DocumentRecord
+
+
+def citations_markdown(answer: Answer) -> str:
+    if not answer.citations:
+        return "\n\n---\n*No source was cited for this answer.*"
+    lines = ["", "", "---", "**Sources**"]
+    for c in answer.citations:
+        note = " *(matched by content)*" if c.inferred else ""
+        quote = html.escape(c.quote).replace("\n", " ")
+        lines.append(f"- **[{c.number}] {html.escape(c.label)}**{note}: “{quote}”")
+    return "\n".join(lines)
+
+
+def report_rows(report: IngestReport) -> list[list]:
+    rows = []
+    for r in report.results:
+        outcome = {"added": "added", "replaced": "replaced (new version)",
+                   "unchanged": "unchanged (already indexed)", "failed": "FAILED"}[r.status]
+        rows.append([r.source, outcome, r.chunks, r.pages, r.reason or "", r.seconds])
+    return rows
+
+
+REPORT_HEADERS = ["file", "result", "chunks", "pages", "reason / notes", "seconds"]
+DOC_HEADERS = ["file", "pages", "chunks", "characters", "added", "id"]
+
+
+def document_rows(docs: list[DocumentRecord]) -> list[list]:
+    return [[d.source, d.pages, d.chunks, d.chars, d.added_at, d.doc_id] for d in docs]
+
+
+def document_choices(docs: list[DocumentRecord]) -> list[tuple[str, str]]:
+    return [(f"{d.source} ({d.chunks} chunks)", d.doc_id) for d in docs]

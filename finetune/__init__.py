@@ -1,0 +1,1 @@
+"""Fine-tuning: datasets, LoRA and ReFT trainers, jobs, adapters (issue #6)."""

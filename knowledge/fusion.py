@@ -1,0 +1,53 @@
+"""Fusing ranked lists from several retrievers.
+
+Reciprocal rank fusion: each list contributes ``1 / (k + rank)`` (rank from 1) to a
+chunk's fused score, keyed by chunk id, never by text.
+
+>>> from knowledge.types import Chunk, Hit
+>>> c = lambda i: Chunk(i, "d", "f.txt", i, 1, 0, 1, 0)
+>>> bm25 = [Hit(c("a"), 9.0), Hit(c("b"), 5.0)]
+>>> dense = [Hit(c("b"), 0.9), Hit(c("c"), 0.8)]
+>>> fused = reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, k=60)
+>>> [h.chunk.chunk_id for h in fused]
+['b', 'a', 'c']
+>>> round(fused[0].score, 5)  # 1/62 + 1/61
+0.03252
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from knowledge.types import Hit
+
+
+def reciprocal_rank_fusion(
+    ranked: Mapping[str, Sequence[Hit]], k: int = 60, limit: int | None = None
+) -> list[Hit]:
+    """Fuse ``{retriever_name: hits_in_rank_order}`` into new ``Hit``s.
+
+    Each returned hit carries the per-retriever raw scores in ``scores`` plus
+    ``scores["fused"]``. Inputs are not modified. Ties keep first-seen order.
+    """
+    fused: dict[str, float] = {}
+    per_source: dict[str, dict[str, float]] = {}
+    first: dict[str, Hit] = {}
+    for name, hits in ranked.items():
+        for rank, hit in enumerate(hits, start=1):
+            cid = hit.chunk.chunk_id
+            if name in per_source.get(cid, {}):
+                continue  # a retriever listing the same chunk twice counts once
+            first.setdefault(cid, hit)
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+            per_source.setdefault(cid, {})[name] = hit.score
+    order = sorted(fused, key=lambda cid: -fused[cid])
+    if limit is not None:
+        order = order[:limit]
+    return [
+        Hit(
+            chunk=first[cid].chunk,
+            score=fused[cid],
+            kb=first[cid].kb,
+            scores={**per_source[cid], "fused": fused[cid]},
+        )
+        for cid in order
+    ]

@@ -1,0 +1,45 @@
+"""Data that flows out of the knowledge layer. Framework types never leak past here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one document, the unit that is embedded, indexed and cited.
+
+    ``start``/``end`` are character offsets into the text of ``page`` (1-based page
+    number; 0 when the format has no pages).
+    """
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    text: str
+    page: int
+    start: int
+    end: int
+    ordinal: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A chunk found for a query, with the score from each retriever that found it."""
+
+    chunk: Chunk
+    score: float
+    kb: str = ""
+    scores: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """What a knowledge base knows about one ingested file."""
+
+    doc_id: str
+    source: str
+    sha256: str
+    pages: int
+    chunks: int
+    chars: int
+    added_at: str

@@ -1,0 +1,56 @@
+"""Dense search: a Chroma collection driven through llama-index's vector-store integration.
+
+Vectors are computed by our ``Embedder`` and handed over explicitly; the collection is
+opened with our embedding function so Chroma never falls back to its own model.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery
+from llama_index.vector_stores.chroma import ChromaVectorStore
+
+from knowledge.adapters import ChromaEmbeddingFunction
+from knowledge.embedders import Embedder
+from knowledge.types import Chunk
+
+
+class VectorIndex:
+    def __init__(self, client, collection_name: str, embedder: Embedder):
+        self.embedder = embedder
+        self.collection = client.get_or_create_collection(
+            collection_name,
+            embedding_function=ChromaEmbeddingFunction(embedder),
+            metadata={"hnsw:space": "cosine"},
+        )
+        self._store = ChromaVectorStore(chroma_collection=self.collection)
+
+    def add(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        nodes = []
+        for chunk, vec in zip(chunks, vectors):
+            node = TextNode(
+                id_=chunk.chunk_id,
+                text=chunk.text,
+                embedding=vec.tolist(),
+                metadata={"source": chunk.source, "page": chunk.page, "doc_id": chunk.doc_id},
+            )
+            node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=chunk.doc_id)
+            nodes.append(node)
+        if nodes:
+            self._store.add(nodes)
+
+    def delete_document(self, doc_id: str) -> None:
+        self._store.delete(ref_doc_id=doc_id)
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """``(chunk_id, cosine similarity)`` for the ``k`` nearest chunks."""
+        if self.count() == 0:
+            return []
+        qvec = self.embedder.embed_queries([query])[0]
+        result = self._store.query(
+            VectorStoreQuery(query_embedding=qvec.tolist(), similarity_top_k=k)
+        )
+        return list(zip(result.ids or [], result.similarities or []))

@@ -1,0 +1,52 @@
+"""The answer path with a scripted LLM: prompt, streaming, marker filtering, citations."""
+import pytest
+
+from assistant.core import Assistant
+from assistant.types import Answer, AnswerDelta
+from ingest.pipeline import drain
+from tests.conftest import make_settings
+from tests.fakes import HashEmbedder, ScriptedLLM
+from tests.helpers.docs import make_clinic_docs
+
+
+@pytest.fixture
+def setup(tmp_path):
+    llm = ScriptedLLM("Adults take 500 mg every 8 hours [1]. See also [7].")
+    a = Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder())
+    drain(a.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
+    yield a, llm
+    a.close()
+
+
+def test_prompt_numbers_sources_and_answer_streams_with_citations(setup):
+    a, llm = setup
+    events = list(a.ask("What is the amoxicillin dose for adults?"))
+    deltas = [e.text for e in events if isinstance(e, AnswerDelta)]
+    final = events[-1]
+    assert isinstance(final, Answer) and len(deltas) > 3
+    assert "".join(deltas).strip() == final.text
+    assert final.text == "Adults take 500 mg every 8 hours [1]. See also."
+    prompt = llm.calls[0][-1]["content"]
+    assert "[1] (handbook.pdf, page 2)" in prompt and "Question: What is the amoxicillin" in prompt
+    (cite,) = final.citations
+    assert (cite.number, cite.source, cite.page) == (1, "handbook.pdf", 2)
+    assert "500 mg every 8 hours" in cite.quote
+    assert final.timings["retrieve_s"] >= 0 and "first_token_s" in final.timings
+
+
+def test_sources_are_cut_to_the_context_budget(tmp_path):
+    llm = ScriptedLLM("ok", n_ctx=512)
+    s = make_settings(tmp_path, llm={"n_ctx": 512, "max_tokens": 100})
+    a = Assistant(s, llm=llm, embedder=HashEmbedder())
+    drain(a.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
+    final = a.answer("amoxicillin")
+    total = sum(llm.count_tokens(m["content"]) for m in llm.calls[0])
+    assert total + 100 <= 512
+    assert 1 <= len(final.sources) < 5
+    a.close()
+
+
+def test_empty_question_is_refused(setup):
+    a, _ = setup
+    with pytest.raises(ValueError):
+        list(a.ask("   "))
