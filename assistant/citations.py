@@ -82,16 +82,23 @@ def best_quote(chunk_text: str, claim: str, max_chars: int = 240) -> str:
     if not sentences:
         return chunk_text[:max_chars]
     claim_tokens = set(tokenize(claim))
-    best = max(sentences, key=lambda s: len(claim_tokens & set(tokenize(s))))
+    overlaps = [len(claim_tokens & set(tokenize(s))) for s in sentences]
+    best = sentences[overlaps.index(max(overlaps))] if max(overlaps) > 0 else max(sentences, key=len)
     return best if len(best) <= max_chars else best[: max_chars - 1] + "…"
 
 
 def _claims_by_number(answer: str) -> dict[int, str]:
-    """For each marker number, the answer text (sentence) it is attached to."""
+    """For each marker number, the answer sentence(s) it is attached to. A marker
+    standing after the full stop ("... 8 hours. [1]") belongs to the sentence before."""
     claims: dict[int, str] = {}
+    previous = ""
     for sentence in _SENTENCE.findall(answer):
+        plain = MARKER.sub("", sentence).strip(" .,;:!?。！？")
+        claim = plain or previous
         for n in marker_numbers(sentence):
-            claims[n] = claims.get(n, "") + " " + MARKER.sub("", sentence)
+            claims[n] = claims.get(n, "") + " " + claim
+        if plain:
+            previous = plain
     return claims
 
 

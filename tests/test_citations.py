@@ -46,3 +46,8 @@ def test_streaming_filter_holds_back_only_possible_markers():
 def test_streaming_filter_passes_brackets_that_are_not_markers():
     f = MarkerFilter(valid={1})
     assert f.feed("see [note] and [") + f.feed("x]") + f.flush() == "see [note] and [x]"
+
+
+def test_marker_after_the_full_stop_belongs_to_the_sentence_before():
+    cites = build_citations("Adults take 500 mg every 8 hours. [2]", SOURCES)
+    assert cites[0].quote == "Adults take amoxicillin 500 mg every 8 hours."

@@ -33,7 +33,7 @@ DOC_HEADERS = ["file", "pages", "chunks", "characters", "added", "id"]
 
 
 def document_rows(docs: list[DocumentRecord]) -> list[list]:
-    return [[d.source, d.pages, d.chunks, d.chars, d.added_at, d.doc_id] for d in docs]
+    return [[d.source, d.pages or "—", d.chunks, d.chars, d.added_at, d.doc_id] for d in docs]
 
 
 def document_choices(docs: list[DocumentRecord]) -> list[tuple[str, str]]:
