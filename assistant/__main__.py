@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from assistant.offline import go_offline
@@ -12,8 +13,8 @@ go_offline()
 
 from assistant.errors import AssistantError  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
+from ingest.errors import IngestError  # noqa: E402
 from ingest.pipeline import drain  # noqa: E402
-from ingest.loaders import supported_extensions  # noqa: E402
 from knowledge.errors import KnowledgeError  # noqa: E402
 
 
@@ -25,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     ing = sub.add_parser("ingest", help="add files or folders to a knowledge base")
     ing.add_argument("paths", nargs="+", type=Path)
+    ing.add_argument("--password", help="password for encrypted PDFs in this batch")
+    sync = sub.add_parser("sync", help="make a knowledge base match a folder (add, change, delete)")
+    sync.add_argument("folder", type=Path)
+    sync.add_argument("--watch", action="store_true", help="keep syncing until interrupted")
+    sync.add_argument("--interval", type=float, default=10.0, help="seconds between syncs with --watch")
     ask = sub.add_parser("ask", help="ask a question; the answer streams, then its sources")
     ask.add_argument("question")
     sub.add_parser("doctor", help="print settings, models, versions and problems")
@@ -33,43 +39,55 @@ def _parser() -> argparse.ArgumentParser:
     kb_sub.add_parser("list")
     kb_sub.add_parser("create").add_argument("name")
     kb_sub.add_parser("delete").add_argument("name")
+    ren = kb_sub.add_parser("rename")
+    ren.add_argument("old")
+    ren.add_argument("new")
     kb_sub.add_parser("docs", help="documents in --kb")
     models = sub.add_parser("models", help="assemble and check the default chat models")
     models.add_argument("names", nargs="*", help="default: the selected model")
     return p
 
 
-def _expand(paths: list[Path]) -> list[tuple[Path, str]]:
-    items = []
-    exts = set(supported_extensions())
-    for p in paths:
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in exts:
-                    items.append((f, str(f.relative_to(p))))
+def _progress(ev) -> None:
+    bar = "#" * int(ev.fraction * 30)
+    done = ev.stage in ("done", "failed", "unchanged", "deleted")
+    print(f"\r[{bar:<30}] {ev.index + 1}/{ev.total} {ev.stage:9s} {ev.source[:50]:50s}",
+          end="\n" if done else "", file=sys.stderr, flush=True)
+
+
+def _print_report(report) -> None:
+    for r in report.results:
+        if r.status == "failed":
+            detail = r.reason
+        elif r.status == "deleted":
+            detail = "removed (file gone)"
         else:
-            items.append((p, p.name))
-    return items
+            detail = f"{r.chunks} chunks, {r.pages} pages" + (
+                f", {r.duplicates} duplicate chunks" if r.duplicates else "")
+        print(f"{r.status:9s} {r.source}: {detail}")
+    print(report.summary())
 
 
 def _cmd_ingest(assistant, args) -> int:
-    items = _expand(args.paths)
-    if not items:
+    missing = [p for p in args.paths if not p.exists()]
+    if missing:
+        print(f"Not found: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    report = drain(assistant.ingest(args.paths, args.kb, password=args.password), _progress)
+    _print_report(report)
+    if not report.results:
         print("No supported files found.", file=sys.stderr)
         return 2
-
-    def show(ev):
-        bar = "#" * int(ev.fraction * 30)
-        print(f"\r[{bar:<30}] {ev.index + 1}/{ev.total} {ev.stage:9s} {ev.source[:50]:50s}",
-              end="" if ev.stage not in ("done", "failed", "unchanged") else "\n", file=sys.stderr)
-
-    report = drain(assistant.ingest(items, args.kb), show)
-    for r in report.results:
-        detail = r.reason if r.status == "failed" else f"{r.chunks} chunks, {r.pages} pages"
-        print(f"{r.status:9s} {r.source}: {detail}")
-    print(f"{len(report.succeeded)} ingested, {len(report.unchanged)} unchanged, "
-          f"{len(report.failed)} failed")
     return 1 if report.failed and not report.succeeded and not report.unchanged else 0
+
+
+def _cmd_sync(assistant, args) -> int:
+    while True:
+        report = drain(assistant.sync_folder(args.folder, args.kb), _progress)
+        _print_report(report)
+        if not args.watch:
+            return 0
+        time.sleep(args.interval)
 
 
 def _cmd_ask(assistant, args) -> int:
@@ -98,6 +116,9 @@ def _cmd_kb(assistant, args) -> int:
     elif args.kb_command == "create":
         assistant.create_knowledge_base(args.name)
         print(f"created {args.name}")
+    elif args.kb_command == "rename":
+        assistant.rename_knowledge_base(args.old, args.new)
+        print(f"renamed {args.old} to {args.new}")
     elif args.kb_command == "delete":
         assistant.delete_knowledge_base(args.name)
         print(f"deleted {args.name}")
@@ -138,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
 
         assistant = Assistant(settings)
         try:
-            return {"ingest": _cmd_ingest, "ask": _cmd_ask, "kb": _cmd_kb}[args.command](assistant, args)
+            commands = {"ingest": _cmd_ingest, "sync": _cmd_sync, "ask": _cmd_ask, "kb": _cmd_kb}
+            return commands[args.command](assistant, args)
         finally:
             assistant.close()
-    except (AssistantError, KnowledgeError, ValueError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:
+        return 130
+    except (AssistantError, KnowledgeError, IngestError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,7 @@ from assistant.prompts import SYSTEM_PROMPT, build_messages, fit_sources
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta, Source
 from ingest.chunking import ChunkingParams
-from ingest.pipeline import Item, ingest_files
+from ingest.pipeline import IngestItem, folder_items, ingest_files, sync_folder
 from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import Embedder, load_embedder
 from knowledge.library import Library
@@ -73,18 +73,32 @@ class Assistant:
     def delete_knowledge_base(self, name: str) -> None:
         self.library.delete(name)
 
+    def rename_knowledge_base(self, old: str, new: str) -> None:
+        self.library.rename(old, new)
+
     def documents(self, kb: str | None = None) -> list[DocumentRecord]:
         return self.library.get(kb or self.settings.default_kb).documents()
 
     def delete_document(self, doc_id: str, kb: str | None = None) -> None:
         self.library.get(kb or self.settings.default_kb).delete_document(doc_id)
 
-    def ingest(self, items: Sequence[Item], kb: str | None = None
-               ) -> Generator[IngestEvent, None, IngestReport]:
-        """Progress events while ingesting ``items``; returns the report (see ``drain``)."""
+    def ingest(self, items: Sequence[IngestItem | Path | str], kb: str | None = None,
+               password: str | None = None) -> Generator[IngestEvent, None, IngestReport]:
+        """Progress events while ingesting files and folders; returns the report (see
+        ``ingest.pipeline.drain``). ``password`` opens encrypted PDFs in this batch."""
         base = self.library.get(kb or self.settings.default_kb)
-        max_bytes = int(self.settings.ingest.max_file_mb * 2**20)
-        return ingest_files(base, [_as_item(i) for i in items], self.chunking, max_bytes)
+        return ingest_files(base, _expand(items, password), self.chunking, self._max_bytes(),
+                            self.embedder.count_tokens)
+
+    def sync_folder(self, folder: Path | str, kb: str | None = None
+                    ) -> Generator[IngestEvent, None, IngestReport]:
+        """Make ``kb`` match ``folder`` (add, replace changed, delete removed files)."""
+        base = self.library.get(kb or self.settings.default_kb)
+        return sync_folder(base, Path(folder).expanduser(), self.chunking, self._max_bytes(),
+                           self.embedder.count_tokens)
+
+    def _max_bytes(self) -> int:
+        return int(self.settings.ingest.max_file_mb * 2**20)
 
     # --- answering ------------------------------------------------------------
     def search(self, question: str, kb: str | None = None, top_k: int | None = None) -> list[Hit]:
@@ -140,8 +154,18 @@ class Assistant:
         self.library.close()
 
 
-def _as_item(item: Item) -> Item:
-    return Path(item) if isinstance(item, str) else item
+def _expand(items: Sequence[IngestItem | Path | str], password: str | None) -> list[IngestItem]:
+    out: list[IngestItem] = []
+    for item in items:
+        if isinstance(item, IngestItem):
+            out.append(item if password is None else IngestItem(item.path, item.source, item.origin, password))
+            continue
+        path = Path(item).expanduser()
+        if path.is_dir():
+            out.extend(folder_items(path, password))
+        else:
+            out.append(IngestItem(path, path.name, str(path.resolve()), password))
+    return out
 
 
 def _source(number: int, hit: Hit) -> Source:

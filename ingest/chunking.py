@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ingest.types import Page
@@ -43,18 +43,37 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of sentences (never crossing a paragraph break), stripped."""
-    spans: list[tuple[int, int]] = []
-    para_start = 0
-    for para_end in [m.start() for m in _PARAGRAPH.finditer(text)] + [len(text)]:
+_TABLE_ROW = re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)
+
+
+def sentence_spans(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int, int]]:
+    """Character spans of sentences in ``text[lo:hi]``: never crossing a paragraph break;
+    each Markdown table row (``| a | b |``) is one unit of its own."""
+    return [(a, b) for a, b, _ in _units(text, lo, len(text) if hi is None else hi)]
+
+
+def _units(text: str, lo: int, hi: int) -> list[tuple[int, int, bool]]:
+    """``(start, end, is_table_row)`` units of ``text[lo:hi]``, stripped, in order."""
+    out: list[tuple[int, int, bool]] = []
+    para_start = lo
+    for para_end in [m.start() for m in _PARAGRAPH.finditer(text, lo, hi)] + [hi]:
         cut = para_start
-        for m in _SENTENCE_END.finditer(text, para_start, para_end):
-            spans.append((cut, m.end()))
-            cut = m.end()
-        spans.append((cut, para_end))
+        for row in _TABLE_ROW.finditer(text, para_start, para_end):
+            out.extend(_sentences(text, cut, row.start()))
+            out.append((*_strip(text, row.start(), row.end()), True))
+            cut = row.end()
+        out.extend(_sentences(text, cut, para_end))
         para_start = para_end
-    return [s for s in (_strip(text, a, b) for a, b in spans) if s[1] > s[0]]
+    return [u for u in out if u[1] > u[0]]
+
+
+def _sentences(text: str, lo: int, hi: int) -> list[tuple[int, int, bool]]:
+    spans, cut = [], lo
+    for m in _SENTENCE_END.finditer(text, lo, hi):
+        spans.append((cut, m.end()))
+        cut = m.end()
+    spans.append((cut, hi))
+    return [(*_strip(text, a, b), False) for a, b in spans]
 
 
 def _strip(text: str, a: int, b: int) -> tuple[int, int]:
@@ -65,25 +84,29 @@ def _strip(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
-def _split_long(text: str, span: tuple[int, int], size: int) -> list[tuple[int, int]]:
-    """Cut a sentence longer than ``size`` tokens at token boundaries."""
+def _split_long(text: str, span: tuple[int, int], size: int,
+                count: Callable[[str], int]) -> list[tuple[int, int]]:
+    """Cut a sentence longer than ``size`` tokens at word boundaries."""
     start, end = span
-    tokens = list(_TOKEN.finditer(text, start, end))
-    if len(tokens) <= size:
+    if count(text[start:end]) <= size:
         return [span]
-    out = []
-    for i in range(0, len(tokens), size):
-        group = tokens[i : i + size]
-        out.append((group[0].start(), group[-1].end()))
-    return out
+    words = list(_TOKEN.finditer(text, start, end))
+    per_piece = max(1, int(len(words) * size / max(count(text[start:end]), 1)))
+    return [(words[i].start(), words[min(i + per_piece, len(words)) - 1].end())
+            for i in range(0, len(words), per_piece)]
 
 
-def chunk_spans(text: str, params: ChunkingParams) -> list[tuple[int, int]]:
-    """Spans of chunks over ``text``: whole sentences packed up to ``chunk_size`` tokens,
-    each chunk starting with the last ``chunk_overlap`` tokens' worth of sentences
-    of the chunk before it."""
-    units = [u for s in sentence_spans(text) for u in _split_long(text, s, params.chunk_size)]
-    sizes = [count_tokens(text[a:b]) for a, b in units]
+def chunk_spans(text: str, params: ChunkingParams, count: Callable[[str], int] = count_tokens,
+                lo: int = 0, hi: int | None = None) -> list[tuple[int, int]]:
+    """Spans of chunks over ``text[lo:hi]``: whole sentences and table rows packed up to
+    ``chunk_size`` tokens (as ``count`` counts them), each chunk starting with the last
+    ``chunk_overlap`` tokens' worth of units of the chunk before it. A table row longer
+    than a chunk stays whole."""
+    hi = len(text) if hi is None else hi
+    units: list[tuple[int, int]] = []
+    for a, b, is_row in _units(text, lo, hi):
+        units.extend([(a, b)] if is_row else _split_long(text, (a, b), params.chunk_size, count))
+    sizes = [count(text[a:b]) for a, b in units]
     chunks, i = [], 0
     while i < len(units):
         j, total = i, sizes[i]
@@ -101,20 +124,31 @@ def chunk_spans(text: str, params: ChunkingParams) -> list[tuple[int, int]]:
     return chunks
 
 
+def _section_windows(page: Page) -> list[tuple[int, int, str]]:
+    """``(start, end, heading path)`` windows of a page: chunks never cross a heading."""
+    marks = [(0, "")] + [(o, h) for o, h in page.sections if 0 < o < len(page.text)]
+    if page.sections and page.sections[0][0] == 0:
+        marks[0] = (0, page.sections[0][1])
+    marks.sort()
+    ends = [o for o, _ in marks[1:]] + [len(page.text)]
+    return [(start, end, heading) for (start, heading), end in zip(marks, ends) if end > start]
+
+
 def doc_id_for(source: str, sha256: str) -> str:
     return hashlib.sha256(f"{source}\0{sha256}".encode()).hexdigest()[:16]
 
 
-def chunk_pages(doc_id: str, source: str, pages: Sequence[Page],
-                params: ChunkingParams) -> list[Chunk]:
-    """Chunks for every page, numbered in document order."""
+def chunk_pages(doc_id: str, source: str, pages: Sequence[Page], params: ChunkingParams,
+                count: Callable[[str], int] = count_tokens) -> list[Chunk]:
+    """Chunks for every page, numbered in document order, each with its heading path."""
     out: list[Chunk] = []
     for page in pages:
-        for start, end in chunk_spans(page.text, params):
-            ordinal = len(out)
-            out.append(Chunk(
-                chunk_id=f"{doc_id}-{ordinal:05d}", doc_id=doc_id, source=source,
-                text=page.text[start:end], page=page.number, start=start, end=end,
-                ordinal=ordinal,
-            ))
+        for lo, hi, heading in _section_windows(page):
+            for start, end in chunk_spans(page.text, params, count, lo, hi):
+                ordinal = len(out)
+                out.append(Chunk(
+                    chunk_id=f"{doc_id}-{ordinal:05d}", doc_id=doc_id, source=source,
+                    text=page.text[start:end], page=page.number, start=start, end=end,
+                    ordinal=ordinal, heading=heading,
+                ))
     return out

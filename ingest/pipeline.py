@@ -1,9 +1,9 @@
 """Ingestion as a generator of progress events that returns a report.
 
->>> # events = ingest_files(kb, [Path("a.pdf")], ChunkingParams())
->>> # report = drain(events, on_event=print)
+    report = drain(ingest_files(kb, [IngestItem(Path("a.pdf"))], params), on_event=print)
 
-One failing file never stops the batch: its ``FileResult`` says why.
+One failing file never stops the batch: its ``FileResult`` says why. Files over the
+size limit are refused before anything is read.
 """
 from __future__ import annotations
 
@@ -11,18 +11,32 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ingest.chunking import ChunkingParams, chunk_pages, doc_id_for
+from ingest.chunking import ChunkingParams, chunk_pages, count_tokens, doc_id_for
 from ingest.errors import IngestError
-from ingest.loaders import load
+from ingest.loaders import load, supported_extensions
 from ingest.types import FileResult, IngestEvent, IngestReport
 from knowledge.base import KnowledgeBase
 from knowledge.errors import KnowledgeError
 
 log = logging.getLogger(__name__)
 
-Item = Path | tuple[Path, str]  # a path, or (path, source name shown to the user)
+
+@dataclass(frozen=True)
+class IngestItem:
+    """A file to ingest: ``source`` is the name shown and cited (default: the file name);
+    ``origin`` the absolute path kept for folder sync; ``password`` for encrypted PDFs."""
+
+    path: Path
+    source: str = ""
+    origin: str = ""
+    password: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.source or self.path.name
 
 
 def file_sha256(path: Path) -> str:
@@ -34,34 +48,29 @@ def file_sha256(path: Path) -> str:
 
 
 def ingest_files(
-    kb: KnowledgeBase, items: Sequence[Item], params: ChunkingParams,
-    max_bytes: int = 200 * 2**20,
+    kb: KnowledgeBase, items: Sequence[IngestItem], params: ChunkingParams,
+    max_bytes: int = 200 * 2**20, count: Callable[[str], int] = count_tokens,
 ) -> Generator[IngestEvent, None, IngestReport]:
     results: list[FileResult] = []
     total = len(items)
     for index, item in enumerate(items):
-        path, source = (item, item.name) if isinstance(item, Path) else item
         started = time.perf_counter()
-        events = _ingest_one(kb, Path(path), source, params, max_bytes, index, total)
         try:
-            while True:
-                yield next(events)
-        except StopIteration as stop:
-            result = stop.value
+            result = yield from _ingest_one(kb, item, params, max_bytes, count, index, total)
         except (IngestError, KnowledgeError, OSError) as exc:
-            result = FileResult(source, "failed", reason=str(exc))
+            result = FileResult(item.name, "failed", reason=str(exc))
         except Exception as exc:  # isolate any unexpected loader bug to this file
-            log.exception("Unexpected error ingesting %s", source)
-            result = FileResult(source, "failed", reason=f"{type(exc).__name__}: {exc}")
-        result = FileResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 3)})
+            log.exception("Unexpected error ingesting %s", item.name)
+            result = FileResult(item.name, "failed", reason=f"{type(exc).__name__}: {exc}")
+        result = replace(result, seconds=round(time.perf_counter() - started, 3))
         results.append(result)
-        stage = "failed" if result.status == "failed" else (
-            "unchanged" if result.status == "unchanged" else "done")
-        yield IngestEvent(source, stage, index, total, result.reason or f"{result.chunks} chunks")
+        stage = {"failed": "failed", "unchanged": "unchanged"}.get(result.status, "done")
+        yield IngestEvent(item.name, stage, index, total, result.reason or f"{result.chunks} chunks")
     return IngestReport(tuple(results))
 
 
-def _ingest_one(kb, path, source, params, max_bytes, index, total):
+def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
+    source, path = item.name, item.path
     yield IngestEvent(source, "loading", index, total)
     if not path.is_file():
         raise IngestError(f"File not found: {path}")
@@ -69,24 +78,53 @@ def _ingest_one(kb, path, source, params, max_bytes, index, total):
     if size > max_bytes:
         raise IngestError(
             f"The file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit "
-            "(setting ingest.max_file_mb)."
-        )
+            "(setting ingest.max_file_mb).")
     sha = file_sha256(path)
     existing = kb.find_document(source)
     if existing is not None and existing.sha256 == sha:
         return FileResult(source, "unchanged", existing.chunks, existing.pages, existing.chars,
-                          doc_id=existing.doc_id)
-    doc = load(path, source)
+                          doc_id=existing.doc_id, duplicates=existing.duplicates)
+    doc = load(path, source, password=item.password)
     yield IngestEvent(source, "chunking", index, total)
     doc_id = doc_id_for(source, sha)
-    chunks = chunk_pages(doc_id, source, doc.pages, params)
+    chunks = chunk_pages(doc_id, source, doc.pages, params, count)
     if not chunks:
         raise IngestError("No text found in the file.")
     yield IngestEvent(source, "embedding", index, total, f"{len(chunks)} chunks")
-    record = kb.add_document(doc_id, source, sha, doc.page_count, chunks)
+    record = kb.add_document(doc_id, source, sha, doc.page_count, chunks, origin=item.origin)
     status = "replaced" if existing is not None else "added"
     return FileResult(source, status, record.chunks, record.pages, record.chars,
-                      reason="; ".join(doc.warnings), doc_id=doc_id)
+                      reason="; ".join(doc.warnings), doc_id=doc_id, duplicates=record.duplicates)
+
+
+def folder_items(folder: Path, password: str | None = None) -> list[IngestItem]:
+    """Every supported file under ``folder``, named by its path relative to it."""
+    exts = set(supported_extensions())
+    root = folder.resolve()
+    return [IngestItem(p, str(p.relative_to(root)), str(p), password)
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix.lower() in exts and not p.name.startswith((".", "~$"))]
+
+
+def sync_folder(
+    kb: KnowledgeBase, folder: Path, params: ChunkingParams, max_bytes: int = 200 * 2**20,
+    count: Callable[[str], int] = count_tokens,
+) -> Generator[IngestEvent, None, IngestReport]:
+    """Make the knowledge base match ``folder``: add new files, replace changed ones,
+    delete documents whose file under this folder is gone."""
+    if not folder.is_dir():
+        raise IngestError(f"Not a folder: {folder}")
+    items = folder_items(folder)
+    report = yield from ingest_files(kb, items, params, max_bytes, count)
+    present = {i.origin for i in items}
+    prefix = str(folder.resolve()) + "/"
+    gone = [d for d in kb.documents() if d.origin.startswith(prefix) and d.origin not in present]
+    deleted = []
+    for n, doc in enumerate(gone):
+        kb.delete_document(doc.doc_id)
+        deleted.append(FileResult(doc.source, "deleted", doc_id=doc.doc_id))
+        yield IngestEvent(doc.source, "deleted", n, len(gone), "file removed from the folder")
+    return IngestReport(report.results + tuple(deleted))
 
 
 def drain(events: Generator[IngestEvent, None, IngestReport],

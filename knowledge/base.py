@@ -5,11 +5,13 @@ import json
 import logging
 import re
 import threading
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from knowledge.bm25 import BM25Index
+from knowledge import dedup
 from knowledge.catalog import Catalog
 from knowledge.embedders import Embedder
 from knowledge.errors import IndexMismatch, KnowledgeError
@@ -20,7 +22,7 @@ from knowledge.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: duplicates, headings, tombstones
 KB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
@@ -30,6 +32,7 @@ class Manifest:
 
     name: str
     format_version: int
+    collection: str  # the Chroma collection: a stable id, so renaming never touches it
     embedder: str
     embedder_dim: int
     chunk_size: int
@@ -44,7 +47,7 @@ class Manifest:
     @classmethod
     def load(cls, path: Path) -> "Manifest":
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") != FORMAT_VERSION or "collection" not in data:
             raise IndexMismatch(
                 f"Knowledge base at {path.parent} has index format "
                 f"{data.get('format_version')}, this Docent reads {FORMAT_VERSION}: re-index it "
@@ -73,49 +76,89 @@ class KnowledgeBase:
                 f"{manifest.embedder!r}, but the settings choose {embedder.name!r}. "
                 f"Set embedder.model to {manifest.embedder!r}, or re-index the knowledge base."
             )
-        self.name = manifest.name
+        self.name = root.name  # the directory name is the truth (see Library.rename)
         self.root = root
         self.manifest = manifest
         self.rrf_k = rrf_k
         self.catalog = Catalog(root / "catalog.sqlite3")
-        self.vectors = VectorIndex(chroma_client, f"kb_{manifest.name}", embedder)
+        self.vectors = VectorIndex(chroma_client, manifest.collection, embedder)
         self.bm25 = BM25Index()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # serialises writes
+        self._bm25_lock = threading.Lock()
         self._bm25_stale = True
         self._recover()
 
     def _recover(self) -> None:
-        """Drop documents a crash left half-written (catalog says pending)."""
+        """Finish or undo what a crash left (see ``knowledge.catalog``)."""
         for doc_id in self.catalog.pending_doc_ids():
             log.warning("Removing half-ingested document %s from %s", doc_id, self.name)
             self.vectors.delete_document(doc_id)
-            self.catalog.delete(doc_id)
+            self.catalog.drop_pending(doc_id)
+        self._finish_cleanup()
+
+    def _finish_cleanup(self) -> None:
+        for doc_id in self.catalog.tombstones():
+            self.vectors.delete_document(doc_id)
+            self.catalog.clear_tombstone(doc_id)
+        promoted = self.catalog.pending_vector_chunks()
+        if promoted:
+            vectors = self.vectors.embedder.embed_passages([c.text for c in promoted])
+            self.vectors.upsert(promoted, vectors)
+            self.catalog.clear_pending_vectors([c.chunk_id for c in promoted])
 
     # --- writes -------------------------------------------------------------
     def add_document(self, doc_id: str, source: str, sha256: str, pages: int,
-                     chunks: list[Chunk]) -> DocumentRecord:
-        """Embed and store ``chunks`` as one document, replacing an older version of ``source``."""
-        vectors = self.vectors.embedder.embed_passages([c.text for c in chunks])
+                     chunks: list[Chunk], origin: str = "") -> DocumentRecord:
+        """Store ``chunks`` as one document, replacing an older version of ``source``.
+
+        Chunks that duplicate (exactly or nearly) a chunk already in the knowledge base
+        are recorded as duplicates and not embedded.
+        """
         tokens = [tokenize(c.text) for c in chunks]
+        hashes = [dedup.content_hash(c.text) for c in chunks]
+        signatures = [dedup.minhash_signature(t) for t in tokens]
         with self._lock:
             old = self.catalog.find_by_source(source)
-            self.catalog.add_pending(doc_id, source, sha256, pages, chunks, tokens)
-            self.vectors.delete_document(doc_id)
-            self.vectors.add(chunks, vectors)
-            if old is not None and old.doc_id != doc_id:
-                self.vectors.delete_document(old.doc_id)
-                self.catalog.delete(old.doc_id)
-            self.catalog.mark_ready(doc_id)
+            exclude = {doc_id} | ({old.doc_id} if old else set())
+            dup_of = self._duplicates(chunks, hashes, signatures, exclude)
+            canonical = [c for i, c in enumerate(chunks) if i not in dup_of]
+            vectors = self.vectors.embedder.embed_passages([c.text for c in canonical])
+            self.catalog.add_pending(doc_id, source, origin, sha256, pages, chunks, tokens,
+                                     hashes, signatures, dup_of)
+            self.vectors.delete_document(doc_id)  # leftovers of a crashed attempt
+            self.vectors.upsert(canonical, vectors)
+            replaces = old.doc_id if old is not None and old.doc_id != doc_id else None
+            self.catalog.commit_document(doc_id, replaces)
+            self._finish_cleanup()
             self._bm25_stale = True
-        record = next(d for d in self.catalog.documents() if d.doc_id == doc_id)
-        return record
+            return self.catalog.document(doc_id)
+
+    def _duplicates(self, chunks, hashes, signatures, exclude: set[str]) -> dict[int, str]:
+        """Index of each duplicate chunk -> id of the canonical chunk it repeats (in the
+        knowledge base, or earlier in the same document)."""
+        dup_of: dict[int, str] = {}
+        seen_hash: dict[str, int] = {}
+        for i, (h, sig) in enumerate(zip(hashes, signatures)):
+            if h in seen_hash:
+                dup_of[i] = chunks[seen_hash[h]].chunk_id
+                continue
+            twin = self.catalog.find_duplicate(h, sig, exclude)
+            if twin is None and sig is not None:
+                twin = next((chunks[j].chunk_id for j in range(i)
+                             if j not in dup_of and signatures[j] is not None
+                             and dedup.jaccard(sig, signatures[j]) >= dedup.NEAR_THRESHOLD), None)
+            if twin is not None:
+                dup_of[i] = twin
+            else:
+                seen_hash[h] = i
+        return dup_of
 
     def delete_document(self, doc_id: str) -> None:
         with self._lock:
-            if not any(d.doc_id == doc_id for d in self.catalog.documents()):
+            if self.catalog.document(doc_id) is None:
                 raise KnowledgeError(f"No document {doc_id!r} in knowledge base {self.name!r}.")
-            self.vectors.delete_document(doc_id)
-            self.catalog.delete(doc_id)
+            self.catalog.delete_document(doc_id)
+            self._finish_cleanup()
             self._bm25_stale = True
 
     # --- reads --------------------------------------------------------------
@@ -139,10 +182,10 @@ class KnowledgeBase:
         return [Hit(h.chunk, h.score, self.name, h.scores) for h in fused]
 
     def _refresh_bm25(self) -> None:
-        with self._lock:
+        with self._bm25_lock:
             if self._bm25_stale:
-                self.bm25.load(self.catalog.ready_chunks_with_tokens())
                 self._bm25_stale = False
+                self.bm25.load(self.catalog.ready_chunks_with_tokens())
 
     def close(self) -> None:
         self.catalog.close()
@@ -150,7 +193,8 @@ class KnowledgeBase:
 
 def new_manifest(name: str, embedder: Embedder, chunk_size: int, chunk_overlap: int) -> Manifest:
     return Manifest(
-        name=name, format_version=FORMAT_VERSION, embedder=embedder.name,
+        name=name, format_version=FORMAT_VERSION, collection=f"kb_{uuid.uuid4().hex[:16]}",
+        embedder=embedder.name,
         embedder_dim=embedder.dim, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -1,30 +1,45 @@
 """The record of truth for one knowledge base: a SQLite file of documents and chunks.
 
-Chroma and BM25 are derived from it. A document is written as ``pending`` with its
-chunks, then added to the vector store, then marked ``ready`` in one transaction;
-opening the catalog purges anything left ``pending`` by a crash (``pending_doc_ids``).
+Chroma and BM25 are derived from it. Crash safety (kill -9 at any moment):
+
+1. a new document and its chunks are written ``pending`` in one transaction;
+2. its canonical chunks' vectors go to Chroma;
+3. one transaction marks it ``ready``, deletes the version it replaces, records a
+   *tombstone* for that version's vectors and a *pending vector* for every duplicate
+   chunk promoted to canonical because its original went away;
+4. tombstoned vectors are deleted from Chroma and promoted chunks embedded, each
+   clearing its record when done.
+
+Opening a catalog hands back what a crash left: pending documents (drop them; their
+file is ingested again next time), tombstones and pending vectors (finish them).
 """
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from knowledge import dedup
 from knowledge.types import Chunk, DocumentRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY,
     source TEXT NOT NULL,
+    origin TEXT NOT NULL DEFAULT '',
     sha256 TEXT NOT NULL,
     pages INTEGER NOT NULL,
     chars INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('pending', 'ready')),
     added_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
 CREATE TABLE IF NOT EXISTS chunks (
     chunk_id TEXT PRIMARY KEY,
     doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
@@ -33,10 +48,30 @@ CREATE TABLE IF NOT EXISTS chunks (
     page INTEGER NOT NULL,
     start INTEGER NOT NULL,
     "end" INTEGER NOT NULL,
-    tokens TEXT NOT NULL
+    heading TEXT NOT NULL DEFAULT '',
+    tokens TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    minhash BLOB,
+    dup_of TEXT
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(content_hash);
+CREATE INDEX IF NOT EXISTS chunks_dup ON chunks(dup_of);
+CREATE TABLE IF NOT EXISTS lsh (
+    band INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    chunk_id TEXT NOT NULL REFERENCES chunks(chunk_id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS lsh_key ON lsh(band, key);
+CREATE INDEX IF NOT EXISTS lsh_chunk ON lsh(chunk_id);
+CREATE TABLE IF NOT EXISTS tombstones (doc_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS pending_vectors (
+    chunk_id TEXT PRIMARY KEY REFERENCES chunks(chunk_id) ON DELETE CASCADE
+);
 """
+
+_CHUNK_COLS = ('c.chunk_id, c.doc_id, d.source, c.text, c.page, c.start, c."end", '
+               'c.ordinal, c.heading')
 
 
 class Catalog:
@@ -45,77 +80,160 @@ class Catalog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()  # one connection, used from several threads
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
-    def add_pending(
-        self, doc_id: str, source: str, sha256: str, pages: int,
-        chunks: list[Chunk], tokens: list[list[str]],
-    ) -> None:
-        chars = sum(len(c.text) for c in chunks)
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    def _query(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # --- duplicates -------------------------------------------------------------
+    def find_duplicate(self, content_hash: str, signature: np.ndarray | None,
+                       exclude_docs: set[str]) -> str | None:
+        """Id of a ready canonical chunk with the same content, or a near-duplicate."""
+        marks = ",".join("?" * len(exclude_docs)) or "''"
+        rows = self._query(
+            "SELECT c.chunk_id FROM chunks c JOIN documents d USING (doc_id) "
+            f"WHERE c.content_hash = ? AND c.dup_of IS NULL AND d.status = 'ready' "
+            f"AND c.doc_id NOT IN ({marks}) LIMIT 1", [content_hash, *exclude_docs])
+        if rows or signature is None:
+            return rows[0][0] if rows else None
+        keys = dedup.band_keys(signature)
+        where = " OR ".join("(l.band = ? AND l.key = ?)" for _ in keys)
+        rows = self._query(
+            "SELECT DISTINCT c.chunk_id, c.minhash FROM lsh l JOIN chunks c USING (chunk_id) "
+            f"JOIN documents d USING (doc_id) WHERE ({where}) AND d.status = 'ready' "
+            f"AND c.dup_of IS NULL AND c.doc_id NOT IN ({marks})",
+            [v for k in keys for v in k] + list(exclude_docs))
+        best = max(((dedup.jaccard(signature, dedup.from_blob(blob)), cid) for cid, blob in rows),
+                   default=(0.0, None))
+        return best[1] if best[0] >= dedup.NEAR_THRESHOLD else None
+
+    # --- writes -----------------------------------------------------------------
+    def add_pending(self, doc_id: str, source: str, origin: str, sha256: str, pages: int,
+                    chunks: list[Chunk], tokens: list[list[str]], hashes: list[str],
+                    signatures: list[np.ndarray | None], dup_of: dict[int, str]) -> None:
+        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        rows, lsh = [], []
+        for i, (c, t, h, sig) in enumerate(zip(chunks, tokens, hashes, signatures)):
+            rows.append((c.chunk_id, doc_id, c.ordinal, c.text, c.page, c.start, c.end, c.heading,
+                         json.dumps(t, ensure_ascii=False), h,
+                         None if sig is None else dedup.to_blob(sig), dup_of.get(i)))
+            if sig is not None and i not in dup_of:
+                lsh.extend((b, k, c.chunk_id) for b, k in dedup.band_keys(sig))
         with self.transaction() as db:
             db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-            db.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                (doc_id, source, sha256, pages, chars, now),
-            )
-            db.executemany(
-                'INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-                [
-                    (c.chunk_id, doc_id, c.ordinal, c.text, c.page, c.start, c.end,
-                     json.dumps(t, ensure_ascii=False))
-                    for c, t in zip(chunks, tokens)
-                ],
-            )
+            db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                       (doc_id, source, origin, sha256, pages, sum(len(c.text) for c in chunks), now))
+            db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO lsh VALUES (?, ?, ?)", lsh)
 
-    def mark_ready(self, doc_id: str) -> None:
+    def commit_document(self, doc_id: str, replaces: str | None) -> list[str]:
+        """Mark ``doc_id`` ready and remove ``replaces`` in one transaction. Returns the
+        chunk ids promoted to canonical (they need vectors)."""
         with self.transaction() as db:
+            promoted = self._remove(db, replaces) if replaces else []
             db.execute("UPDATE documents SET status = 'ready' WHERE doc_id = ?", (doc_id,))
+        return promoted
 
-    def delete(self, doc_id: str) -> None:
+    def delete_document(self, doc_id: str) -> list[str]:
+        """Remove a document (tombstoning its vectors); returns promoted chunk ids."""
         with self.transaction() as db:
-            db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+            return self._remove(db, doc_id)
 
+    def drop_pending(self, doc_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM documents WHERE doc_id = ? AND status = 'pending'", (doc_id,))
+
+    def _remove(self, db: sqlite3.Connection, doc_id: str) -> list[str]:
+        promoted = []
+        canon = [r[0] for r in db.execute(
+            "SELECT chunk_id FROM chunks WHERE doc_id = ? AND dup_of IS NULL", (doc_id,))]
+        for cid in canon:
+            deps = [r[0] for r in db.execute(
+                "SELECT c.chunk_id FROM chunks c JOIN documents d USING (doc_id) "
+                "WHERE c.dup_of = ? AND c.doc_id != ? ORDER BY d.added_at, c.ordinal", (cid, doc_id))]
+            if not deps:
+                continue
+            heir = deps[0]
+            db.execute("UPDATE chunks SET dup_of = NULL WHERE chunk_id = ?", (heir,))
+            db.execute("UPDATE chunks SET dup_of = ? WHERE dup_of = ?", (heir, cid))
+            blob = db.execute("SELECT minhash FROM chunks WHERE chunk_id = ?", (heir,)).fetchone()[0]
+            if blob is not None:
+                db.executemany("INSERT INTO lsh VALUES (?, ?, ?)",
+                               [(b, k, heir) for b, k in dedup.band_keys(dedup.from_blob(blob))])
+            db.execute("INSERT OR IGNORE INTO pending_vectors VALUES (?)", (heir,))
+            promoted.append(heir)
+        db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+        db.execute("INSERT OR IGNORE INTO tombstones VALUES (?)", (doc_id,))
+        return promoted
+
+    def clear_tombstone(self, doc_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM tombstones WHERE doc_id = ?", (doc_id,))
+
+    def clear_pending_vectors(self, chunk_ids: list[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM pending_vectors WHERE chunk_id = ?", [(c,) for c in chunk_ids])
+
+    # --- recovery ---------------------------------------------------------------
     def pending_doc_ids(self) -> list[str]:
-        rows = self._db.execute("SELECT doc_id FROM documents WHERE status = 'pending'")
-        return [r[0] for r in rows]
+        return [r[0] for r in self._query("SELECT doc_id FROM documents WHERE status = 'pending'")]
 
+    def tombstones(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT doc_id FROM tombstones")]
+
+    def pending_vector_chunks(self) -> list[Chunk]:
+        rows = self._query(f"SELECT {_CHUNK_COLS} FROM pending_vectors p JOIN chunks c USING (chunk_id) "
+                           "JOIN documents d USING (doc_id)")
+        return [Chunk(*r) for r in rows]
+
+    # --- reads ------------------------------------------------------------------
     def documents(self) -> list[DocumentRecord]:
-        rows = self._db.execute(
-            "SELECT d.doc_id, d.source, d.sha256, d.pages, COUNT(c.chunk_id), d.chars, d.added_at "
+        rows = self._query(
+            "SELECT d.doc_id, d.source, d.sha256, d.pages, COUNT(c.chunk_id), d.chars, d.added_at, "
+            "COALESCE(SUM(c.dup_of IS NOT NULL), 0), d.origin "
             "FROM documents d LEFT JOIN chunks c USING (doc_id) WHERE d.status = 'ready' "
-            "GROUP BY d.doc_id ORDER BY d.added_at, d.source"
-        )
+            "GROUP BY d.doc_id ORDER BY d.added_at, d.source")
         return [DocumentRecord(*r) for r in rows]
+
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        return next((d for d in self.documents() if d.doc_id == doc_id), None)
 
     def find_by_source(self, source: str) -> DocumentRecord | None:
         return next((d for d in self.documents() if d.source == source), None)
 
     def chunk_count(self) -> int:
-        return self._db.execute(
-            "SELECT COUNT(*) FROM chunks JOIN documents USING (doc_id) WHERE status = 'ready'"
-        ).fetchone()[0]
+        return self._query("SELECT COUNT(*) FROM chunks JOIN documents USING (doc_id) "
+                           "WHERE status = 'ready' AND dup_of IS NULL")[0][0]
+
+    def canonical_ids(self, doc_id: str | None = None) -> list[str]:
+        sql = ("SELECT c.chunk_id FROM chunks c JOIN documents d USING (doc_id) "
+               "WHERE d.status = 'ready' AND c.dup_of IS NULL")
+        return [r[0] for r in self._query(sql + (" AND c.doc_id = ?" if doc_id else ""),
+                                          [doc_id] if doc_id else [])]
 
     def ready_chunks_with_tokens(self) -> Iterable[tuple[Chunk, list[str]]]:
-        rows = self._db.execute(
-            'SELECT c.chunk_id, c.doc_id, d.source, c.text, c.page, c.start, c."end", '
-            "c.ordinal, c.tokens FROM chunks c JOIN documents d USING (doc_id) "
-            "WHERE d.status = 'ready' ORDER BY d.added_at, c.doc_id, c.ordinal"
-        )
+        rows = self._query(
+            f"SELECT {_CHUNK_COLS}, c.tokens FROM chunks c JOIN documents d USING (doc_id) "
+            "WHERE d.status = 'ready' AND c.dup_of IS NULL ORDER BY d.added_at, c.doc_id, c.ordinal")
         for *fields, tokens in rows:
             yield Chunk(*fields), json.loads(tokens)
 
@@ -123,10 +241,6 @@ class Catalog:
         if not chunk_ids:
             return {}
         marks = ",".join("?" * len(chunk_ids))
-        rows = self._db.execute(
-            'SELECT c.chunk_id, c.doc_id, d.source, c.text, c.page, c.start, c."end", c.ordinal '
-            f"FROM chunks c JOIN documents d USING (doc_id) WHERE d.status = 'ready' "
-            f"AND c.chunk_id IN ({marks})",
-            chunk_ids,
-        )
+        rows = self._query(f"SELECT {_CHUNK_COLS} FROM chunks c JOIN documents d USING (doc_id) "
+                           f"WHERE d.status = 'ready' AND c.chunk_id IN ({marks})", chunk_ids)
         return {r[0]: Chunk(*r) for r in rows}

@@ -37,6 +37,10 @@ class Embedder(ABC):
     @abstractmethod
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    def count_tokens(self, text: str) -> int:
+        """Length of ``text`` in this model's tokens (chunk sizes are measured in these)."""
+        return len(text.split())
+
     def describe(self) -> dict:
         return {"name": self.name, "dim": self.dim}
 
@@ -66,6 +70,9 @@ class E5Embedder(Embedder):
             for i in range(0, len(texts), self._batch):
                 parts.append(np.asarray(fn(list(texts[i : i + self._batch])), dtype=np.float32))
         return _normalise(np.vstack(parts))
+
+    def count_tokens(self, text: str) -> int:
+        return int(self._model.token_count(text))
 
     def embed_passages(self, texts):
         return self._run(self._model.passage, texts)
@@ -102,6 +109,9 @@ class SentenceTransformerEmbedder(Embedder):
 
     embed_passages = _run
     embed_queries = _run
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def minilm_folder() -> Path:

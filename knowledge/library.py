@@ -70,6 +70,22 @@ class Library:
                 )
             return self._open[name]
 
+    def rename(self, old: str, new: str) -> None:
+        """Rename a knowledge base: one directory rename (atomic); its Chroma collection
+        keeps its id."""
+        validate_kb_name(new)
+        with self._lock:
+            if not (self.root / old / "manifest.json").is_file():
+                raise KnowledgeBaseNotFound(f"No knowledge base named {old!r}.")
+            if (self.root / new).exists():
+                raise KnowledgeError(f"Knowledge base {new!r} already exists.")
+            kb = self._open.pop(old, None)
+            if kb is not None:
+                kb.close()
+            (self.root / old).rename(self.root / new)
+            manifest = Manifest.load(self.root / new / "manifest.json")
+            Manifest(**{**manifest.__dict__, "name": new}).save(self.root / new / "manifest.json")
+
     def delete(self, name: str) -> None:
         kb = self.get(name)
         with self._lock:

@@ -20,6 +20,7 @@ class Chunk:
     start: int
     end: int
     ordinal: int
+    heading: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,5 @@ class DocumentRecord:
     chunks: int
     chars: int
     added_at: str
+    duplicates: int = 0  # chunks recorded as duplicates of chunks elsewhere (not embedded)
+    origin: str = ""  # absolute path of the file it came from, when known (folder sync)

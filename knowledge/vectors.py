@@ -25,14 +25,15 @@ class VectorIndex:
         )
         self._store = ChromaVectorStore(chroma_collection=self.collection)
 
-    def add(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    def upsert(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
         nodes = []
         for chunk, vec in zip(chunks, vectors):
             node = TextNode(
                 id_=chunk.chunk_id,
                 text=chunk.text,
                 embedding=vec.tolist(),
-                metadata={"source": chunk.source, "page": chunk.page, "doc_id": chunk.doc_id},
+                metadata={"source": chunk.source, "page": chunk.page, "doc_id": chunk.doc_id,
+                          "heading": chunk.heading},
             )
             node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=chunk.doc_id)
             nodes.append(node)
@@ -44,6 +45,10 @@ class VectorIndex:
 
     def count(self) -> int:
         return self.collection.count()
+
+    def ids(self) -> set[str]:
+        """Every chunk id in the collection (for consistency checks)."""
+        return set(self.collection.get(include=[])["ids"])
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """``(chunk_id, cosine similarity)`` for the ``k`` nearest chunks."""

@@ -59,3 +59,39 @@ def test_chunks_carry_page_span_and_exact_text():
 def test_invalid_params_are_refused():
     with pytest.raises(ValueError):
         ChunkingParams(chunk_size=100, chunk_overlap=100)
+
+
+def test_table_rows_are_never_split_and_stay_whole():
+    rows = "\n".join(f"| drug {i} | {i}00 mg | twice daily with food and water |" for i in range(6))
+    text = "Dosing table.\n\n" + rows
+    spans = chunk_spans(text, ChunkingParams(chunk_size=20, chunk_overlap=0))
+    pieces = [text[a:b] for a, b in spans]
+    for piece in pieces:
+        for line in piece.splitlines():
+            assert not line.startswith("|") or line.endswith("|")
+    assert sum(p.count("| drug") for p in pieces) == 6
+
+
+def test_long_table_row_is_kept_whole_even_if_over_size():
+    row = "| " + " | ".join(["cell"] * 30) + " |"
+    (span,) = chunk_spans(row, ChunkingParams(chunk_size=10, chunk_overlap=0))
+    assert row[span[0]:span[1]] == row
+
+
+def test_chunks_never_cross_headings_and_carry_the_heading_path():
+    text = "Intro text here.\n\nDosing\n\nTake 500 mg.\n\nSide effects\n\nNausea is common."
+    sections = ((0, "Guide"), (18, "Guide > Dosing"), (40, "Guide > Side effects"))
+    page = Page(0, text, sections)
+    chunks = chunk_pages("d", "g.md", [page], ChunkingParams(chunk_size=200, chunk_overlap=0))
+    assert [(c.heading, c.text) for c in chunks] == [
+        ("Guide", "Intro text here."),
+        ("Guide > Dosing", "Dosing\n\nTake 500 mg."),
+        ("Guide > Side effects", "Side effects\n\nNausea is common."),
+    ]
+
+
+def test_sizes_follow_the_given_token_counter():
+    text = " ".join(f"s{i}." for i in range(10))
+    visible = lambda t: len(t.replace(" ", ""))  # noqa: E731
+    spans = chunk_spans(text, ChunkingParams(chunk_size=12, chunk_overlap=0), count=visible)
+    assert [visible(text[a:b]) for a, b in spans] == [12, 12, 6]
