@@ -25,7 +25,7 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         page.locator("#upload input[type=file]").set_input_files(str(app_server.docs["pdf"]))
         expect(page.locator("#upload")).to_contain_text("handbook.pdf", timeout=30_000)
         page.locator("#ingest").click()
-        expect(page.locator("#ingest-summary")).to_contain_text("1 added", timeout=180_000)
+        expect(page.locator("#ingest-summary")).to_contain_text("1 ingested", timeout=180_000)
         expect(page.locator("#documents")).to_contain_text("handbook.pdf")
         page.screenshot(path=str(tmp_path / "knowledge.png"), full_page=True)
 

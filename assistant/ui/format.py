@@ -19,21 +19,21 @@ def citations_markdown(answer: Answer) -> str:
     return "\n".join(lines)
 
 
+OUTCOME = {"added": "added", "replaced": "replaced (new version)",
+           "unchanged": "unchanged (already indexed)", "failed": "FAILED",
+           "deleted": "removed (file gone)"}
+REPORT_HEADERS = ["file", "result", "chunks", "duplicate chunks", "pages", "reason / notes", "seconds"]
+DOC_HEADERS = ["file", "pages", "chunks", "duplicate chunks", "characters", "added", "id"]
+
+
 def report_rows(report: IngestReport) -> list[list]:
-    rows = []
-    for r in report.results:
-        outcome = {"added": "added", "replaced": "replaced (new version)",
-                   "unchanged": "unchanged (already indexed)", "failed": "FAILED"}[r.status]
-        rows.append([r.source, outcome, r.chunks, r.pages, r.reason or "", r.seconds])
-    return rows
-
-
-REPORT_HEADERS = ["file", "result", "chunks", "pages", "reason / notes", "seconds"]
-DOC_HEADERS = ["file", "pages", "chunks", "characters", "added", "id"]
+    return [[r.source, OUTCOME[r.status], r.chunks, r.duplicates, r.pages or "—", r.reason or "",
+             r.seconds] for r in report.results]
 
 
 def document_rows(docs: list[DocumentRecord]) -> list[list]:
-    return [[d.source, d.pages or "—", d.chunks, d.chars, d.added_at, d.doc_id] for d in docs]
+    return [[d.source, d.pages or "—", d.chunks, d.duplicates, d.chars, d.added_at[:19], d.doc_id]
+            for d in docs]
 
 
 def document_choices(docs: list[DocumentRecord]) -> list[tuple[str, str]]:

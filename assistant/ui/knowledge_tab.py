@@ -1,7 +1,9 @@
-"""The Knowledge tab: upload files with progress, per-file results, documents, delete."""
+"""The Knowledge tab: upload files or sync a folder with progress, per-file results,
+the document list, delete."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from pathlib import Path
 
 import gradio as gr
@@ -10,22 +12,44 @@ from assistant.core import Assistant
 from assistant.ui.format import (
     DOC_HEADERS, REPORT_HEADERS, document_choices, document_rows, report_rows,
 )
+from assistant.ui.kb_panel import build_kb_panel
 from ingest.loaders import supported_extensions
-from ingest.types import IngestReport
+from ingest.pipeline import IngestItem
+from ingest.types import IngestEvent, IngestReport
 
 log = logging.getLogger(__name__)
+WATCH_SECONDS = 15
+
+
+def _run(events: Generator[IngestEvent, None, IngestReport], progress) -> IngestReport:
+    progress(0.0, desc="Starting…")
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            return stop.value
+        progress(ev.fraction, desc=f"{ev.index + 1}/{ev.total} {ev.source}: {ev.stage}")
+
+
+def _summary(report: IngestReport) -> str:
+    return f"**{report.summary()}**." if report.results else "Nothing to do."
 
 
 def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown) -> None:
-    with gr.Row():
-        new_kb = gr.Textbox(label="New knowledge base", placeholder="e.g. clinic-guidelines", scale=3)
-        create = gr.Button("Create", scale=1)
-    kb_status = gr.Markdown()
+    build_kb_panel(assistant, kb_choice)
     files = gr.File(
         label=f"Drop files here ({', '.join(supported_extensions())})",
         file_count="multiple", file_types=supported_extensions(), elem_id="upload",
     )
-    ingest_btn = gr.Button("Add to knowledge base", variant="primary", elem_id="ingest")
+    with gr.Row():
+        password = gr.Textbox(label="Password for encrypted PDFs (optional)", type="password", scale=2)
+        ingest_btn = gr.Button("Add to knowledge base", variant="primary", elem_id="ingest", scale=1)
+    with gr.Accordion("Sync a folder on this computer", open=False):
+        with gr.Row():
+            folder = gr.Textbox(label="Folder", placeholder="/home/clinic/guidelines", scale=3)
+            sync_btn = gr.Button("Sync now", scale=1)
+        watch = gr.Checkbox(label=f"Keep watching (sync every {WATCH_SECONDS} s while this page is open)")
+        timer = gr.Timer(WATCH_SECONDS, active=False)
     summary = gr.Markdown(elem_id="ingest-summary")
     results = gr.Dataframe(headers=REPORT_HEADERS, label="Results", interactive=False,
                            elem_id="ingest-results")
@@ -39,22 +63,21 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
         records = assistant.documents(kb or None)
         return document_rows(records), gr.Dropdown(choices=document_choices(records), value=None)
 
-    def ingest(paths: list | None, kb: str, progress=gr.Progress()):
+    def ingest(paths: list | None, pw: str, kb: str, progress=gr.Progress()):
         if not paths:
             return "Choose or drop files first.", [], *refresh(kb)
-        items = [(Path(p), Path(p).name) for p in paths]
-        events = assistant.ingest(items, kb or None)
-        progress(0.0, desc="Starting…")
-        while True:
-            try:
-                ev = next(events)
-            except StopIteration as stop:
-                report: IngestReport = stop.value
-                break
-            progress(ev.fraction, desc=f"{ev.source}: {ev.stage}")
-        text = (f"**{len(report.succeeded)} added**, {len(report.unchanged)} unchanged, "
-                f"**{len(report.failed)} failed**.")
-        return text, report_rows(report), *refresh(kb)
+        items = [IngestItem(Path(p), Path(p).name) for p in paths]
+        report = _run(assistant.ingest(items, kb or None, password=pw or None), progress)
+        return _summary(report), report_rows(report), *refresh(kb)
+
+    def sync(path: str, kb: str, progress=gr.Progress()):
+        if not (path or "").strip():
+            return "Enter a folder path first.", [], *refresh(kb)
+        try:
+            report = _run(assistant.sync_folder(path.strip(), kb or None), progress)
+        except Exception as exc:
+            return f"⚠️ {exc}", [], *refresh(kb)
+        return _summary(report), report_rows(report), *refresh(kb)
 
     def delete(doc_id: str | None, kb: str):
         if not doc_id:
@@ -62,15 +85,11 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
         assistant.delete_document(doc_id, kb or None)
         return "Deleted.", *refresh(kb)
 
-    def create_kb(name: str):
-        try:
-            assistant.create_knowledge_base((name or "").strip())
-        except Exception as exc:
-            return f"⚠️ {exc}", gr.Dropdown()
-        return f"Created **{name}**.", gr.Dropdown(choices=assistant.knowledge_bases(), value=name.strip())
-
-    ingest_btn.click(ingest, [files, kb_choice], [summary, results, docs, doc_pick], api_name="ingest")
+    outputs = [summary, results, docs, doc_pick]
+    ingest_btn.click(ingest, [files, password, kb_choice], outputs, api_name="ingest")
+    sync_btn.click(sync, [folder, kb_choice], outputs, api_name="sync_folder")
+    watch.change(lambda on: gr.Timer(active=on), [watch], [timer], api_name=False)
+    timer.tick(sync, [folder, kb_choice], outputs, api_name=False, show_progress="hidden")
     delete_btn.click(delete, [doc_pick, kb_choice], [summary, docs, doc_pick], api_name="delete_document")
-    create.click(create_kb, [new_kb], [kb_status, kb_choice], api_name=False)
     kb_choice.change(refresh, [kb_choice], [docs, doc_pick], api_name=False)
     demo.load(refresh, [kb_choice], [docs, doc_pick], api_name=False)

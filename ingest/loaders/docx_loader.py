@@ -22,9 +22,14 @@ _STRICT = re.compile(rb"http://purl\.oclc\.org/ooxml/(\w+)/(\w+)")
 _HEADING_STYLE = re.compile(r"^(?:heading|überschrift|titre|título|标题)\s*(\d)$", re.IGNORECASE)
 
 
+OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # Word 97-2003 and other legacy Office files
+
+
 @register(".doc")
 def load_doc(path: Path, source: str, password: str | None = None) -> LoadedDocument:
-    if zipfile.is_zipfile(path):  # maybe a .docx saved with the old extension
+    with path.open("rb") as f:
+        legacy = f.read(8) == OLE_MAGIC
+    if not legacy and zipfile.is_zipfile(path):  # a .docx saved with the old extension
         try:
             return load_docx(path, source, password)
         except IngestError as exc:
