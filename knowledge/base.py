@@ -85,7 +85,7 @@ class KnowledgeBase:
         self.bm25 = BM25Index()
         self._lock = threading.RLock()  # serialises writes
         self._bm25_lock = threading.Lock()
-        self._bm25_stale = True
+        self._bm25_loaded = False
         self._recover()
 
     def _recover(self) -> None:
@@ -96,7 +96,8 @@ class KnowledgeBase:
             self.catalog.drop_pending(doc_id)
         self._finish_cleanup()
 
-    def _finish_cleanup(self) -> None:
+    def _finish_cleanup(self) -> list[str]:
+        """Delete tombstoned vectors, embed promoted chunks; returns the promoted ids."""
         for doc_id in self.catalog.tombstones():
             self.vectors.delete_document(doc_id)
             self.catalog.clear_tombstone(doc_id)
@@ -105,6 +106,17 @@ class KnowledgeBase:
             vectors = self.vectors.embedder.embed_passages([c.text for c in promoted])
             self.vectors.upsert(promoted, vectors)
             self.catalog.clear_pending_vectors([c.chunk_id for c in promoted])
+        return [c.chunk_id for c in promoted]
+
+    def _update_bm25(self, removed: list[str], added: list[str]) -> None:
+        """Apply one committed change to the in-memory BM25 (if it is loaded yet)."""
+        with self._bm25_lock:
+            if not self._bm25_loaded:
+                return
+            for cid in removed:
+                self.bm25.remove(cid)
+            for chunk, tokens in self.catalog.chunks_with_tokens(added):
+                self.bm25.add(chunk, tokens)
 
     # --- writes -------------------------------------------------------------
     def add_document(self, doc_id: str, source: str, sha256: str, pages: int,
@@ -128,9 +140,10 @@ class KnowledgeBase:
             self.vectors.delete_document(doc_id)  # leftovers of a crashed attempt
             self.vectors.upsert(canonical, vectors)
             replaces = old.doc_id if old is not None and old.doc_id != doc_id else None
+            removed = self.catalog.canonical_ids(replaces) if replaces else []
             self.catalog.commit_document(doc_id, replaces)
-            self._finish_cleanup()
-            self._bm25_stale = True
+            promoted = self._finish_cleanup()
+            self._update_bm25(removed, [c.chunk_id for c in canonical] + promoted)
             return self.catalog.document(doc_id)
 
     def _duplicates(self, chunks, hashes, signatures, exclude: set[str]) -> dict[int, str]:
@@ -157,9 +170,9 @@ class KnowledgeBase:
         with self._lock:
             if self.catalog.document(doc_id) is None:
                 raise KnowledgeError(f"No document {doc_id!r} in knowledge base {self.name!r}.")
+            removed = self.catalog.canonical_ids(doc_id)
             self.catalog.delete_document(doc_id)
-            self._finish_cleanup()
-            self._bm25_stale = True
+            self._update_bm25(removed, self._finish_cleanup())
 
     # --- reads --------------------------------------------------------------
     def documents(self) -> list[DocumentRecord]:
@@ -182,10 +195,11 @@ class KnowledgeBase:
         return [Hit(h.chunk, h.score, self.name, h.scores) for h in fused]
 
     def _refresh_bm25(self) -> None:
+        """Build BM25 from the catalog once, on first use; later changes are incremental."""
         with self._bm25_lock:
-            if self._bm25_stale:
-                self._bm25_stale = False
+            if not self._bm25_loaded:
                 self.bm25.load(self.catalog.ready_chunks_with_tokens())
+                self._bm25_loaded = True
 
     def close(self) -> None:
         self.catalog.close()

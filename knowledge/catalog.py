@@ -115,13 +115,17 @@ class Catalog:
             f"AND c.doc_id NOT IN ({marks}) LIMIT 1", [content_hash, *exclude_docs])
         if rows or signature is None:
             return rows[0][0] if rows else None
-        keys = dedup.band_keys(signature)
-        where = " OR ".join("(l.band = ? AND l.key = ?)" for _ in keys)
+        candidates: set[str] = set()
+        for band, key in dedup.band_keys(signature):  # one indexed lookup per band
+            candidates.update(r[0] for r in self._query(
+                "SELECT chunk_id FROM lsh WHERE band = ? AND key = ?", (band, key)))
+        if not candidates:
+            return None
+        cmarks = ",".join("?" * len(candidates))
         rows = self._query(
-            "SELECT DISTINCT c.chunk_id, c.minhash FROM lsh l JOIN chunks c USING (chunk_id) "
-            f"JOIN documents d USING (doc_id) WHERE ({where}) AND d.status = 'ready' "
-            f"AND c.dup_of IS NULL AND c.doc_id NOT IN ({marks})",
-            [v for k in keys for v in k] + list(exclude_docs))
+            "SELECT c.chunk_id, c.minhash FROM chunks c JOIN documents d USING (doc_id) "
+            f"WHERE c.chunk_id IN ({cmarks}) AND d.status = 'ready' AND c.dup_of IS NULL "
+            f"AND c.doc_id NOT IN ({marks})", [*candidates, *exclude_docs])
         best = max(((dedup.jaccard(signature, dedup.from_blob(blob)), cid) for cid, blob in rows),
                    default=(0.0, None))
         return best[1] if best[0] >= dedup.NEAR_THRESHOLD else None
@@ -206,19 +210,21 @@ class Catalog:
         return [Chunk(*r) for r in rows]
 
     # --- reads ------------------------------------------------------------------
+    _DOC_SQL = ("SELECT d.doc_id, d.source, d.sha256, d.pages, COUNT(c.chunk_id), d.chars, "
+                "d.added_at, COALESCE(SUM(c.dup_of IS NOT NULL), 0), d.origin "
+                "FROM documents d LEFT JOIN chunks c USING (doc_id) WHERE d.status = 'ready' ")
+
     def documents(self) -> list[DocumentRecord]:
-        rows = self._query(
-            "SELECT d.doc_id, d.source, d.sha256, d.pages, COUNT(c.chunk_id), d.chars, d.added_at, "
-            "COALESCE(SUM(c.dup_of IS NOT NULL), 0), d.origin "
-            "FROM documents d LEFT JOIN chunks c USING (doc_id) WHERE d.status = 'ready' "
-            "GROUP BY d.doc_id ORDER BY d.added_at, d.source")
+        rows = self._query(self._DOC_SQL + "GROUP BY d.doc_id ORDER BY d.added_at, d.source")
         return [DocumentRecord(*r) for r in rows]
 
     def document(self, doc_id: str) -> DocumentRecord | None:
-        return next((d for d in self.documents() if d.doc_id == doc_id), None)
+        rows = self._query(self._DOC_SQL + "AND d.doc_id = ? GROUP BY d.doc_id", [doc_id])
+        return DocumentRecord(*rows[0]) if rows else None
 
     def find_by_source(self, source: str) -> DocumentRecord | None:
-        return next((d for d in self.documents() if d.source == source), None)
+        rows = self._query(self._DOC_SQL + "AND d.source = ? GROUP BY d.doc_id", [source])
+        return DocumentRecord(*rows[0]) if rows else None
 
     def chunk_count(self) -> int:
         return self._query("SELECT COUNT(*) FROM chunks JOIN documents USING (doc_id) "
@@ -236,6 +242,14 @@ class Catalog:
             "WHERE d.status = 'ready' AND c.dup_of IS NULL ORDER BY d.added_at, c.doc_id, c.ordinal")
         for *fields, tokens in rows:
             yield Chunk(*fields), json.loads(tokens)
+
+    def chunks_with_tokens(self, chunk_ids: list[str]) -> list[tuple[Chunk, list[str]]]:
+        if not chunk_ids:
+            return []
+        marks = ",".join("?" * len(chunk_ids))
+        rows = self._query(f"SELECT {_CHUNK_COLS}, c.tokens FROM chunks c JOIN documents d "
+                           f"USING (doc_id) WHERE c.chunk_id IN ({marks})", chunk_ids)
+        return [(Chunk(*fields), json.loads(tokens)) for *fields, tokens in rows]
 
     def chunks_by_id(self, chunk_ids: list[str]) -> dict[str, Chunk]:
         if not chunk_ids:

@@ -22,10 +22,16 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         page.goto(app_server.url)
         page.get_by_role("tab", name="Knowledge").click()
-        page.locator("#upload input[type=file]").set_input_files(str(app_server.docs["pdf"]))
-        expect(page.locator("#upload")).to_contain_text("handbook.pdf", timeout=30_000)
+        broken = tmp_path / "broken.pdf"
+        broken.write_bytes(b"%PDF-1.4 not really a PDF")
+        page.locator("#upload input[type=file]").set_input_files(
+            [str(app_server.docs["pdf"]), str(broken)])
+        expect(page.locator("#upload")).to_contain_text("broken.pdf", timeout=30_000)
         page.locator("#ingest").click()
         expect(page.locator("#ingest-summary")).to_contain_text("1 ingested", timeout=180_000)
+        expect(page.locator("#ingest-summary")).to_contain_text("1 failed")
+        expect(page.locator("#ingest-results")).to_contain_text("FAILED")
+        expect(page.locator("#ingest-results")).to_contain_text("Not a readable PDF")
         expect(page.locator("#documents")).to_contain_text("handbook.pdf")
         page.screenshot(path=str(tmp_path / "knowledge.png"), full_page=True)
 

@@ -47,7 +47,7 @@ def assert_consistent(kb):
     sources = [d.source for d in kb.documents()]
     assert len(sources) == len(set(sources))
     kb._refresh_bm25()
-    assert len(kb.bm25) == len(canonical)
+    assert len(kb.bm25) == len(canonical) and all(cid in kb.bm25 for cid in canonical)
 
 
 def test_exact_and_near_duplicates_are_recorded_not_embedded(tmp_path):
