@@ -102,6 +102,13 @@ def run_doctor(settings: Settings) -> Report:
         rep.add(f"  {lib:34s} {v or 'MISSING'}")
         if v is None and lib != "torch":
             rep.problems.append(f"Library {lib} is missing: run `make setup`.")
+    from ingest import ocr
+
+    langs = sorted(ocr.installed_languages())
+    rep.add("")
+    rep.add(f"OCR (Tesseract): {'languages ' + ', '.join(langs) if langs else 'NOT INSTALLED'}")
+    if not ocr.available():
+        rep.problems.append(f"Scanned PDFs and images cannot be read: {ocr.INSTALL_HINT}.")
     kb_root = paths.kb_dir
     kbs = sorted(p.parent.name for p in kb_root.glob("*/manifest.json")) if kb_root.exists() else []
     rep.add("")

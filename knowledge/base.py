@@ -15,7 +15,9 @@ from knowledge import dedup
 from knowledge.catalog import Catalog
 from knowledge.embedders import Embedder
 from knowledge.errors import IndexMismatch, KnowledgeError
-from knowledge.fusion import reciprocal_rank_fusion
+from knowledge.retrievers import (
+    BM25Retriever, DenseRetriever, FusionConfig, HybridRetriever, Retriever,
+)
 from knowledge.tokenize import tokenize
 from knowledge.types import Chunk, DocumentRecord, Hit
 from knowledge.vectors import VectorIndex
@@ -184,15 +186,23 @@ class KnowledgeBase:
     def chunk_count(self) -> int:
         return self.catalog.chunk_count()
 
-    def search(self, query: str, top_k: int, candidates: int = 30) -> list[Hit]:
-        """Hybrid search: BM25 and dense hits fused by reciprocal rank."""
-        self._refresh_bm25()
-        sparse = self.bm25.search(query, candidates)
-        dense_ids = self.vectors.search(query, candidates)
-        chunks = self.catalog.chunks_by_id([cid for cid, _ in dense_ids])
-        dense = [Hit(chunks[cid], s, scores={"dense": s}) for cid, s in dense_ids if cid in chunks]
-        fused = reciprocal_rank_fusion({"bm25": sparse, "dense": dense}, k=self.rrf_k, limit=top_k)
-        return [Hit(h.chunk, h.score, self.name, h.scores) for h in fused]
+    def retriever(self, mode: str = "hybrid", fusion: FusionConfig | None = None,
+                  candidates: int = 30) -> Retriever:
+        """``bm25``, ``dense`` or ``hybrid`` retrieval over this knowledge base."""
+        if mode == "bm25":
+            return BM25Retriever(self)
+        if mode == "dense":
+            return DenseRetriever(self)
+        if mode != "hybrid":
+            raise KnowledgeError(f"Unknown retrieval mode {mode!r}: bm25, dense or hybrid.")
+        return HybridRetriever([BM25Retriever(self), DenseRetriever(self)],
+                               fusion or FusionConfig(rrf_k=self.rrf_k), candidates)
+
+    def search(self, query: str, top_k: int, candidates: int = 30, mode: str = "hybrid",
+               fusion: FusionConfig | None = None) -> list[Hit]:
+        """Hits for ``query`` tagged with this knowledge base's name."""
+        hits = self.retriever(mode, fusion, candidates).retrieve(query, top_k)
+        return [Hit(h.chunk, h.score, self.name, h.scores) for h in hits]
 
     def _refresh_bm25(self) -> None:
         """Build BM25 from the catalog once, on first use; later changes are incremental."""

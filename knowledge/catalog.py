@@ -243,6 +243,18 @@ class Catalog:
         for *fields, tokens in rows:
             yield Chunk(*fields), json.loads(tokens)
 
+    def duplicate_sources(self, chunk_ids: list[str]) -> dict[str, list[str]]:
+        """For canonical chunks, the sources of the documents holding a duplicate of them."""
+        if not chunk_ids:
+            return {}
+        marks = ",".join("?" * len(chunk_ids))
+        out: dict[str, list[str]] = {}
+        for canon, source in self._query(
+                "SELECT c.dup_of, d.source FROM chunks c JOIN documents d USING (doc_id) "
+                f"WHERE d.status = 'ready' AND c.dup_of IN ({marks})", chunk_ids):
+            out.setdefault(canon, []).append(source)
+        return out
+
     def chunks_with_tokens(self, chunk_ids: list[str]) -> list[tuple[Chunk, list[str]]]:
         if not chunk_ids:
             return []

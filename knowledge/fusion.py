@@ -51,3 +51,37 @@ def reciprocal_rank_fusion(
         )
         for cid in order
     ]
+
+
+def weighted_score_fusion(
+    ranked: Mapping[str, Sequence[Hit]], weights: Mapping[str, float], limit: int | None = None
+) -> list[Hit]:
+    """Fuse by min-max normalised scores, weighted per retriever (missing = 0).
+
+    >>> from knowledge.types import Chunk, Hit
+    >>> c = lambda i: Chunk(i, "d", "f.txt", i, 1, 0, 1, 0)
+    >>> bm25 = [Hit(c("a"), 10.0), Hit(c("b"), 5.0), Hit(c("c"), 0.0)]
+    >>> dense = [Hit(c("c"), 0.9), Hit(c("b"), 0.7), Hit(c("a"), 0.5)]
+    >>> [(h.chunk.chunk_id, round(h.score, 2)) for h in
+    ...  weighted_score_fusion({"bm25": bm25, "dense": dense}, {"bm25": 0.3, "dense": 0.7})]
+    [('c', 0.7), ('b', 0.5), ('a', 0.3)]
+    """
+    fused: dict[str, float] = {}
+    per_source: dict[str, dict[str, float]] = {}
+    first: dict[str, Hit] = {}
+    for name, hits in ranked.items():
+        if not hits:
+            continue
+        scores = [h.score for h in hits]
+        lo, hi = min(scores), max(scores)
+        span = (hi - lo) or 1.0
+        for hit in hits:
+            cid = hit.chunk.chunk_id
+            if name in per_source.get(cid, {}):
+                continue
+            first.setdefault(cid, hit)
+            fused[cid] = fused.get(cid, 0.0) + weights.get(name, 0.0) * (hit.score - lo) / span
+            per_source.setdefault(cid, {})[name] = hit.score
+    order = sorted(fused, key=lambda cid: -fused[cid])[:limit]
+    return [Hit(first[cid].chunk, fused[cid], first[cid].kb, {**per_source[cid], "fused": fused[cid]})
+            for cid in order]

@@ -1,0 +1,78 @@
+"""Retrievers behind one small interface: ``retrieve(query, k) -> list[Hit]``."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from knowledge.fusion import reciprocal_rank_fusion, weighted_score_fusion
+from knowledge.types import Hit
+
+
+class Retriever(Protocol):
+    name: str
+
+    def retrieve(self, query: str, k: int) -> list[Hit]: ...
+
+
+class BM25Retriever:
+    name = "bm25"
+
+    def __init__(self, kb):
+        self.kb = kb
+
+    def retrieve(self, query: str, k: int) -> list[Hit]:
+        self.kb._refresh_bm25()
+        return self.kb.bm25.search(query, k)
+
+
+class DenseRetriever:
+    name = "dense"
+
+    def __init__(self, kb):
+        self.kb = kb
+
+    def retrieve(self, query: str, k: int) -> list[Hit]:
+        found = self.kb.vectors.search(query, k)
+        chunks = self.kb.catalog.chunks_by_id([cid for cid, _ in found])
+        return [Hit(chunks[cid], s, scores={"dense": s}) for cid, s in found if cid in chunks]
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How BM25 and dense lists are combined. ``weighted`` uses min-max scores with
+    ``dense_weight`` for dense and ``1 - dense_weight`` for BM25."""
+
+    method: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 0.5
+
+    def __post_init__(self):
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise ValueError("dense_weight must be within [0, 1]")
+        if self.rrf_k < 1:
+            raise ValueError("rrf_k must be at least 1")
+
+
+class HybridRetriever:
+    name = "hybrid"
+
+    def __init__(self, retrievers: list[Retriever], fusion: FusionConfig, candidates: int = 30):
+        self.retrievers, self.fusion, self.candidates = retrievers, fusion, candidates
+        self.last_timings: dict[str, float] = {}
+
+    def retrieve(self, query: str, k: int) -> list[Hit]:
+        ranked, timings = {}, {}
+        for r in self.retrievers:
+            t = time.perf_counter()
+            ranked[r.name] = r.retrieve(query, max(k, self.candidates))
+            timings[r.name] = time.perf_counter() - t
+        t = time.perf_counter()
+        if self.fusion.method == "rrf":
+            fused = reciprocal_rank_fusion(ranked, k=self.fusion.rrf_k, limit=k)
+        else:
+            w = self.fusion.dense_weight
+            fused = weighted_score_fusion(ranked, {"dense": w, "bm25": 1.0 - w}, limit=k)
+        timings["fusion"] = time.perf_counter() - t
+        self.last_timings = timings
+        return fused
