@@ -19,9 +19,15 @@ _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 WORD_LANGUAGES = ("en", "vi", "fr", "de", "es", "it", "pt", "nl")
 
 
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi",
+                            "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st"})
+_LINE_HYPHEN = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
+
+
 def normalize(text: str) -> str:
-    """NFC (Vietnamese diacritics composed), no NULs, Unix newlines, no trailing spaces."""
-    text = unicodedata.normalize("NFC", text.replace("\x00", ""))
+    """NFC (Vietnamese diacritics composed), Latin ligatures spelled out, no NULs, Unix
+    newlines, no trailing spaces."""
+    text = unicodedata.normalize("NFC", text.replace("\x00", "")).translate(_LIGATURES)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return "\n".join(line.rstrip() for line in text.split("\n")).strip()
 
@@ -107,3 +113,12 @@ def is_ocr_garbage(text: str, threshold: float = 0.9) -> bool:
         return True
     ratio = known_word_ratio(text)
     return ratio is not None and ratio < threshold
+
+
+def join_hyphenated_lines(text: str) -> str:
+    """Undo line-end hyphenation of typeset text: ``"ef-\\nficient"`` -> ``"efficient"``.
+
+    >>> join_hyphenated_lines("ef-\\nficient dual-\\nEncoder")
+    'efficient dual-\\nEncoder'
+    """
+    return _LINE_HYPHEN.sub("", text)

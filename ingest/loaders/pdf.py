@@ -8,7 +8,10 @@ from pathlib import Path
 from ingest import ocr
 from ingest.errors import IngestError
 from ingest.loaders import register
-from ingest.quality import is_ocr_garbage, looks_garbled, normalize, plausibility, repair_gbk_mojibake
+from ingest.quality import (
+    is_ocr_garbage, join_hyphenated_lines, looks_garbled, normalize, plausibility,
+    repair_gbk_mojibake,
+)
 from ingest.types import LoadedDocument, Page
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,7 @@ def load_pdf(path: Path, source: str, password: str | None = None) -> LoadedDocu
             text, method, warning = _page_text(path, page, number, pdfium_doc, password)
             if warning:
                 warnings.append(warning)
-            pages.append(Page(number, text, method=method))
+            pages.append(Page(number, join_hyphenated_lines(text), method=method))
     if not any(p.text for p in pages):
         if any("scanned" in w for w in warnings) and not ocr.available():
             reason = f"Scanned PDF with no usable text layer: {ocr.INSTALL_HINT}."
