@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m assistant", description="Docent, offline document assistant.")
     p.add_argument("--config", help="settings file (TOML or JSON); default $DOCENT_CONFIG")
     p.add_argument("--data-dir", help="override the data dir")
-    p.add_argument("--kb", help="knowledge base (default: settings.default_kb)")
+    p.add_argument("--kb", help="knowledge base (default: settings.default_kb); for ask, "
+                   "several separated by commas are searched together")
     sub = p.add_subparsers(dest="command", required=True)
     ing = sub.add_parser("ingest", help="add files or folders to a knowledge base")
     ing.add_argument("paths", nargs="+", type=Path)
@@ -94,7 +95,8 @@ def _cmd_ask(assistant, args) -> int:
     from assistant.types import Answer, AnswerDelta
 
     final = None
-    for event in assistant.ask(args.question, args.kb):
+    kbs = [k for k in (args.kb or "").split(",") if k] or None
+    for event in assistant.ask(args.question, kbs):
         if isinstance(event, AnswerDelta):
             print(event.text, end="", flush=True)
         elif isinstance(event, Answer):

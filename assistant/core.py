@@ -101,12 +101,16 @@ class Assistant:
         return int(self.settings.ingest.max_file_mb * 2**20)
 
     # --- answering ------------------------------------------------------------
-    def search(self, question: str, kb: str | None = None, top_k: int | None = None) -> list[Hit]:
+    def search(self, question: str, kb: str | Sequence[str] | None = None,
+               top_k: int | None = None) -> list[Hit]:
+        """Hybrid search over one knowledge base, or several fused (each hit tagged)."""
         r = self.settings.retrieval
-        base = self.library.get(kb or self.settings.default_kb)
-        return base.search(question, top_k or r.top_k, r.candidates)
+        names = [kb] if isinstance(kb, str) else list(kb or [])
+        return self.library.search(names or [self.settings.default_kb], question,
+                                   top_k or r.top_k, r.candidates)
 
-    def ask(self, question: str, kb: str | None = None) -> Iterator[AnswerDelta | Answer]:
+    def ask(self, question: str, kb: str | Sequence[str] | None = None
+            ) -> Iterator[AnswerDelta | Answer]:
         """Stream the answer as ``AnswerDelta``s, then yield the final ``Answer``."""
         question = question.strip()
         if not question:
@@ -141,7 +145,7 @@ class Assistant:
         yield Answer(question, text, citations, tuple(sources), llm.name, timings,
                      tokens=llm.count_tokens(raw) if raw else 0)
 
-    def answer(self, question: str, kb: str | None = None) -> Answer:
+    def answer(self, question: str, kb: str | Sequence[str] | None = None) -> Answer:
         """``ask`` without streaming."""
         final = None
         for event in self.ask(question, kb):
@@ -170,4 +174,4 @@ def _expand(items: Sequence[IngestItem | Path | str], password: str | None) -> l
 
 def _source(number: int, hit: Hit) -> Source:
     c = hit.chunk
-    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text, hit.score)
+    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text, hit.score, dict(hit.scores))

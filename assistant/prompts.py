@@ -38,7 +38,7 @@ def fit_sources(sources: Sequence[Source], budget_tokens: int,
             ratio = room / cost
             text = src.text[: int(len(src.text) * ratio)].rsplit(" ", 1)[0]
             kept.append(Source(src.number, src.chunk_id, src.kb, src.source, src.page,
-                               text, src.score))
+                               text, src.score, src.scores))
         break
     return kept
 

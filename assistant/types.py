@@ -15,6 +15,7 @@ class Source:
     page: int
     text: str
     score: float
+    scores: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def label(self) -> str:

@@ -42,15 +42,14 @@ def reciprocal_rank_fusion(
     order = sorted(fused, key=lambda cid: -fused[cid])
     if limit is not None:
         order = order[:limit]
-    return [
-        Hit(
-            chunk=first[cid].chunk,
-            score=fused[cid],
-            kb=first[cid].kb,
-            scores={**per_source[cid], "fused": fused[cid]},
-        )
-        for cid in order
-    ]
+    out = []
+    for cid in order:
+        # keep an input hit's own detail (a knowledge base's bm25/dense scores when fusing
+        # several knowledge bases), then each list's score, then the fused score
+        detail = {n: v for n, v in first[cid].scores.items() if n != "fused"}
+        out.append(Hit(first[cid].chunk, fused[cid], first[cid].kb,
+                       {**detail, **per_source[cid], "fused": fused[cid]}))
+    return out
 
 
 def weighted_score_fusion(

@@ -11,6 +11,8 @@ from pathlib import Path
 from knowledge.base import KnowledgeBase, Manifest, new_manifest, validate_kb_name
 from knowledge.embedders import Embedder
 from knowledge.errors import KnowledgeBaseNotFound, KnowledgeError
+from knowledge.fusion import reciprocal_rank_fusion
+from knowledge.types import Hit
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,15 @@ class Library:
                     self.root / name, manifest, self.embedder, self._client, self.rrf_k
                 )
             return self._open[name]
+
+    def search(self, names: list[str], query: str, top_k: int, candidates: int = 30) -> list[Hit]:
+        """Search one or several knowledge bases; several are fused by reciprocal rank,
+        each hit keeping the name of the knowledge base it came from."""
+        if len(names) == 1:
+            return self.get(names[0]).search(query, top_k, candidates)
+        ranked = {name: self.get(name).search(query, max(top_k, candidates), candidates)
+                  for name in names}
+        return reciprocal_rank_fusion(ranked, k=self.rrf_k, limit=top_k)
 
     def rename(self, old: str, new: str) -> None:
         """Rename a knowledge base: one directory rename (atomic); its Chroma collection

@@ -17,9 +17,12 @@ def test_one_chat_round_through_the_gradio_client(app_server):
     from gradio_client import Client
 
     client = Client(app_server.url, verbose=False)
-    history, cleared = client.predict(
+    history, cleared, retrieval = client.predict(
         "What are the visiting hours on the ward?", [], "default", api_name="/chat")
     assert cleared == ""
+    rows = retrieval["data"]
+    assert rows and rows[0][3] == "visitors.txt"  # the inspector lists the sources and scores
+    assert rows[0][5] != "" and rows[0][7] != ""
     assert history[0]["role"] == "user"
     reply = history[-1]
     assert reply["role"] == "assistant"

@@ -26,7 +26,7 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         broken.write_bytes(b"%PDF-1.4 not really a PDF")
         page.locator("#upload input[type=file]").set_input_files(
             [str(app_server.docs["pdf"]), str(broken)])
-        expect(page.locator("#upload")).to_contain_text("broken.pdf", timeout=30_000)
+        expect(page.locator("#upload")).to_contain_text("broken", timeout=30_000)
         page.locator("#ingest").click()
         expect(page.locator("#ingest-summary")).to_contain_text("1 ingested", timeout=180_000)
         expect(page.locator("#ingest-summary")).to_contain_text("1 failed")
@@ -42,6 +42,8 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         expect(chat).to_contain_text("Sources", timeout=180_000)
         expect(chat).to_contain_text("handbook.pdf")
         expect(chat).to_contain_text("500")
+        page.get_by_text("Show retrieval").click()
+        expect(page.locator("#retrieval")).to_contain_text("handbook.pdf")
         page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
         browser.close()
     assert (tmp_path / "chat.png").stat().st_size > 10_000

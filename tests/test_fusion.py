@@ -28,3 +28,11 @@ def test_rrf_limit_and_empty():
     assert reciprocal_rank_fusion({"x": [], "y": []}) == []
     hits = [Hit(c(str(i)), 1.0) for i in range(10)]
     assert len(reciprocal_rank_fusion({"x": hits}, limit=3)) == 3
+
+
+def test_rrf_keeps_the_detail_of_hits_fused_again():
+    kb_a = [Hit(c("a"), 0.03, "A", {"bm25": 4.0, "dense": 0.8, "fused": 0.03})]
+    kb_b = [Hit(c("b"), 0.02, "B", {"bm25": 2.0, "fused": 0.02})]
+    fused = reciprocal_rank_fusion({"A": kb_a, "B": kb_b}, k=60)
+    assert [(h.chunk.chunk_id, h.kb) for h in fused] == [("a", "A"), ("b", "B")]
+    assert fused[0].scores == {"bm25": 4.0, "dense": 0.8, "A": 0.03, "fused": 1 / 61}

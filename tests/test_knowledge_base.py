@@ -102,3 +102,13 @@ def test_files_over_the_size_limit_are_refused_up_front(tmp_path, docs):
     report = drain(a.ingest([docs["pdf"]]))
     assert report.results[0].status == "failed" and "limit" in report.results[0].reason
     a.close()
+
+
+def test_one_question_searches_several_knowledge_bases(assistant, docs):
+    assistant.create_knowledge_base("pharmacy")
+    drain(assistant.ingest([docs["pdf"]]))
+    drain(assistant.ingest([docs["docx"]], kb="pharmacy"))
+    hits = assistant.search("amoxicillin dose and pharmacy Saturday hours", kb=["default", "pharmacy"], top_k=6)
+    assert {h.kb for h in hits} == {"default", "pharmacy"}
+    assert {h.chunk.source for h in hits} == {"handbook.pdf", "pharmacy.docx"}
+    assert all("fused" in h.scores for h in hits)

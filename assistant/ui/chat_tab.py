@@ -7,7 +7,7 @@ import gradio as gr
 
 from assistant.core import Assistant
 from assistant.types import Answer, AnswerDelta
-from assistant.ui.format import citations_markdown
+from assistant.ui.format import RETRIEVAL_HEADERS, citations_markdown, retrieval_rows
 
 log = logging.getLogger(__name__)
 
@@ -21,33 +21,38 @@ def build_chat_tab(assistant: Assistant, kb_choice: gr.Dropdown) -> None:
         )
         send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
     clear = gr.Button("New conversation", size="sm")
+    with gr.Accordion("Show retrieval: the sources given to the model, and why", open=False):
+        inspector = gr.Dataframe(headers=RETRIEVAL_HEADERS, interactive=False, wrap=True,
+                                 elem_id="retrieval")
 
     def respond(message: str, history: list, kb: str):
-        """One chat round: stream the answer, then list its citations under it."""
+        """One chat round: stream the answer, then list its citations under it and the
+        retrieval behind it in the inspector."""
         history = list(history or [])
         message = (message or "").strip()
         if not message:
-            yield history, ""
+            yield history, "", gr.skip()
             return
         history.append({"role": "user", "content": message})
         history.append({"role": "assistant", "content": "…"})
-        yield history, ""
+        yield history, "", []
         text = ""
         try:
             for event in assistant.ask(message, kb or None):
                 if isinstance(event, AnswerDelta):
                     text += event.text
                     history[-1] = {"role": "assistant", "content": text}
-                    yield history, ""
+                    yield history, "", gr.skip()
                 elif isinstance(event, Answer):
                     history[-1] = {"role": "assistant",
                                    "content": event.text + citations_markdown(event)}
-                    yield history, ""
+                    yield history, "", retrieval_rows(event)
         except Exception as exc:  # the edge: turn any failure into a message, keep the app up
             log.exception("Answering failed")
             history[-1] = {"role": "assistant", "content": f"⚠️ Could not answer: {exc}"}
-            yield history, ""
+            yield history, "", []
 
-    send.click(respond, [question, chatbot, kb_choice], [chatbot, question], api_name="chat")
-    question.submit(respond, [question, chatbot, kb_choice], [chatbot, question], api_name=False)
-    clear.click(lambda: [], None, chatbot, api_name=False)
+    outputs = [chatbot, question, inspector]
+    send.click(respond, [question, chatbot, kb_choice], outputs, api_name="chat")
+    question.submit(respond, [question, chatbot, kb_choice], outputs, api_name=False)
+    clear.click(lambda: ([], []), None, [chatbot, inspector], api_name=False)

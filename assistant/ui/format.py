@@ -38,3 +38,16 @@ def document_rows(docs: list[DocumentRecord]) -> list[list]:
 
 def document_choices(docs: list[DocumentRecord]) -> list[tuple[str, str]]:
     return [(f"{d.source} ({d.chunks} chunks)", d.doc_id) for d in docs]
+
+
+RETRIEVAL_HEADERS = ["#", "cited", "knowledge base", "file", "page", "bm25", "vector", "fused", "text"]
+
+
+def retrieval_rows(answer: Answer) -> list[list]:
+    """Why each source was given to the model: its retriever scores, and whether cited."""
+    cited = {c.number for c in answer.citations}
+    def fmt(v):
+        return round(v, 4) if isinstance(v, float) else ""
+    return [[s.number, "yes" if s.number in cited else "", s.kb, s.source, s.page or "—",
+             fmt(s.scores.get("bm25")), fmt(s.scores.get("dense")), fmt(s.scores.get("fused", s.score)),
+             s.text[:160] + ("…" if len(s.text) > 160 else "")] for s in answer.sources]
