@@ -1,4 +1,3 @@
-import json
 import os
 import subprocess
 import sys
@@ -68,7 +67,7 @@ def test_doctor_says_what_is_missing(tmp_path):
 def test_cli_ingest_then_ask_streams_and_prints_sources(tmp_path):
     from tests.helpers.docs import make_clinic_docs
 
-    docs = make_clinic_docs(tmp_path / "docs")
+    make_clinic_docs(tmp_path / "docs")
     bad = tmp_path / "docs" / "broken.pdf"
     bad.write_bytes(b"%PDF-1.4 garbage")
     out = _cli(tmp_path, "ingest", str(tmp_path / "docs"))

@@ -16,7 +16,6 @@ import pytest
 
 from assistant.core import Assistant
 from ingest.pipeline import drain
-from knowledge.embedders import E5_NAME
 from tests.conftest import ROOT, make_settings, shared_models_dir
 from tests.fakes import HashEmbedder, ScriptedLLM
 
