@@ -89,3 +89,25 @@ def test_cli_ingest_then_ask_streams_and_prints_sources(tmp_path):
 def test_cli_errors_are_clear(tmp_path):
     out = _cli(tmp_path, "--kb", "no-such-kb", "kb", "docs", timeout=120)
     assert out.returncode == 2 and "No knowledge base named 'no-such-kb'" in out.stderr
+
+
+@pytest.mark.slow
+def test_cli_sync_rename_and_password(tmp_path):
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Insulin pens are stored in the fridge before first use.", encoding="utf-8")
+    (folder / "b.md").write_text("# Flu\n\nThe flu vaccine is given every autumn.", encoding="utf-8")
+    out = _cli(tmp_path, "sync", str(folder))
+    assert out.returncode == 0 and "2 ingested, 0 unchanged, 0 failed" in out.stdout, out.stderr
+    (folder / "b.md").unlink()
+    out = _cli(tmp_path, "sync", str(folder))
+    assert "1 deleted" in out.stdout and "deleted   b.md" in out.stdout
+    out = _cli(tmp_path, "kb", "rename", "default", "clinic")
+    assert out.returncode == 0
+    out = _cli(tmp_path, "--kb", "clinic", "kb", "docs")
+    assert "a.txt" in out.stdout and "b.md" not in out.stdout
+    pdf = ROOT / "tests" / "fixtures" / "pdf" / "password_unstructured.pdf"
+    out = _cli(tmp_path, "--kb", "clinic", "ingest", str(pdf))
+    assert "password required" in out.stdout and out.returncode == 1
+    out = _cli(tmp_path, "--kb", "clinic", "ingest", str(pdf), "--password", "password")
+    assert out.returncode == 0 and "added" in out.stdout
