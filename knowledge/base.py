@@ -150,22 +150,27 @@ class KnowledgeBase:
 
     def _duplicates(self, chunks, hashes, signatures, exclude: set[str]) -> dict[int, str]:
         """Index of each duplicate chunk -> id of the canonical chunk it repeats (in the
-        knowledge base, or earlier in the same document)."""
+        knowledge base, or earlier in the same document; the latter through in-memory
+        LSH bands, so a long document is not compared chunk by chunk)."""
         dup_of: dict[int, str] = {}
         seen_hash: dict[str, int] = {}
+        bands: dict[tuple[int, str], list[int]] = {}
         for i, (h, sig) in enumerate(zip(hashes, signatures)):
             if h in seen_hash:
                 dup_of[i] = chunks[seen_hash[h]].chunk_id
                 continue
             twin = self.catalog.find_duplicate(h, sig, exclude)
-            if twin is None and sig is not None:
-                twin = next((chunks[j].chunk_id for j in range(i)
-                             if j not in dup_of and signatures[j] is not None
-                             and dedup.jaccard(sig, signatures[j]) >= dedup.NEAR_THRESHOLD), None)
+            keys = dedup.band_keys(sig) if sig is not None else []
+            if twin is None and keys:
+                near = {j for key in keys for j in bands.get(key, ())}
+                twin = next((chunks[j].chunk_id for j in sorted(near)
+                             if dedup.jaccard(sig, signatures[j]) >= dedup.NEAR_THRESHOLD), None)
             if twin is not None:
                 dup_of[i] = twin
-            else:
-                seen_hash[h] = i
+                continue
+            seen_hash[h] = i
+            for key in keys:
+                bands.setdefault(key, []).append(i)
         return dup_of
 
     def delete_document(self, doc_id: str) -> None:
