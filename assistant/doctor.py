@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.models import DEFAULT_MODELS, _verified
+from assistant.models import DEFAULT_MODELS, is_verified
 from assistant.settings import Settings
 from knowledge.embedders import E5_NAME, MINILM_NAME
 
@@ -47,7 +47,7 @@ def _models(settings: Settings, rep: Report) -> None:
     for name, m in DEFAULT_MODELS.items():
         path = models_dir / m.filename
         chosen = " (selected)" if settings.llm.model == name else ""
-        if _verified(path, m.sha256):
+        if is_verified(path, m.sha256):
             state = f"assembled, sha256 OK, {path.stat().st_size / 1e9:.2f} GB at {path}"
         elif path.exists():
             state = f"present at {path} but not verified (run `python -m assistant models`)"

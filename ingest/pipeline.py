@@ -7,7 +7,6 @@ size limit are refused before anything is read.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from ingest.chunking import ChunkingParams, chunk_pages, count_tokens, doc_id_for
 from ingest.errors import IngestError
+from ingest.files import file_sha256
 from ingest.loaders import load, supported_extensions
 from ingest.types import FileResult, IngestEvent, IngestReport
 from knowledge.base import KnowledgeBase
@@ -37,14 +37,6 @@ class IngestItem:
     @property
     def name(self) -> str:
         return self.source or self.path.name
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ingest_files(

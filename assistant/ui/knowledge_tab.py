@@ -14,7 +14,7 @@ from assistant.ui.format import (
 )
 from assistant.ui.kb_panel import build_kb_panel
 from ingest.loaders import supported_extensions
-from ingest.pipeline import IngestItem
+from ingest.pipeline import IngestItem, drain
 from ingest.types import IngestEvent, IngestReport
 
 log = logging.getLogger(__name__)
@@ -22,13 +22,10 @@ WATCH_SECONDS = 15
 
 
 def _run(events: Generator[IngestEvent, None, IngestReport], progress) -> IngestReport:
+    """Drive an ingestion generator, showing each event on the progress bar."""
     progress(0.0, desc="Starting…")
-    while True:
-        try:
-            ev = next(events)
-        except StopIteration as stop:
-            return stop.value
-        progress(ev.fraction, desc=f"{ev.index + 1}/{ev.total} {ev.source}: {ev.stage}")
+    return drain(events, lambda ev: progress(
+        ev.fraction, desc=f"{ev.index + 1}/{ev.total} {ev.source}: {ev.stage}"))
 
 
 def _summary(report: IngestReport) -> str:
