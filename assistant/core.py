@@ -7,6 +7,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
+from assistant.condense import condense
 from assistant.citations import MarkerFilter, build_citations, clean_markers
 from assistant.llm import LLM, LlamaCppLLM
 from assistant.models import resolve_gguf
@@ -16,7 +17,7 @@ from assistant.types import Answer, AnswerDelta, Source
 from ingest.chunking import ChunkingParams
 from ingest.pipeline import IngestItem, folder_items, ingest_files, sync_folder
 from ingest.types import IngestEvent, IngestReport
-from knowledge.embedders import Embedder, load_embedder
+from knowledge.embedders import Embedder, EmbedderPool
 from knowledge.library import Library
 from knowledge.types import DocumentRecord, Hit
 
@@ -36,13 +37,12 @@ class Assistant:
         self.paths = settings.paths
         self._llm = llm
         self._llm_lock = threading.Lock()
-        self.embedder = embedder or load_embedder(
-            settings.embedder.model, settings.embedder.batch_size
-        )
+        self.embedders = (EmbedderPool.fixed(embedder) if embedder else
+                          EmbedderPool(settings.embedder.model, settings.embedder.batch_size))
         self.chunking = ChunkingParams(settings.chunking.chunk_size, settings.chunking.chunk_overlap)
         self.library = Library(
-            self.paths.kb_dir, self.embedder, self.chunking.chunk_size,
-            self.chunking.chunk_overlap, settings.retrieval.rrf_k,
+            self.paths.kb_dir, self.embedders, self.chunking.chunk_size,
+            self.chunking.chunk_overlap, settings.retrieval.config(),
         )
         self.library.get(settings.default_kb, create=True)
 
@@ -67,8 +67,10 @@ class Assistant:
     def knowledge_bases(self) -> list[str]:
         return self.library.names()
 
-    def create_knowledge_base(self, name: str) -> None:
-        self.library.create(name)
+    def create_knowledge_base(self, name: str, embedder: str | None = None) -> None:
+        """``embedder``: "auto" (default: from the first document's language), an
+        installed embedder's name, or a sentence-transformers folder."""
+        self.library.create(name, embedder)
 
     def delete_knowledge_base(self, name: str) -> None:
         self.library.delete(name)
@@ -87,15 +89,13 @@ class Assistant:
         """Progress events while ingesting files and folders; returns the report (see
         ``ingest.pipeline.drain``). ``password`` opens encrypted PDFs in this batch."""
         base = self.library.get(kb or self.settings.default_kb)
-        return ingest_files(base, _expand(items, password), self.chunking, self._max_bytes(),
-                            self.embedder.count_tokens)
+        return ingest_files(base, _expand(items, password), self.chunking, self._max_bytes())
 
     def sync_folder(self, folder: Path | str, kb: str | None = None
                     ) -> Generator[IngestEvent, None, IngestReport]:
         """Make ``kb`` match ``folder`` (add, replace changed, delete removed files)."""
         base = self.library.get(kb or self.settings.default_kb)
-        return sync_folder(base, Path(folder).expanduser(), self.chunking, self._max_bytes(),
-                           self.embedder.count_tokens)
+        return sync_folder(base, Path(folder).expanduser(), self.chunking, self._max_bytes())
 
     def _max_bytes(self) -> int:
         return int(self.settings.ingest.max_file_mb * 2**20)
@@ -107,21 +107,36 @@ class Assistant:
         r = self.settings.retrieval
         names = [kb] if isinstance(kb, str) else list(kb or [])
         return self.library.search(names or [self.settings.default_kb], question,
-                                   top_k or r.top_k, r.candidates)
+                                   top_k or r.top_k)
 
-    def ask(self, question: str, kb: str | Sequence[str] | None = None
-            ) -> Iterator[AnswerDelta | Answer]:
-        """Stream the answer as ``AnswerDelta``s, then yield the final ``Answer``."""
+    def ask(self, question: str, kb: str | Sequence[str] | None = None,
+            history: Sequence[tuple[str, str]] = ()) -> Iterator[AnswerDelta | Answer]:
+        """Stream the answer as ``AnswerDelta``s, then yield the final ``Answer``.
+
+        ``history``: earlier (question, answer) turns; a follow-up is rewritten into a
+        standalone query for the search (the model still sees the question as asked)."""
         question = question.strip()
         if not question:
             raise ValueError("The question is empty.")
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        hits = self.search(question, kb)
-        timings["retrieve_s"] = time.perf_counter() - t0
         llm = self.llm
+        query = question
+        if history:
+            t0 = time.perf_counter()
+            query = condense(llm, history, question)
+            timings["condense_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        hits = self.search(query, kb)
+        timings["retrieve_s"] = time.perf_counter() - t0
         cfg = self.settings.llm
-        sources = [_source(i, h) for i, h in enumerate(hits, start=1)]
+        budget = self.settings.retrieval.compress_budget
+        if budget and hits:
+            t0 = time.perf_counter()
+            sources = [_source(i, c.hit, c.text) for i, c in enumerate(
+                self.library.compress(query, hits, budget), start=1)]
+            timings["compress_s"] = time.perf_counter() - t0
+        else:
+            sources = [_source(i, h) for i, h in enumerate(hits, start=1)]
         budget = cfg.n_ctx - cfg.max_tokens - llm.count_tokens(SYSTEM_PROMPT + question) - 64
         sources = fit_sources(sources, budget, llm.count_tokens)
         messages = build_messages(question, sources)
@@ -143,12 +158,13 @@ class Assistant:
         text = clean_markers(raw, {s.number for s in sources}).strip()
         citations = tuple(build_citations(text, sources))
         yield Answer(question, text, citations, tuple(sources), llm.name, timings,
-                     tokens=llm.count_tokens(raw) if raw else 0)
+                     tokens=llm.count_tokens(raw) if raw else 0, search_query=query)
 
-    def answer(self, question: str, kb: str | Sequence[str] | None = None) -> Answer:
+    def answer(self, question: str, kb: str | Sequence[str] | None = None,
+               history: Sequence[tuple[str, str]] = ()) -> Answer:
         """``ask`` without streaming."""
         final = None
-        for event in self.ask(question, kb):
+        for event in self.ask(question, kb, history):
             if isinstance(event, Answer):
                 final = event
         assert final is not None
@@ -172,6 +188,7 @@ def _expand(items: Sequence[IngestItem | Path | str], password: str | None) -> l
     return out
 
 
-def _source(number: int, hit: Hit) -> Source:
+def _source(number: int, hit: Hit, text: str | None = None) -> Source:
     c = hit.chunk
-    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text, hit.score, dict(hit.scores))
+    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text if text is None else text,
+                  hit.score, dict(hit.scores))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from assistant.models import DEFAULT_MODELS, is_verified
 from assistant.settings import Settings
+from knowledge.language import AUTO
 from knowledge.embedders import E5_NAME, MINILM_NAME
 
 LIBRARIES = [
@@ -75,7 +76,9 @@ def _embedders(settings: Settings, rep: Report) -> None:
     chosen = settings.embedder.model
     if chosen == E5_NAME and not e5 or chosen == MINILM_NAME and not mini:
         rep.problems.append(f"Selected embedder {chosen} is not installed: run `make setup`.")
-    elif chosen not in (E5_NAME, MINILM_NAME) and not Path(chosen).expanduser().is_dir():
+    elif chosen == AUTO and not (e5 and mini):
+        rep.problems.append("embedder.model auto needs both installed embedders: run `make setup`.")
+    elif chosen not in (E5_NAME, MINILM_NAME, AUTO) and not Path(chosen).expanduser().is_dir():
         rep.problems.append(f"embedder.model {chosen} is not a folder.")
 
 

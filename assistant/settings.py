@@ -50,10 +50,12 @@ class LLMSettings(_Section):
 
 class EmbedderSettings(_Section):
     model: str = Field(
-        "multilingual-e5-small",
-        description="Embedder: 'multilingual-e5-small' (installed, EN/zh/vi), "
-        "'all-MiniLM-L6-v2' (installed, English), or a path to a local "
-        "sentence-transformers folder.",
+        "auto",
+        description="Embedder for new knowledge bases: 'auto' (from the first document's "
+        "language: all-MiniLM-L6-v2 for English, multilingual-e5-small otherwise), "
+        "'multilingual-e5-small' (installed, EN/zh/vi), 'all-MiniLM-L6-v2' (installed, "
+        "English), or a path to a local sentence-transformers folder. A knowledge base "
+        "keeps the embedder it was built with.",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
 
@@ -78,7 +80,34 @@ class RetrievalSettings(_Section):
     candidates: int = Field(
         30, ge=1, le=500, description="Hits taken from each retriever before fusion."
     )
+    fusion: Literal["weighted", "rrf"] = Field(
+        "weighted", description="How BM25 and vector hits are fused: min-max 'weighted' "
+        "scores (best on the shared sets) or reciprocal rank ('rrf').")
+    dense_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Weight of the vector scores in weighted fusion.")
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
+    reranker: Literal["auto", "none", "trained", "cross-encoder"] = Field(
+        "auto", description="'auto': the knowledge base's trained reranker once you train "
+        "one (Knowledge tab or `kb train-reranker`), else none; 'none'; 'trained'; "
+        "'cross-encoder': the local folder in reranker_model.")
+    reranker_model: str = Field(
+        "", description="A local sentence-transformers CrossEncoder folder (reranker "
+        "'cross-encoder').")
+    rerank_top: int = Field(20, ge=1, le=200, description="Fused hits the reranker reorders.")
+    rerank_blend: float = Field(
+        0.5, ge=0.0, le=1.0, description="Weight of the fused order against the reranker's "
+        "(0: the reranker's order alone).")
+
+    compress_budget: int = Field(
+        0, ge=0, le=8192, description="Cut the sources to about this many tokens of the "
+        "sentences most relevant to the question (0: off, whole chunks).")
+
+    def config(self) -> "RetrievalConfig":
+        from knowledge.retrievers import FusionConfig, RetrievalConfig
+
+        return RetrievalConfig(
+            FusionConfig(self.fusion, self.rrf_k, self.dense_weight), self.candidates,
+            self.reranker, self.reranker_model, self.rerank_top, self.rerank_blend)
 
 
 class IngestSettings(_Section):

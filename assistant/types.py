@@ -55,3 +55,4 @@ class Answer:
     model: str
     timings: dict[str, float] = field(default_factory=dict)
     tokens: int = 0
+    search_query: str = ""  # what was searched: the question, or its standalone rewrite

@@ -62,14 +62,14 @@ def measure(path: Path, tmp: Path, label: str, pages: int | None, baseline: bool
     (r,) = report.results
     assert r.status == "added", r
     kb = a.library.get(a.settings.default_kb)
-    texts = [c.text for c, _ in kb.catalog.ready_chunks_with_tokens()]
+    texts = [c.index_text for c, _ in kb.catalog.ready_chunks_with_tokens()]
     size_mb = path.stat().st_size / 2**20
     per_page = f", {pages / total:.2f} pages/s" if pages else ""
     line = (f"{label}: {size_mb:.2f} MB, {r.chunks} chunks ({r.duplicates} duplicates) in {total:.1f} s"
             f"{per_page}, {r.chunks / total:.2f} chunks/s; RSS {rss0:.0f} -> peak {peak_rss_mb():.0f} MB")
     if baseline:
         t1 = time.perf_counter()
-        a.embedder.embed_passages(texts)
+        kb.embedder.embed_passages(texts)
         embed = time.perf_counter() - t1
         line += (f"; embedder alone {embed:.1f} s ({len(texts) / embed:.2f} chunks/s); "
                  f"ratio {total / embed:.2f}x")

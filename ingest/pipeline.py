@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ingest.chunking import ChunkingParams, chunk_pages, count_tokens, doc_id_for
+from ingest.chunking import ChunkingParams, chunk_pages, doc_id_for
 from ingest.errors import IngestError
 from ingest.files import file_sha256
 from ingest.loaders import load, supported_extensions
@@ -41,8 +41,10 @@ class IngestItem:
 
 def ingest_files(
     kb: KnowledgeBase, items: Sequence[IngestItem], params: ChunkingParams,
-    max_bytes: int = 200 * 2**20, count: Callable[[str], int] = count_tokens,
+    max_bytes: int = 200 * 2**20, count: Callable[[str], int] | None = None,
 ) -> Generator[IngestEvent, None, IngestReport]:
+    """Ingest ``items`` one by one. Chunks are sized with ``count`` (default: the
+    knowledge base's embedder tokens)."""
     results: list[FileResult] = []
     total = len(items)
     for index, item in enumerate(items):
@@ -79,6 +81,9 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
     doc = load(path, source, password=item.password)
     yield IngestEvent(source, "chunking", index, total)
     doc_id = doc_id_for(source, sha)
+    if count is None:
+        kb.ensure_embedder("\n".join(p.text for p in doc.pages[:20]))
+        count = kb.count_tokens
     chunks = chunk_pages(doc_id, source, doc.pages, params, count)
     if not chunks:
         raise IngestError("No text found in the file.")
@@ -100,7 +105,7 @@ def folder_items(folder: Path, password: str | None = None) -> list[IngestItem]:
 
 def sync_folder(
     kb: KnowledgeBase, folder: Path, params: ChunkingParams, max_bytes: int = 200 * 2**20,
-    count: Callable[[str], int] = count_tokens,
+    count: Callable[[str], int] | None = None,
 ) -> Generator[IngestEvent, None, IngestReport]:
     """Make the knowledge base match ``folder``: add new files, replace changed ones,
     delete documents whose file under this folder is gone."""

@@ -6,17 +6,21 @@ import logging
 import re
 import threading
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from knowledge.bm25 import BM25Index
 from knowledge import dedup
 from knowledge.catalog import Catalog
-from knowledge.embedders import Embedder
-from knowledge.errors import IndexMismatch, KnowledgeError
+from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
+from knowledge.language import AUTO, detect_language, embedder_for
+from knowledge.errors import EmbedderNotFound, IndexMismatch, KnowledgeError
+from knowledge.compress import Compressed, compress
+from knowledge.gpl import current_reranker, reranker_dir
+from knowledge.rerank import CrossEncoderReranker, NoReranker, Reranker
 from knowledge.retrievers import (
-    BM25Retriever, DenseRetriever, FusionConfig, HybridRetriever, Retriever,
+    BM25Retriever, DenseRetriever, FusionConfig, HybridRetriever, RetrievalConfig, Retriever,
 )
 from knowledge.tokenize import tokenize
 from knowledge.types import Chunk, DocumentRecord, Hit
@@ -24,7 +28,7 @@ from knowledge.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: duplicates, headings, tombstones
+FORMAT_VERSION = 3  # 2: duplicates, headings, tombstones; 3: heading-prefixed index text
 KB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
@@ -40,6 +44,7 @@ class Manifest:
     chunk_size: int
     chunk_overlap: int
     created_at: str
+    language: str = ""  # detected from the first document when the embedder was "auto"
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -70,42 +75,75 @@ def validate_kb_name(name: str) -> str:
 class KnowledgeBase:
     """Add, delete and search documents. Writes are serialised by one lock."""
 
-    def __init__(self, root: Path, manifest: Manifest, embedder: Embedder, chroma_client,
-                 rrf_k: int = 60):
-        if manifest.embedder != embedder.name:
-            raise IndexMismatch(
-                f"Knowledge base {manifest.name!r} was built with the embedder "
-                f"{manifest.embedder!r}, but the settings choose {embedder.name!r}. "
-                f"Set embedder.model to {manifest.embedder!r}, or re-index the knowledge base."
-            )
+    def __init__(self, root: Path, manifest: Manifest, embedders: EmbedderPool, chroma_client,
+                 retrieval: RetrievalConfig = RetrievalConfig()):
         self.name = root.name  # the directory name is the truth (see Library.rename)
         self.root = root
         self.manifest = manifest
-        self.rrf_k = rrf_k
+        self.retrieval = retrieval
+        self._reranker: tuple[str, Reranker] | None = None
+        self._embedders, self._client = embedders, chroma_client
         self.catalog = Catalog(root / "catalog.sqlite3")
-        self.vectors = VectorIndex(chroma_client, manifest.collection, embedder)
+        self.vectors: VectorIndex | None = None  # opened once the embedder is known
+        if manifest.embedder != AUTO:
+            try:
+                embedder = embedders.get(manifest.embedder)
+            except EmbedderNotFound as exc:
+                raise IndexMismatch(
+                    f"Knowledge base {manifest.name!r} was built with the embedder "
+                    f"{manifest.embedder!r}, which cannot be loaded here ({exc}). Make it "
+                    "available again, or re-index the knowledge base.") from exc
+            self.vectors = VectorIndex(chroma_client, manifest.collection, embedder)
         self.bm25 = BM25Index()
         self._lock = threading.RLock()  # serialises writes
         self._bm25_lock = threading.Lock()
         self._bm25_loaded = False
         self._recover()
 
+    # --- the embedder ---------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        """This knowledge base's embedder; for a new "auto" one, e5 until it is chosen."""
+        return self.vectors.embedder if self.vectors else self._embedders.get(E5_NAME)
+
+    def ensure_embedder(self, sample: str) -> Embedder:
+        """Fix the embedder of a knowledge base created with "auto" from the language of
+        its first document (``sample``), record it in the manifest, and open its vectors."""
+        with self._lock:
+            if self.vectors is None:
+                language = detect_language(sample)
+                embedder = self._embedders.get(embedder_for(language))
+                self.manifest = replace(self.manifest, embedder=embedder.name,
+                                        embedder_dim=embedder.dim, language=language)
+                self.manifest.save(self.root / "manifest.json")
+                self.vectors = VectorIndex(self._client, self.manifest.collection, embedder)
+                log.info("Knowledge base %s: %s text, embedder %s", self.name, language,
+                         embedder.name)
+            return self.vectors.embedder
+
+    def count_tokens(self, text: str) -> int:
+        """Length of ``text`` in the embedder's tokens (what chunk sizes are measured in)."""
+        return self.embedder.count_tokens(text)
+
     def _recover(self) -> None:
         """Finish or undo what a crash left (see ``knowledge.catalog``)."""
         for doc_id in self.catalog.pending_doc_ids():
             log.warning("Removing half-ingested document %s from %s", doc_id, self.name)
-            self.vectors.delete_document(doc_id)
+            if self.vectors is not None:
+                self.vectors.delete_document(doc_id)
             self.catalog.drop_pending(doc_id)
         self._finish_cleanup()
 
     def _finish_cleanup(self) -> list[str]:
         """Delete tombstoned vectors, embed promoted chunks; returns the promoted ids."""
+        if self.vectors is None:  # nothing was ever stored
+            return []
         for doc_id in self.catalog.tombstones():
             self.vectors.delete_document(doc_id)
             self.catalog.clear_tombstone(doc_id)
         promoted = self.catalog.pending_vector_chunks()
         if promoted:
-            vectors = self.vectors.embedder.embed_passages([c.text for c in promoted])
+            vectors = self.vectors.embedder.embed_passages([c.index_text for c in promoted])
             self.vectors.upsert(promoted, vectors)
             self.catalog.clear_pending_vectors([c.chunk_id for c in promoted])
         return [c.chunk_id for c in promoted]
@@ -128,15 +166,16 @@ class KnowledgeBase:
         Chunks that duplicate (exactly or nearly) a chunk already in the knowledge base
         are recorded as duplicates and not embedded.
         """
-        tokens = [tokenize(c.text) for c in chunks]
+        tokens = [tokenize(c.index_text) for c in chunks]
         hashes = [dedup.content_hash(c.text) for c in chunks]
-        signatures = [dedup.minhash_signature(t) for t in tokens]
+        signatures = [dedup.minhash_signature(tokenize(c.text)) for c in chunks]
+        self.ensure_embedder("\n".join(c.text for c in chunks[:50]))
         with self._lock:
             old = self.catalog.find_by_source(source)
             exclude = {doc_id} | ({old.doc_id} if old else set())
             dup_of = self._duplicates(chunks, hashes, signatures, exclude)
             canonical = [c for i, c in enumerate(chunks) if i not in dup_of]
-            vectors = self.vectors.embedder.embed_passages([c.text for c in canonical])
+            vectors = self.vectors.embedder.embed_passages([c.index_text for c in canonical])
             self.catalog.add_pending(doc_id, source, origin, sha256, pages, chunks, tokens,
                                      hashes, signatures, dup_of)
             self.vectors.delete_document(doc_id)  # leftovers of a crashed attempt
@@ -192,7 +231,7 @@ class KnowledgeBase:
         return self.catalog.chunk_count()
 
     def retriever(self, mode: str = "hybrid", fusion: FusionConfig | None = None,
-                  candidates: int = 30) -> Retriever:
+                  candidates: int | None = None) -> Retriever:
         """``bm25``, ``dense`` or ``hybrid`` retrieval over this knowledge base."""
         if mode == "bm25":
             return BM25Retriever(self)
@@ -201,13 +240,50 @@ class KnowledgeBase:
         if mode != "hybrid":
             raise KnowledgeError(f"Unknown retrieval mode {mode!r}: bm25, dense or hybrid.")
         return HybridRetriever([BM25Retriever(self), DenseRetriever(self)],
-                               fusion or FusionConfig(rrf_k=self.rrf_k), candidates)
+                               fusion or self.retrieval.fusion,
+                               candidates or self.retrieval.candidates)
 
-    def search(self, query: str, top_k: int, candidates: int = 30, mode: str = "hybrid",
-               fusion: FusionConfig | None = None) -> list[Hit]:
-        """Hits for ``query`` tagged with this knowledge base's name."""
-        hits = self.retriever(mode, fusion, candidates).retrieve(query, top_k)
-        return [Hit(h.chunk, h.score, self.name, h.scores) for h in hits]
+    def reranker(self) -> Reranker:
+        """The reranker the settings choose for this knowledge base (loaded once)."""
+        cfg = self.retrieval
+        key, make = "none", NoReranker
+        record = current_reranker(self.root) if cfg.reranker in ("auto", "trained") else None
+        if record is not None:
+            folder = reranker_dir(self.root) / record.path
+            key, make = str(folder), lambda: CrossEncoderReranker(folder, cfg.rerank_blend)
+        elif cfg.reranker == "cross-encoder":
+            if not cfg.reranker_model:
+                raise KnowledgeError("retrieval.reranker is cross-encoder but "
+                                     "retrieval.reranker_model names no folder.")
+            key = cfg.reranker_model
+            make = lambda: CrossEncoderReranker(Path(cfg.reranker_model), cfg.rerank_blend)  # noqa: E731
+        if self._reranker is None or self._reranker[0] != key:
+            self._reranker = (key, make())
+        return self._reranker[1]
+
+    def search(self, query: str, top_k: int, candidates: int | None = None,
+               mode: str = "hybrid", fusion: FusionConfig | None = None,
+               rerank: bool = True) -> list[Hit]:
+        """Hits for ``query`` tagged with this knowledge base's name; the top
+        ``rerank_top`` fused hits are reordered by the reranker (if any)."""
+        n = max(top_k, self.retrieval.rerank_top)
+        hits = self.retriever(mode, fusion, candidates).retrieve(query, n)
+        if rerank:
+            reranker = self.reranker()
+            if reranker.name != "none":
+                top = self.retrieval.rerank_top
+                hits = reranker.rerank(query, hits[:top], top) + hits[top:]
+        return [Hit(h.chunk, h.score, self.name, h.scores) for h in hits[:top_k]]
+
+    def compress(self, question: str, hits: list[Hit], budget: int) -> list[Compressed]:
+        """``hits`` cut to about ``budget`` embedder tokens of the sentences most relevant
+        to ``question`` (see ``knowledge.compress``)."""
+        self._refresh_bm25()
+        embedder = self.embedder
+        return compress(question, hits, budget, embedder.count_tokens,
+                        embed=embedder.embed_passages,
+                        embed_query=lambda q: embedder.embed_queries([q])[0],
+                        idf=self.bm25.idf)
 
     def _refresh_bm25(self) -> None:
         """Build BM25 from the catalog once, on first use; later changes are incremental."""
@@ -220,10 +296,12 @@ class KnowledgeBase:
         self.catalog.close()
 
 
-def new_manifest(name: str, embedder: Embedder, chunk_size: int, chunk_overlap: int) -> Manifest:
+def new_manifest(name: str, embedder: str, embedder_dim: int, chunk_size: int,
+                 chunk_overlap: int) -> Manifest:
+    """A manifest for a new knowledge base; ``embedder`` may be "auto" (dimension 0)."""
     return Manifest(
         name=name, format_version=FORMAT_VERSION, collection=f"kb_{uuid.uuid4().hex[:16]}",
-        embedder=embedder.name,
-        embedder_dim=embedder.dim, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+        embedder=embedder, embedder_dim=embedder_dim, chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

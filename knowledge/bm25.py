@@ -77,6 +77,12 @@ class BM25Index:
             self._total -= self._length.pop(chunk_id)
             del self._chunks[chunk_id]
 
+    def idf(self, term: str) -> float:
+        """Inverse document frequency of a (tokenized) term; rare terms weigh more."""
+        with self._lock:
+            n, df = len(self._chunks), len(self._postings.get(term, ()))
+        return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
     def search(self, query: str, k: int) -> list[Hit]:
         terms = set(tokenize(query))
         with self._lock:

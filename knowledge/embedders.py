@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from knowledge.errors import EmbedderNotFound
+from knowledge.errors import EmbedderNotFound, IndexMismatch
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,36 @@ def load_embedder(model: str, batch_size: int = 32) -> Embedder:
 def _normalise(vecs: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
     return vecs / np.maximum(norms, 1e-12)
+
+
+class EmbedderPool:
+    """Embedders by name, each loaded once and shared by the knowledge bases using it.
+
+    A knowledge base records its embedder in its manifest and always reopens with that
+    one; ``default`` (a name, or ``"auto"``: chosen from the first document's language)
+    only applies to new knowledge bases.
+    """
+
+    def __init__(self, default: str = "auto", batch_size: int = 32,
+                 loader: Callable[[str], Embedder] | None = None):
+        self.default = default
+        self._loader = loader or (lambda name: load_embedder(name, batch_size))
+        self._loaded: dict[str, Embedder] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def fixed(cls, embedder: Embedder) -> "EmbedderPool":
+        """A pool that only has ``embedder`` (tests and evaluation inject one)."""
+        def only(name: str) -> Embedder:
+            if name != embedder.name:
+                raise IndexMismatch(
+                    f"This knowledge base was built with the embedder {name!r}, but only "
+                    f"{embedder.name!r} is available here: re-index the knowledge base.")
+            return embedder
+        return cls(embedder.name, loader=only)
+
+    def get(self, name: str) -> Embedder:
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = self._loader(name)
+            return self._loaded[name]

@@ -1,7 +1,8 @@
 """Evaluate retrieval on a BEIR-format set.
 
     python -m knowledge.evaluate --data ../shared/data/retrieval/medquad_liveqa --split test \\
-        [--config bm25 dense hybrid hybrid-weighted] [--limit-queries N] [--cache DIR]
+        [--config bm25 dense hybrid hybrid-weighted hybrid-weighted+rerank] \\
+        [--keep DIR --train-reranker N] [--limit-queries N] [--cache DIR]
 
 Ingests the corpus into a temporary knowledge base through the product's chunking and
 index (vectors cached by content hash under --cache, so a re-run does not re-embed),
@@ -38,22 +39,26 @@ def load_beir(folder: Path, split: str):
     return corpus, queries, dict(qrels)
 
 
-def build_kb(corpus, work: Path, embedder, chunk_size: int, chunk_overlap: int):
+def build_kb(corpus, work: Path, embedders, chunk_size: int, chunk_overlap: int):
+    """The corpus as one knowledge base; a document's title is its heading (as a DOCX or
+    Markdown heading would be). Documents already in ``work`` are kept."""
     from ingest.chunking import ChunkingParams, chunk_pages, doc_id_for
     from ingest.types import Page
     from knowledge.library import Library
 
-    lib = Library(work / "knowledge", embedder, chunk_size, chunk_overlap)
+    lib = Library(work / "knowledge", embedders, chunk_size, chunk_overlap)
     kb = lib.get("eval", create=True)
+    kb.ensure_embedder("\n".join(d["text"] for d in corpus[:50]))
     params = ChunkingParams(chunk_size, chunk_overlap)
     t0 = time.perf_counter()
     have = {d.source for d in kb.documents()}
     for n, doc in enumerate(corpus):
         if doc["_id"] in have:
             continue
-        text = (doc.get("title", "") + "\n\n" + doc["text"]).strip()
+        title = doc.get("title", "").strip()
+        page = Page(0, doc["text"], ((0, title),) if title else ())
         doc_id = doc_id_for(doc["_id"], "")
-        chunks = chunk_pages(doc_id, doc["_id"], [Page(0, text)], params, embedder.count_tokens)
+        chunks = chunk_pages(doc_id, doc["_id"], [page], params, kb.count_tokens)
         if chunks:
             kb.add_document(doc_id, doc["_id"], "", 0, chunks)
         if n % 500 == 0:
@@ -72,27 +77,64 @@ def rank_documents(kb, hits) -> dict[str, float]:
     return scores
 
 
-def evaluate(kb, queries, qrels, config: str, depth: int = 100):
+def evaluate(kb, queries, qrels, config: str, depth: int = 100, reranker=None,
+             rerank_top: int = 20, budget: int = 0, top_k: int = 5, answers=None):
+    """Metrics and per-stage latency of ``config`` (``+rerank``: ``reranker`` reorders the
+    top ``rerank_top`` fused hits; ``+compress``: the top ``top_k`` are cut to ``budget``
+    tokens, and the prompt shrink and evidence kept are measured)."""
     import ir_measures
     from ir_measures import RR, R, nDCG
 
     from knowledge.retrievers import FusionConfig
 
-    mode, fusion = CONFIGS[config]
+    base, _, extra = config.partition("+")
+    mode, fusion = CONFIGS[base]
     retriever = kb.retriever(mode, FusionConfig(**fusion) if fusion else None, candidates=depth)
     run, latency = [], defaultdict(list)
     for qid, text in queries.items():
         t = time.perf_counter()
         hits = retriever.retrieve(text, depth)
-        latency["total"].append(time.perf_counter() - t)
+        latency["retrieve"].append(time.perf_counter() - t)
         for stage, seconds in getattr(retriever, "last_timings", {}).items():
             latency[stage].append(seconds)
+        if "rerank" in extra and reranker is not None:
+            t = time.perf_counter()
+            hits = reranker.rerank(text, hits[:rerank_top], rerank_top) + hits[rerank_top:]
+            latency["rerank"].append(time.perf_counter() - t)
+        if "compress" in extra:
+            t = time.perf_counter()
+            kept = kb.compress(text, hits[:top_k], budget)
+            latency["compress"].append(time.perf_counter() - t)
+            _evidence(kb, hits[:top_k], kept, qrels.get(qid, {}), (answers or {}).get(qid), latency)
         run.extend(ir_measures.ScoredDoc(qid, doc, s) for doc, s in rank_documents(kb, hits).items())
     qrel_list = [ir_measures.Qrel(q, d, s) for q, docs in qrels.items() for d, s in docs.items()]
     metrics = ir_measures.calc_aggregate([nDCG @ 10, R @ 100, RR @ 10], qrel_list, run)
+    out = {"nDCG@10": metrics[nDCG @ 10], "R@100": metrics[R @ 100], "MRR@10": metrics[RR @ 10]}
+    for name in [s for s in latency if s.startswith("~")]:  # evidence measures, not times
+        out[name[1:]] = statistics.fmean(latency.pop(name))
     lat = {stage: (statistics.median(v) * 1000, sorted(v)[int(0.95 * (len(v) - 1))] * 1000)
            for stage, v in latency.items()}
-    return {"nDCG@10": metrics[nDCG @ 10], "R@100": metrics[R @ 100], "MRR@10": metrics[RR @ 10]}, lat
+    return out, lat
+
+
+def _evidence(kb, hits, kept, relevant: dict, answers, sink) -> None:
+    """Prompt shrink and what compression keeps: relevant top-k passages that keep at
+    least one sentence, and reference-answer words still present in the context."""
+    from knowledge.tokenize import tokenize
+
+    count = kb.embedder.count_tokens
+    before = sum(count(h.chunk.text) for h in hits)
+    sink["~tokens before"].append(before)
+    sink["~tokens after"].append(sum(count(c.text) for c in kept))
+    rel = {h.chunk.chunk_id for h in hits if relevant.get(h.chunk.source, 0) > 0}
+    if rel:
+        sink["~relevant kept"].append(len(rel & {c.hit.chunk.chunk_id for c in kept}) / len(rel))
+    if answers:
+        ref = set(tokenize(" ".join(answers)))
+        full = set(tokenize(" ".join(h.chunk.text for h in hits)))
+        cut = set(tokenize(" ".join(c.text for c in kept)))
+        if ref & full:
+            sink["~answer words kept"].append(len(ref & cut) / len(ref & full))
 
 
 def main() -> None:
@@ -102,36 +144,107 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="test")
-    ap.add_argument("--config", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--embedder", default="multilingual-e5-small")
+    ap.add_argument("--config", nargs="+", default=["bm25", "dense", "hybrid", "hybrid-weighted"],
+                    help=f"any of {', '.join(CONFIGS)}, optionally with +rerank")
+    ap.add_argument("--embedder", default="auto", help="auto (by the corpus language), or a name/folder")
     ap.add_argument("--chunk-size", type=int, default=220)
     ap.add_argument("--chunk-overlap", type=int, default=40)
     ap.add_argument("--limit-queries", type=int, default=0, help="first N judged queries only")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "docent-eval-cache")
+    ap.add_argument("--keep", type=Path, help="keep the knowledge base (and its trained "
+                    "reranker) in this folder and reuse it next time")
+    ap.add_argument("--reranker-model", type=Path, help="a local cross-encoder folder for +rerank "
+                    "(default: the knowledge base's trained reranker)")
+    ap.add_argument("--train-reranker", type=int, default=0, metavar="N",
+                    help="first train the knowledge base's reranker on N generated questions")
+    ap.add_argument("--llm", default="qwen2.5-coder-1.5b", help="model writing the questions")
+    ap.add_argument("--blend", type=float, nargs="+", default=[0.5],
+                    help="weight of the fused order when blending with the reranker's")
+    ap.add_argument("--budget", type=int, nargs="+", default=[400],
+                    help="+compress: token budgets for the top 5 passages")
     args = ap.parse_args()
 
     from knowledge.embed_cache import CachedEmbedder
-    from knowledge.embedders import load_embedder
+    from knowledge.embedders import EmbedderPool, load_embedder
 
     corpus, queries, qrels = load_beir(args.data, args.split)
     if args.limit_queries:
         queries = dict(list(queries.items())[: args.limit_queries])
-    embedder = CachedEmbedder(load_embedder(args.embedder), args.cache / "embeddings.sqlite3")
+    cache = args.cache / "embeddings.sqlite3"
+    pool = EmbedderPool(args.embedder,
+                        loader=lambda name: CachedEmbedder(load_embedder(name), cache))
     print(f"{args.data.name}/{args.split}: {len(corpus)} docs, {len(queries)} queries; "
           f"embedder {args.embedder}, chunks {args.chunk_size}/{args.chunk_overlap}")
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
         t0 = time.perf_counter()
-        lib, kb = build_kb(corpus, Path(tmp), embedder, args.chunk_size, args.chunk_overlap)
-        print(f"  index: {kb.chunk_count()} chunks in {time.perf_counter() - t0:.0f} s "
-              f"(embedding cache {embedder.hits} hits, {embedder.misses} misses)")
-        print("| config | nDCG@10 | R@100 | MRR@10 | latency p50/p95 ms by stage |")
-        print("|---|---|---|---|---|")
+        lib, kb = build_kb(corpus, work, pool, args.chunk_size, args.chunk_overlap)
+        embedder = kb.embedder
+        print(f"  index: {kb.chunk_count()} chunks in {time.perf_counter() - t0:.0f} s with "
+              f"{embedder.name} (embedding cache {embedder.hits} hits, {embedder.misses} misses)")
+        if args.train_reranker:
+            _train(kb, args.train_reranker, args.llm)
+        rerankers = _rerankers(kb, args) if any("+rerank" in c for c in args.config) else {}
+        answers = _answers(args.data)
+        print("| config | nDCG@10 | R@100 | MRR@10 | latency p50/p95 ms by stage | compression |")
+        print("|---|---|---|---|---|---|")
         for config in args.config:
-            m, lat = evaluate(kb, queries, qrels, config)
-            stages = ", ".join(f"{s} {p50:.0f}/{p95:.0f}" for s, (p50, p95) in lat.items())
-            print(f"| {config} | {m['nDCG@10']:.3f} | {m['R@100']:.3f} | {m['MRR@10']:.3f} | {stages} |",
-                  flush=True)
+            for label, reranker in (rerankers.items() if "+rerank" in config else [("", None)]):
+                for budget in (args.budget if "+compress" in config else [0]):
+                    m, lat = evaluate(kb, queries, qrels, config, reranker=reranker,
+                                      budget=budget, answers=answers)
+                    stages = ", ".join(f"{s} {p50:.0f}/{p95:.0f}" for s, (p50, p95) in lat.items())
+                    comp = (f"budget {budget}: {m['tokens before']:.0f} -> {m['tokens after']:.0f} "
+                            f"tokens, relevant kept {m.get('relevant kept', float('nan')):.2f}, "
+                            f"answer words kept {m.get('answer words kept', float('nan')):.2f}"
+                            if budget else "")
+                    print(f"| {config}{label} | {m['nDCG@10']:.3f} | {m['R@100']:.3f} | "
+                          f"{m['MRR@10']:.3f} | {stages} | {comp} |", flush=True)
         lib.close()
+
+
+def _answers(folder: Path) -> dict[str, list[str]]:
+    """Reference answers per query id, when the set has them (MedQuAD x LiveQA)."""
+    path = folder / "reference_answers.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.open(encoding="utf-8")]
+    return {r["_id"]: [a["answer"] for a in r.get("reference_answers", [])] for r in rows}
+
+
+def _train(kb, questions: int, llm_name: str) -> None:
+    from assistant.llm import LlamaCppLLM
+    from assistant.models import resolve_gguf
+    from assistant.settings import load_settings
+    from knowledge.gpl import RerankerTraining, train_reranker
+
+    settings = load_settings()
+    llm = LlamaCppLLM(resolve_gguf(llm_name, settings.paths.models_dir), n_ctx=2048)
+    gen = train_reranker(kb, llm, RerankerTraining(questions=questions))
+    last = ""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            print(f"  trained: {stop.value}", flush=True)
+            return
+        if ev.stage != last or ev.done == ev.total or ev.done % 50 == 0:
+            print(f"  [{ev.stage}] {ev.done}/{ev.total} {ev.message}", flush=True)
+            last = ev.stage
+
+
+def _rerankers(kb, args) -> dict:
+    from knowledge.gpl import current_reranker, reranker_dir
+    from knowledge.rerank import CrossEncoderReranker
+
+    folder = args.reranker_model
+    if folder is None:
+        record = current_reranker(kb.root)
+        if record is None:
+            raise SystemExit("+rerank: no --reranker-model and the knowledge base has no "
+                             "trained reranker (use --train-reranker N with --keep DIR).")
+        folder = reranker_dir(kb.root) / record.path
+    return {f" (blend {b})": CrossEncoderReranker(folder, blend=b) for b in args.blend}
 
 
 if __name__ == "__main__":

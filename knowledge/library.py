@@ -8,8 +8,11 @@ import shutil
 import threading
 from pathlib import Path
 
+from knowledge.compress import Compressed, compress
 from knowledge.base import KnowledgeBase, Manifest, new_manifest, validate_kb_name
-from knowledge.embedders import Embedder
+from knowledge.embedders import Embedder, EmbedderPool
+from knowledge.language import AUTO
+from knowledge.retrievers import RetrievalConfig
 from knowledge.errors import KnowledgeBaseNotFound, KnowledgeError
 from knowledge.fusion import reciprocal_rank_fusion
 from knowledge.types import Hit
@@ -54,11 +57,16 @@ class _ProcessLock:
 
 
 class Library:
-    def __init__(self, root: Path, embedder: Embedder, chunk_size: int, chunk_overlap: int,
-                 rrf_k: int = 60):
+    def __init__(self, root: Path, embedders: EmbedderPool | Embedder, chunk_size: int,
+                 chunk_overlap: int, retrieval: RetrievalConfig = RetrievalConfig()):
+        """``embedders``: the pool knowledge bases load their embedder from; a single
+        ``Embedder`` means every knowledge base uses that one."""
         self.root = root
-        self.embedder = embedder
-        self.chunk_size, self.chunk_overlap, self.rrf_k = chunk_size, chunk_overlap, rrf_k
+        if isinstance(embedders, Embedder):
+            embedders = EmbedderPool.fixed(embedders)
+        self.embedders = embedders
+        self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
+        self.retrieval = retrieval
         root.mkdir(parents=True, exist_ok=True)
         self._process_lock = _ProcessLock(root / ".lock")
         self._client = _chroma_client(root / "chroma")
@@ -74,14 +82,18 @@ class Library:
             raise KnowledgeBaseNotFound(f"No knowledge base named {name!r}.")
         return Manifest.load(path)
 
-    def create(self, name: str) -> KnowledgeBase:
+    def create(self, name: str, embedder: str | None = None) -> KnowledgeBase:
+        """A new, empty knowledge base. ``embedder``: a name, a folder or "auto" (the
+        default from settings): chosen from the language of its first document."""
         validate_kb_name(name)
+        embedder = embedder or self.embedders.default
+        dim = 0 if embedder == AUTO else self.embedders.get(embedder).dim
         with self._lock:
             if (self.root / name / "manifest.json").exists():
                 raise KnowledgeError(f"Knowledge base {name!r} already exists.")
             kb_dir = self.root / name
             kb_dir.mkdir(parents=True, exist_ok=True)
-            new_manifest(name, self.embedder, self.chunk_size, self.chunk_overlap).save(
+            new_manifest(name, embedder, dim, self.chunk_size, self.chunk_overlap).save(
                 kb_dir / "manifest.json"
             )
         return self.get(name)
@@ -97,18 +109,28 @@ class Library:
             if name not in self._open:
                 manifest = self.manifest(name)
                 self._open[name] = KnowledgeBase(
-                    self.root / name, manifest, self.embedder, self._client, self.rrf_k
+                    self.root / name, manifest, self.embedders, self._client, self.retrieval
                 )
             return self._open[name]
 
-    def search(self, names: list[str], query: str, top_k: int, candidates: int = 30) -> list[Hit]:
+    def search(self, names: list[str], query: str, top_k: int) -> list[Hit]:
         """Search one or several knowledge bases; several are fused by reciprocal rank,
         each hit keeping the name of the knowledge base it came from."""
         if len(names) == 1:
-            return self.get(names[0]).search(query, top_k, candidates)
-        ranked = {name: self.get(name).search(query, max(top_k, candidates), candidates)
+            return self.get(names[0]).search(query, top_k)
+        ranked = {name: self.get(name).search(query, max(top_k, self.retrieval.candidates))
                   for name in names}
-        return reciprocal_rank_fusion(ranked, k=self.rrf_k, limit=top_k)
+        return reciprocal_rank_fusion(ranked, k=self.retrieval.fusion.rrf_k, limit=top_k)
+
+    def compress(self, question: str, hits: list[Hit], budget: int) -> list[Compressed]:
+        """Cut ``hits`` to about ``budget`` tokens (``knowledge.compress``), with the
+        knowledge base's embedder when they all come from one, else by words alone."""
+        kbs = {h.kb for h in hits}
+        if len(kbs) == 1 and next(iter(kbs)):
+            return self.get(next(iter(kbs))).compress(question, hits, budget)
+        from ingest.chunking import count_tokens
+
+        return compress(question, hits, budget, count_tokens)
 
     def rename(self, old: str, new: str) -> None:
         """Rename a knowledge base: one directory rename (atomic); its Chroma collection
@@ -131,7 +153,8 @@ class Library:
         with self._lock:
             kb.close()
             self._open.pop(name, None)
-            self._client.delete_collection(kb.vectors.collection.name)
+            if kb.vectors is not None:
+                self._client.delete_collection(kb.vectors.collection.name)
             shutil.rmtree(self.root / name)
 
     def close(self) -> None:

@@ -33,6 +33,8 @@ class DenseRetriever:
         self.kb = kb
 
     def retrieve(self, query: str, k: int) -> list[Hit]:
+        if self.kb.vectors is None:  # nothing ingested yet
+            return []
         found = self.kb.vectors.search(query, k)
         chunks = self.kb.catalog.chunks_by_id([cid for cid, _ in found])
         return [Hit(chunks[cid], s, scores={"dense": s}) for cid, s in found if cid in chunks]
@@ -43,7 +45,7 @@ class FusionConfig:
     """How BM25 and dense lists are combined. ``weighted`` uses min-max scores with
     ``dense_weight`` for dense and ``1 - dense_weight`` for BM25."""
 
-    method: Literal["rrf", "weighted"] = "rrf"
+    method: Literal["rrf", "weighted"] = "weighted"
     rrf_k: int = 60
     dense_weight: float = 0.5
 
@@ -52,6 +54,22 @@ class FusionConfig:
             raise ValueError("dense_weight must be within [0, 1]")
         if self.rrf_k < 1:
             raise ValueError("rrf_k must be at least 1")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """How a knowledge base answers a search: hybrid candidates, fusion, reranking.
+
+    ``reranker``: ``auto`` (the knowledge base's trained reranker when it has one, else
+    none), ``none``, ``trained``, or ``cross-encoder`` (the folder ``reranker_model``).
+    """
+
+    fusion: FusionConfig = FusionConfig()
+    candidates: int = 30
+    reranker: Literal["auto", "none", "trained", "cross-encoder"] = "auto"
+    reranker_model: str = ""
+    rerank_top: int = 20
+    rerank_blend: float = 0.5
 
 
 class HybridRetriever:

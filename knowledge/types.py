@@ -22,6 +22,12 @@ class Chunk:
     ordinal: int
     heading: str = ""
 
+    @property
+    def index_text(self) -> str:
+        """What is embedded and keyword-indexed: the heading path, then the text, so a
+        chunk deep in a section still matches the section's title."""
+        return f"{self.heading}\n{self.text}" if self.heading else self.text
+
 
 @dataclass(frozen=True)
 class Hit:

@@ -7,7 +7,9 @@ import gradio as gr
 
 from assistant.core import Assistant
 from assistant.types import Answer, AnswerDelta
-from assistant.ui.format import RETRIEVAL_HEADERS, citations_markdown, retrieval_rows
+from assistant.ui.format import (
+    RETRIEVAL_HEADERS, RETRIEVAL_TYPES, citations_markdown, past_turns, retrieval_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,8 @@ def build_chat_tab(assistant: Assistant, kb_choice: gr.Dropdown) -> None:
         send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
     clear = gr.Button("New conversation", size="sm")
     with gr.Accordion("Show retrieval: the sources given to the model, and why", open=False):
-        inspector = gr.Dataframe(headers=RETRIEVAL_HEADERS, interactive=False, wrap=True,
+        inspector = gr.Dataframe(headers=RETRIEVAL_HEADERS, datatype=RETRIEVAL_TYPES,
+                                 interactive=False, wrap=True,
                                  elem_id="retrieval")
 
     def respond(message: str, history: list, kb: str):
@@ -33,12 +36,13 @@ def build_chat_tab(assistant: Assistant, kb_choice: gr.Dropdown) -> None:
         if not message:
             yield history, "", gr.skip()
             return
+        turns = past_turns(history)
         history.append({"role": "user", "content": message})
         history.append({"role": "assistant", "content": "…"})
         yield history, "", []
         text = ""
         try:
-            for event in assistant.ask(message, kb or None):
+            for event in assistant.ask(message, kb or None, turns):
                 if isinstance(event, AnswerDelta):
                     text += event.text
                     history[-1] = {"role": "assistant", "content": text}
