@@ -38,12 +38,20 @@ def _parser() -> argparse.ArgumentParser:
     kb = sub.add_parser("kb", help="knowledge bases")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True)
     kb_sub.add_parser("list")
-    kb_sub.add_parser("create").add_argument("name")
+    create = kb_sub.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--embedder", help="auto (default: from the first document's language), "
+                        "an installed embedder, or a sentence-transformers folder")
     kb_sub.add_parser("delete").add_argument("name")
     ren = kb_sub.add_parser("rename")
     ren.add_argument("old")
     ren.add_argument("new")
     kb_sub.add_parser("docs", help="documents in --kb")
+    train = kb_sub.add_parser("train-reranker", help="train --kb's own reranker on questions "
+                              "the local model writes for its passages (minutes)")
+    train.add_argument("--questions", type=int, default=None,
+                       help="how many questions to generate (default: settings)")
+    kb_sub.add_parser("status", help="--kb's embedder, size and reranker")
     models = sub.add_parser("models", help="assemble and check the default chat models")
     models.add_argument("names", nargs="*", help="default: the selected model")
     return p
@@ -116,7 +124,7 @@ def _cmd_kb(assistant, args) -> int:
         for name in assistant.knowledge_bases():
             print(name)
     elif args.kb_command == "create":
-        assistant.create_knowledge_base(args.name)
+        assistant.create_knowledge_base(args.name, args.embedder)
         print(f"created {args.name}")
     elif args.kb_command == "rename":
         assistant.rename_knowledge_base(args.old, args.new)
@@ -124,6 +132,20 @@ def _cmd_kb(assistant, args) -> int:
     elif args.kb_command == "delete":
         assistant.delete_knowledge_base(args.name)
         print(f"deleted {args.name}")
+    elif args.kb_command == "train-reranker":
+        job = assistant.train_reranker(args.kb, args.questions)
+        last = ""
+        while (job := assistant.jobs.get(job.job_id)).running:
+            line = job.describe()
+            if line != last:
+                print(f"\r{line[:100]:100s}", end="", file=sys.stderr, flush=True)
+                last = line
+            time.sleep(1.0)
+        print(file=sys.stderr)
+        print(job.describe())
+        return 0 if job.state == "done" else 1
+    elif args.kb_command == "status":
+        print(assistant.knowledge_base_status(args.kb))
     else:
         for d in assistant.documents(args.kb):
             print(f"{d.doc_id}  {d.pages:4d} pages {d.chunks:5d} chunks  {d.source}")

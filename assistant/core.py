@@ -9,6 +9,7 @@ from pathlib import Path
 
 from assistant.condense import condense
 from assistant.citations import MarkerFilter, build_citations, clean_markers
+from assistant.jobs import Jobs, JobStatus
 from assistant.llm import LLM, LlamaCppLLM
 from assistant.models import resolve_gguf
 from assistant.prompts import SYSTEM_PROMPT, build_messages, fit_sources
@@ -18,10 +19,14 @@ from ingest.chunking import ChunkingParams
 from ingest.pipeline import IngestItem, folder_items, ingest_files, sync_folder
 from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import Embedder, EmbedderPool
+from knowledge.gpl import RerankerTraining, current_reranker, reranker_dir, train_reranker
+from knowledge.language import AUTO
 from knowledge.library import Library
 from knowledge.types import DocumentRecord, Hit
 
 log = logging.getLogger(__name__)
+
+TRAIN_RERANKER = "reranker training"
 
 
 class Assistant:
@@ -45,6 +50,7 @@ class Assistant:
             self.chunking.chunk_overlap, settings.retrieval.config(),
         )
         self.library.get(settings.default_kb, create=True)
+        self.jobs = Jobs()
 
     # --- models ---------------------------------------------------------------
     @property
@@ -77,6 +83,43 @@ class Assistant:
 
     def rename_knowledge_base(self, old: str, new: str) -> None:
         self.library.rename(old, new)
+
+    def knowledge_base_status(self, kb: str | None = None) -> str:
+        """Embedder, size and reranker of a knowledge base, in words (UI and CLI)."""
+        base = self.library.get(kb or self.settings.default_kb)
+        m = base.manifest
+        embedder = (f"{m.embedder}" + (f" (chosen for {m.language} text)" if m.language else "")
+                    if m.embedder != AUTO else "chosen from the language of the first document")
+        lines = [f"**{base.name}**: {len(base.documents())} documents, {base.chunk_count()} "
+                 f"chunks. Embedder: {embedder}.", "Reranker: " + self.reranker_status(kb)]
+        job = self.jobs.latest(TRAIN_RERANKER, base.name)
+        if job is not None:
+            lines.append(job.describe())
+        return "\n\n".join(lines)
+
+    def reranker_status(self, kb: str | None = None) -> str:
+        base = self.library.get(kb or self.settings.default_kb)
+        choice = self.settings.retrieval.reranker
+        if choice == "none":
+            return "none (setting retrieval.reranker is 'none')."
+        if choice == "cross-encoder":
+            return f"cross-encoder from {self.settings.retrieval.reranker_model}."
+        record = current_reranker(base.root)
+        if record is None:
+            return ("none. This knowledge base has no trained reranker yet, so answers use "
+                    "the hybrid (keyword + vector) order. Train one to let a small model "
+                    "check the top passages against each question.")
+        return (f"trained v{record.version} ({record.questions} generated questions, "
+                f"{record.created_at[:10]}), reorders the top {self.settings.retrieval.rerank_top} "
+                "hits together with the hybrid order.")
+
+    def train_reranker(self, kb: str | None = None, questions: int | None = None) -> JobStatus:
+        """Start training ``kb``'s reranker in the background; poll ``jobs.get(id)``."""
+        base = self.library.get(kb or self.settings.default_kb)
+        cfg = RerankerTraining(questions=questions or self.settings.retrieval.reranker_questions)
+        return self.jobs.start(TRAIN_RERANKER, base.name,
+                               lambda: train_reranker(base, self.llm, cfg),
+                               record=reranker_dir(base.root) / "job.json")
 
     def documents(self, kb: str | None = None) -> list[DocumentRecord]:
         return self.library.get(kb or self.settings.default_kb).documents()

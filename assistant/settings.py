@@ -98,6 +98,9 @@ class RetrievalSettings(_Section):
         0.5, ge=0.0, le=1.0, description="Weight of the fused order against the reranker's "
         "(0: the reranker's order alone).")
 
+    reranker_questions: int = Field(
+        300, ge=10, le=20_000, description="Questions the local model writes to train a "
+        "knowledge base's reranker (about 2-3 s each on 2 CPU cores with the 1.5B).")
     compress_budget: int = Field(
         0, ge=0, le=8192, description="Cut the sources to about this many tokens of the "
         "sentences most relevant to the question (0: off, whole chunks).")

@@ -210,7 +210,7 @@ def _train(groups, cfg: RerankerTraining, base: Path, losses: list[float]):
             sched.step()
             optim.zero_grad()
             step += 1
-            losses.append(float(loss))
-            yield TrainingEvent("training", step, total, f"loss {float(loss):.3f}")
+            losses.append(loss.item())
+            yield TrainingEvent("training", step, total, f"loss {losses[-1]:.3f}")
     model.eval()
     yield model, tokenizer

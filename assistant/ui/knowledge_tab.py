@@ -13,6 +13,7 @@ from assistant.ui.format import (
     DOC_HEADERS, REPORT_HEADERS, document_choices, document_rows, report_rows,
 )
 from assistant.ui.kb_panel import build_kb_panel
+from assistant.ui.reranker_panel import build_reranker_panel
 from ingest.loaders import supported_extensions
 from ingest.pipeline import IngestItem, drain
 from ingest.types import IngestEvent, IngestReport
@@ -34,6 +35,7 @@ def _summary(report: IngestReport) -> str:
 
 def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown) -> None:
     build_kb_panel(assistant, kb_choice)
+    build_reranker_panel(demo, assistant, kb_choice)
     files = gr.File(
         label=f"Drop files here ({', '.join(supported_extensions())})",
         file_count="multiple", file_types=supported_extensions(), elem_id="upload",

@@ -1,0 +1,151 @@
+"""Embedder choice per knowledge base, the compressor, follow-up condensing, and the
+reranker a knowledge base trains for itself (real MiniLM weights, a scripted LLM)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from assistant.core import Assistant
+from finetune.questions import clean_question, sample_chunks
+from ingest.pipeline import drain
+from knowledge.compress import compress
+from knowledge.embedders import E5_NAME, MINILM_NAME, EmbedderPool
+from knowledge.gpl import RerankerTraining, current_reranker, train_reranker
+from knowledge.library import Library
+from knowledge.rerank import CrossEncoderReranker
+from knowledge.types import Chunk, Hit
+from tests.conftest import make_settings
+from tests.fakes import HashEmbedder, ScriptedLLM
+
+ENGLISH = ("Metformin is the first medicine for type 2 diabetes. The usual starting dose is "
+           "500 mg once a day with the evening meal. ")
+CHINESE = "二甲双胍是治疗2型糖尿病的一线药物。通常起始剂量为每日500毫克，随晚餐服用。"
+
+
+def _pool():
+    return EmbedderPool("auto", loader=lambda name: HashEmbedder(name))
+
+
+def test_auto_embedder_follows_the_first_documents_language(tmp_path):
+    (tmp_path / "en.txt").write_text(ENGLISH * 5, encoding="utf-8")
+    (tmp_path / "zh.txt").write_text(CHINESE * 5, encoding="utf-8")
+    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"))
+    a.library.close()
+    a.library = Library(a.paths.kb_dir, _pool(), 220, 40)
+    a.create_knowledge_base("english")
+    a.create_knowledge_base("chinese")
+    assert a.library.manifest("english").embedder == "auto"
+    drain(a.ingest([tmp_path / "en.txt"], kb="english"))
+    drain(a.ingest([tmp_path / "zh.txt"], kb="chinese"))
+    assert a.library.manifest("english").embedder == MINILM_NAME
+    assert a.library.manifest("english").language == "en"
+    assert a.library.manifest("chinese").embedder == E5_NAME
+    assert "chosen for en text" in a.knowledge_base_status("english")
+    assert "no trained reranker yet" in a.knowledge_base_status("english")
+    # the choice is kept: reopening uses the recorded embedder, whatever the default
+    a.library.close()
+    lib = Library(a.paths.kb_dir, EmbedderPool(E5_NAME, loader=lambda n: HashEmbedder(n)), 220, 40)
+    assert lib.get("english").embedder.name == MINILM_NAME
+    assert lib.search(["english"], "metformin dose", 1)[0].chunk.source == "en.txt"
+    lib.close()
+
+
+def test_compression_keeps_relevant_sentences_in_order_within_budget():
+    text = ("Metformin lowers blood sugar. It was first made in 1922. The sky over the clinic "
+            "is often grey. The usual dose of metformin is 500 mg twice a day. Parking is free.")
+    hits = [Hit(Chunk("c1", "d1", "leaflet.pdf", text, 4, 0, len(text), 0), 1.0),
+            Hit(Chunk("c2", "d2", "other.pdf", "Nothing about it here at all.", 1, 0, 29, 0), 0.5)]
+    words = lambda t: len(t.split())  # noqa: E731
+    out = compress("metformin dose", hits, budget=20, count=words)
+    kept = [c.text for c in out]
+    assert len(out) == 1 and out[0].hit.chunk.chunk_id == "c1" and out[0].hit.chunk.page == 4
+    assert "500 mg" in kept[0] and "Parking" not in kept[0]
+    assert sum(words(t) + 1 for t in re.split(" … ", kept[0])) <= 20
+    # sentences stay in their original order and are exact substrings of the chunk
+    pieces = kept[0].split(" … ")
+    assert [text.index(p) for p in pieces] == sorted(text.index(p) for p in pieces)
+
+
+def test_answers_use_compressed_sources_and_condensed_follow_ups(tmp_path):
+    (tmp_path / "leaflet.txt").write_text(ENGLISH * 3 + "Parking is free on Sundays. " * 20,
+                                          encoding="utf-8")
+    llm = ScriptedLLM("What is the usual dose of metformin?")
+    a = Assistant(make_settings(tmp_path, retrieval={"compress_budget": 60}), llm=llm,
+                  embedder=HashEmbedder())
+    drain(a.ingest([tmp_path / "leaflet.txt"]))
+    answer = a.answer("And how much?", history=[("What is metformin?", "A diabetes medicine [1].")])
+    assert answer.search_query == "What is the usual dose of metformin?"
+    assert "What is metformin?" in llm.calls[0][1]["content"]  # the condense prompt
+    assert "condense_s" in answer.timings and "compress_s" in answer.timings
+    assert all(a.llm.count_tokens(s.text) < 200 for s in answer.sources)
+    assert any("500 mg" in s.text for s in answer.sources)
+    a.close()
+
+
+def test_question_cleaning_and_sampling():
+    assert clean_question("**Question:** What is the dose of X?") == "What is the dose of X?"
+    assert clean_question("问题：二甲双胍的剂量是多少？") == "二甲双胍的剂量是多少？"
+    assert clean_question("No question here.") is None
+    chunks = [Chunk(f"{d}-{i}", d, d, "x" * 300, 1, 0, 300, i) for d in "abc" for i in range(5)]
+    picked = sample_chunks(chunks, 6, seed=1)
+    assert len(picked) == 6 and {c.doc_id for c in picked} == {"a", "b", "c"}
+    assert picked == sample_chunks(chunks, 6, seed=1)  # seeded
+
+
+class QuestionLLM(ScriptedLLM):
+    """Asks about the first words of the passage it is given."""
+
+    def __init__(self):
+        super().__init__("")
+
+    def stream_chat(self, messages, max_tokens, temperature):
+        self.calls.append(list(messages))
+        passage = messages[-1]["content"].split("\n", 1)[1]
+        yield "Question: What does it say about " + " ".join(passage.split()[:6]) + "?"
+
+
+@pytest.mark.slow
+def test_a_knowledge_base_trains_its_reranker_and_uses_it(tmp_path):
+    topics = ["insulin storage", "asthma inhalers", "measles vaccine", "iron tablets",
+              "blood pressure", "eye drops", "wound dressing", "hay fever"]
+    settings = make_settings(tmp_path, retrieval={"reranker_questions": 12},
+                             chunking={"chunk_size": 60, "chunk_overlap": 10})
+    a = Assistant(settings, llm=QuestionLLM(), embedder=HashEmbedder())
+    for n, topic in enumerate(topics):
+        body = " ".join(f"Note {k} on {topic}: step {k * 7 + n} says {topic} needs "
+                        f"{['care', 'rest', 'water', 'checks', 'time'][k % 5]} on day {k}."
+                        for k in range(30))
+        (tmp_path / f"{n}.txt").write_text(body, encoding="utf-8")
+    drain(a.ingest(sorted(tmp_path.glob("*.txt"))))
+    job = a.train_reranker()
+    job = a.jobs.wait(job.job_id)
+    assert job.state == "done", job.error
+    kb = a.library.get(settings.default_kb)
+    record = current_reranker(kb.root)
+    assert record.version == 1 and record.questions >= 10 and record.groups >= 10
+    assert (kb.root / "reranker" / "v1" / "model.safetensors").is_file()
+    assert json.loads((kb.root / "reranker" / "job.json").read_text())["state"] == "done"
+    assert "trained v1" in a.reranker_status()
+    hits = a.search("eye drops leaflet")
+    assert "rerank" in hits[0].scores
+    # training again makes v2 and reuses the questions already written
+    calls = len(a.llm.calls)
+    gen = train_reranker(kb, a.llm, RerankerTraining(questions=12, epochs=1))
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            assert stop.value.version == 2
+            break
+    assert len(a.llm.calls) == calls
+    assert isinstance(kb.reranker(), CrossEncoderReranker)
+    a.close()
+
+
+def test_a_missing_cross_encoder_folder_is_a_clear_error(tmp_path):
+    from knowledge.errors import KnowledgeError
+
+    with pytest.raises(KnowledgeError, match="not a cross-encoder model folder"):
+        CrossEncoderReranker(tmp_path / "nope")
