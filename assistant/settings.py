@@ -86,6 +86,8 @@ class RetrievalSettings(_Section):
     dense_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="Weight of the vector scores in weighted fusion.")
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
+    prf: bool = Field(False, description="Pseudo-relevance feedback: add terms of the top "
+                      "BM25 hits to the keyword query (lowered nDCG@10 on the shared sets).")
     reranker: Literal["auto", "none", "trained", "cross-encoder"] = Field(
         "auto", description="'auto': the knowledge base's trained reranker once you train "
         "one (Knowledge tab or `kb train-reranker`), else none; 'none'; 'trained'; "
@@ -110,7 +112,7 @@ class RetrievalSettings(_Section):
 
         return RetrievalConfig(
             FusionConfig(self.fusion, self.rrf_k, self.dense_weight), self.candidates,
-            self.reranker, self.reranker_model, self.rerank_top, self.rerank_blend)
+            self.prf, self.reranker, self.reranker_model, self.rerank_top, self.rerank_blend)
 
 
 class IngestSettings(_Section):

@@ -231,15 +231,16 @@ class KnowledgeBase:
         return self.catalog.chunk_count()
 
     def retriever(self, mode: str = "hybrid", fusion: FusionConfig | None = None,
-                  candidates: int | None = None) -> Retriever:
+                  candidates: int | None = None, prf: bool | None = None) -> Retriever:
         """``bm25``, ``dense`` or ``hybrid`` retrieval over this knowledge base."""
+        prf = self.retrieval.prf if prf is None else prf
         if mode == "bm25":
-            return BM25Retriever(self)
+            return BM25Retriever(self, prf)
         if mode == "dense":
             return DenseRetriever(self)
         if mode != "hybrid":
             raise KnowledgeError(f"Unknown retrieval mode {mode!r}: bm25, dense or hybrid.")
-        return HybridRetriever([BM25Retriever(self), DenseRetriever(self)],
+        return HybridRetriever([BM25Retriever(self, prf), DenseRetriever(self)],
                                fusion or self.retrieval.fusion,
                                candidates or self.retrieval.candidates)
 

@@ -84,21 +84,46 @@ class BM25Index:
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
     def search(self, query: str, k: int) -> list[Hit]:
-        terms = set(tokenize(query))
+        return self.search_terms(dict.fromkeys(tokenize(query), 1.0), k)
+
+    def search_terms(self, weights: dict[str, float], k: int) -> list[Hit]:
+        """BM25 with a weight per query term (1.0 for the user's own terms)."""
         with self._lock:
             n = len(self._chunks)
-            if not n or not terms:
+            if not n or not weights:
                 return []
             avgdl = self._total / n or 1.0
             k1, b = self.k1, self.b
             scores: dict[str, float] = {}
-            for term in terms:
+            for term, weight in weights.items():
                 posting = self._postings.get(term)
                 if not posting:
                     continue
-                idf = math.log(1.0 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
+                idf = weight * math.log(1.0 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
                 for cid, tf in posting.items():
                     norm = tf + k1 * (1.0 - b + b * self._length[cid] / avgdl)
                     scores[cid] = scores.get(cid, 0.0) + idf * tf * (k1 + 1.0) / norm
             best = heapq.nlargest(k, scores.items(), key=lambda kv: kv[1])
             return [Hit(self._chunks[cid], s, scores={"bm25": s}) for cid, s in best]
+
+    def expand(self, query: str, docs: int = 5, terms: int = 10,
+               weight: float = 0.3) -> dict[str, float]:
+        """Pseudo-relevance feedback (RM3-like): the query's terms at weight 1, plus the
+        ``terms`` most characteristic terms of the top ``docs`` hits at up to ``weight``."""
+        base = dict.fromkeys(tokenize(query), 1.0)
+        first = self.search_terms(base, docs)
+        pool: dict[str, float] = {}
+        with self._lock:
+            for h in first:
+                counts = self._terms.get(h.chunk.chunk_id)
+                if not counts:
+                    continue
+                length = sum(counts.values())
+                for t, tf in counts.items():
+                    if t not in base:
+                        pool[t] = pool.get(t, 0.0) + tf / length
+        scored = sorted(((v * self.idf(t), t) for t, v in pool.items()), reverse=True)[:terms]
+        if scored:
+            top = scored[0][0]
+            base.update({t: weight * v / top for v, t in scored})
+        return base

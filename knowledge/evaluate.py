@@ -24,7 +24,10 @@ CONFIGS = {
     "bm25": ("bm25", None),
     "dense": ("dense", None),
     "hybrid": ("hybrid", {"method": "rrf"}),
+    "hybrid-rrf20": ("hybrid", {"method": "rrf", "rrf_k": 20}),
     "hybrid-weighted": ("hybrid", {"method": "weighted", "dense_weight": 0.5}),
+    "hybrid-weighted-0.3": ("hybrid", {"method": "weighted", "dense_weight": 0.3}),
+    "hybrid-weighted-0.7": ("hybrid", {"method": "weighted", "dense_weight": 0.7}),
 }
 
 
@@ -89,7 +92,8 @@ def evaluate(kb, queries, qrels, config: str, depth: int = 100, reranker=None,
 
     base, _, extra = config.partition("+")
     mode, fusion = CONFIGS[base]
-    retriever = kb.retriever(mode, FusionConfig(**fusion) if fusion else None, candidates=depth)
+    retriever = kb.retriever(mode, FusionConfig(**fusion) if fusion else None, candidates=depth,
+                             prf="prf" in extra)
     run, latency = [], defaultdict(list)
     for qid, text in queries.items():
         t = time.perf_counter()
@@ -145,7 +149,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="test")
     ap.add_argument("--config", nargs="+", default=["bm25", "dense", "hybrid", "hybrid-weighted"],
-                    help=f"any of {', '.join(CONFIGS)}, optionally with +rerank")
+                    help=f"any of {', '.join(CONFIGS)}, optionally with +prf, +rerank, "
+                    "+compress (e.g. hybrid-weighted+rerank+compress)")
     ap.add_argument("--embedder", default="auto", help="auto (by the corpus language), or a name/folder")
     ap.add_argument("--chunk-size", type=int, default=220)
     ap.add_argument("--chunk-overlap", type=int, default=40)
