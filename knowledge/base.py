@@ -251,7 +251,8 @@ class KnowledgeBase:
         record = current_reranker(self.root) if cfg.reranker in ("auto", "trained") else None
         if record is not None:
             folder = reranker_dir(self.root) / record.path
-            key, make = str(folder), lambda: CrossEncoderReranker(folder, cfg.rerank_blend)
+            key, make = str(folder), lambda: CrossEncoderReranker(folder, cfg.rerank_blend,
+                                                                  record.max_length)
         elif cfg.reranker == "cross-encoder":
             if not cfg.reranker_model:
                 raise KnowledgeError("retrieval.reranker is cross-encoder but "

@@ -12,6 +12,7 @@ and MRR@10 (ir-measures / trec_eval) with p50/p95 latency per stage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import statistics
@@ -163,6 +164,8 @@ def main() -> None:
     ap.add_argument("--train-reranker", type=int, default=0, metavar="N",
                     help="first train the knowledge base's reranker on N generated questions")
     ap.add_argument("--llm", default="qwen2.5-coder-1.5b", help="model writing the questions")
+    ap.add_argument("--train-option", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="RerankerTraining fields, e.g. epochs=3 learning_rate=1e-4")
     ap.add_argument("--blend", type=float, nargs="+", default=[0.5],
                     help="weight of the fused order when blending with the reranker's")
     ap.add_argument("--budget", type=int, nargs="+", default=[400],
@@ -188,7 +191,7 @@ def main() -> None:
         print(f"  index: {kb.chunk_count()} chunks in {time.perf_counter() - t0:.0f} s with "
               f"{embedder.name} (embedding cache {embedder.hits} hits, {embedder.misses} misses)")
         if args.train_reranker:
-            _train(kb, args.train_reranker, args.llm)
+            _train(kb, args.train_reranker, args.llm, args.train_option)
         rerankers = _rerankers(kb, args) if any("+rerank" in c for c in args.config) else {}
         answers = _answers(args.data)
         print("| config | nDCG@10 | R@100 | MRR@10 | latency p50/p95 ms by stage | compression |")
@@ -217,7 +220,7 @@ def _answers(folder: Path) -> dict[str, list[str]]:
     return {r["_id"]: [a["answer"] for a in r.get("reference_answers", [])] for r in rows}
 
 
-def _train(kb, questions: int, llm_name: str) -> None:
+def _train(kb, questions: int, llm_name: str, options: list[str]) -> None:
     from assistant.llm import LlamaCppLLM
     from assistant.models import resolve_gguf
     from assistant.settings import load_settings
@@ -225,7 +228,14 @@ def _train(kb, questions: int, llm_name: str) -> None:
 
     settings = load_settings()
     llm = LlamaCppLLM(resolve_gguf(llm_name, settings.paths.models_dir), n_ctx=2048)
-    gen = train_reranker(kb, llm, RerankerTraining(questions=questions))
+    fields = {f.name: f.type for f in dataclasses.fields(RerankerTraining)}
+    extra = {}
+    for opt in options:
+        key, _, value = opt.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--train-option: no field {key!r} (fields: {', '.join(fields)})")
+        extra[key] = float(value) if "." in value or "e" in value else int(value)
+    gen = train_reranker(kb, llm, RerankerTraining(questions=questions, **extra))
     last = ""
     while True:
         try:
@@ -242,14 +252,15 @@ def _rerankers(kb, args) -> dict:
     from knowledge.gpl import current_reranker, reranker_dir
     from knowledge.rerank import CrossEncoderReranker
 
-    folder = args.reranker_model
+    folder, max_length = args.reranker_model, 256
     if folder is None:
         record = current_reranker(kb.root)
         if record is None:
             raise SystemExit("+rerank: no --reranker-model and the knowledge base has no "
                              "trained reranker (use --train-reranker N with --keep DIR).")
-        folder = reranker_dir(kb.root) / record.path
-    return {f" (blend {b})": CrossEncoderReranker(folder, blend=b) for b in args.blend}
+        folder, max_length = reranker_dir(kb.root) / record.path, record.max_length
+    return {f" (blend {b})": CrossEncoderReranker(folder, blend=b, max_length=max_length)
+            for b in args.blend}
 
 
 if __name__ == "__main__":

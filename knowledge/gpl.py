@@ -65,6 +65,7 @@ class RerankerRecord:
     loss_last: float
     seconds: dict[str, float] = field(default_factory=dict)
     created_at: str = ""
+    max_length: int = 256  # tokens of (question, passage) it was trained on; used at search
 
 
 def reranker_dir(kb_root: Path) -> Path:
@@ -160,6 +161,7 @@ def train_reranker(kb, llm, cfg: RerankerTraining = RerankerTraining(),
         questions=len(pairs), groups=len(groups), loss_first=losses[0], loss_last=losses[-1],
         seconds={k: round(v, 1) for k, v in seconds.items()},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        max_length=cfg.max_length,
     )
     (out / "record.json").write_text(json.dumps(asdict(record), indent=2), encoding="utf-8")
     tmp = root / "current.json.tmp"

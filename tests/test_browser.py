@@ -33,6 +33,8 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         expect(page.locator("#ingest-results")).to_contain_text("FAILED")
         expect(page.locator("#ingest-results")).to_contain_text("Not a readable PDF")
         expect(page.locator("#documents")).to_contain_text("handbook.pdf")
+        expect(page.locator("#kb-status")).to_contain_text("Reranker: none")
+        expect(page.locator("#train-reranker")).to_be_visible()
         page.screenshot(path=str(tmp_path / "knowledge.png"), full_page=True)
 
         page.get_by_role("tab", name="Chat").click()
@@ -44,6 +46,7 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         expect(chat).to_contain_text("500")
         page.get_by_text("Show retrieval").click()
         expect(page.locator("#retrieval")).to_contain_text("handbook.pdf")
+        expect(page.locator("#retrieval strong").first).to_be_visible()  # query words in bold
         page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
         browser.close()
     assert (tmp_path / "chat.png").stat().st_size > 10_000

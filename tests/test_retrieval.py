@@ -62,3 +62,24 @@ def test_embedding_cache_hits_on_the_second_call(tmp_path):
     again = CachedEmbedder(HashEmbedder(), tmp_path / "cache.sqlite3").embed_passages(["d e f", "a b c"])
     assert (first[::-1] == again).all()
     assert cached.misses == 2
+
+
+def test_pseudo_relevance_feedback_adds_weighted_terms_from_top_hits():
+    from knowledge.bm25 import BM25Index
+    from knowledge.tokenize import tokenize
+    from knowledge.types import Chunk
+
+    idx = BM25Index()
+    texts = {"a": "metformin lowers glucose in type 2 diabetes",
+             "b": "metformin may upset the stomach; glucose checks are advised",
+             "c": "asthma inhalers open the airways",
+             "d": "diabetes diet advice"}
+    for cid, t in texts.items():
+        idx.add(Chunk(cid, cid, cid, t, 0, 0, len(t), 0), tokenize(t))
+    weights = idx.expand("metformin", docs=2, terms=10, weight=0.3)
+    assert weights["metformin"] == 1.0
+    assert "diabet" in weights and all(0 < w <= 0.3 for t, w in weights.items() if t != "metformin")
+    hits = idx.search_terms(weights, 4)
+    assert [h.chunk.chunk_id for h in hits[:2]] in (["a", "b"], ["b", "a"])
+    assert "d" in [h.chunk.chunk_id for h in hits]  # found only through the expansion
+    assert "c" not in [h.chunk.chunk_id for h in hits]

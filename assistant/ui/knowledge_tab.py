@@ -35,7 +35,7 @@ def _summary(report: IngestReport) -> str:
 
 def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown) -> None:
     build_kb_panel(assistant, kb_choice)
-    build_reranker_panel(demo, assistant, kb_choice)
+    refresh_status = build_reranker_panel(demo, assistant, kb_choice)
     files = gr.File(
         label=f"Drop files here ({', '.join(supported_extensions())})",
         file_count="multiple", file_types=supported_extensions(), elem_id="upload",
@@ -85,10 +85,13 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
         return "Deleted.", *refresh(kb)
 
     outputs = [summary, results, docs, doc_pick]
-    ingest_btn.click(ingest, [files, password, kb_choice], outputs, api_name="ingest")
-    sync_btn.click(sync, [folder, kb_choice], outputs, api_name="sync_folder")
+    ingest_btn.click(ingest, [files, password, kb_choice], outputs, api_name="ingest").then(
+        *refresh_status, api_name=False)
+    sync_btn.click(sync, [folder, kb_choice], outputs, api_name="sync_folder").then(
+        *refresh_status, api_name=False)
     watch.change(lambda on: gr.Timer(active=on), [watch], [timer], api_name=False)
     timer.tick(sync, [folder, kb_choice], outputs, api_name=False, show_progress="hidden")
-    delete_btn.click(delete, [doc_pick, kb_choice], [summary, docs, doc_pick], api_name="delete_document")
+    delete_btn.click(delete, [doc_pick, kb_choice], [summary, docs, doc_pick],
+                     api_name="delete_document").then(*refresh_status, api_name=False)
     kb_choice.change(refresh, [kb_choice], [docs, doc_pick], api_name=False)
     demo.load(refresh, [kb_choice], [docs, doc_pick], api_name=False)

@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
 
 
-def build_reranker_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown) -> None:
+def build_reranker_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown) -> tuple:
+    """Build the panel; returns ``(fn, inputs, outputs)`` that refresh it (for ``.then``)."""
     gr.Markdown("### Search quality")
     status = gr.Markdown(elem_id="kb-status")
     with gr.Row():
@@ -41,3 +42,4 @@ def build_reranker_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dr
     timer.tick(show, [kb_choice], [status, timer], api_name=False)
     kb_choice.change(show, [kb_choice], [status, timer], api_name=False)
     demo.load(show, [kb_choice], [status, timer], api_name=False)
+    return show, [kb_choice], [status, timer]
