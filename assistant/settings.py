@@ -14,11 +14,14 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from knowledge.retrievers import RetrievalConfig
 
 DEFAULT_DATA_DIR = Path(platformdirs.user_data_dir("docent", appauthor=False))
 
