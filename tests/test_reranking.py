@@ -110,7 +110,7 @@ class QuestionLLM(ScriptedLLM):
 def test_a_knowledge_base_trains_its_reranker_and_uses_it(tmp_path):
     topics = ["insulin storage", "asthma inhalers", "measles vaccine", "iron tablets",
               "blood pressure", "eye drops", "wound dressing", "hay fever"]
-    settings = make_settings(tmp_path, retrieval={"reranker_questions": 12},
+    settings = make_settings(tmp_path, retrieval={"reranker_questions": 12, "reranker": "auto"},
                              chunking={"chunk_size": 60, "chunk_overlap": 10})
     a = Assistant(settings, llm=QuestionLLM(), embedder=HashEmbedder())
     for n, topic in enumerate(topics):
