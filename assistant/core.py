@@ -100,18 +100,21 @@ class Assistant:
     def reranker_status(self, kb: str | None = None) -> str:
         base = self.library.get(kb or self.settings.default_kb)
         choice = self.settings.retrieval.reranker
-        if choice == "none":
-            return "none (setting retrieval.reranker is 'none')."
+        record = current_reranker(base.root)
         if choice == "cross-encoder":
             return f"cross-encoder from {self.settings.retrieval.reranker_model}."
-        record = current_reranker(base.root)
-        if record is None:
-            return ("none. This knowledge base has no trained reranker yet, so answers use "
-                    "the hybrid (keyword + vector) order. Train one to let a small model "
-                    "check the top passages against each question.")
-        return (f"trained v{record.version} ({record.questions} generated questions, "
-                f"{record.created_at[:10]}), reorders the top {self.settings.retrieval.rerank_top} "
-                "hits together with the hybrid order.")
+        if record is not None and choice in ("auto", "trained"):
+            return (f"trained v{record.version} ({record.questions} generated questions, "
+                    f"{record.created_at[:10]}); it reorders the top "
+                    f"{self.settings.retrieval.rerank_top} hits together with the hybrid order.")
+        why = ("none: answers use the hybrid (keyword + vector) order. No reranker that runs "
+               "offline on this computer improved that order on the evaluation sets "
+               "(benchmarks/retrieval.md), so none is the default.")
+        if record is not None:
+            return (why + f" This knowledge base has a trained reranker (v{record.version}); "
+                    "set retrieval.reranker to 'trained' to use it.")
+        return why + (" You can train one for this knowledge base and select it with "
+                      "retrieval.reranker = 'trained'.")
 
     def train_reranker(self, kb: str | None = None, questions: int | None = None) -> JobStatus:
         """Start training ``kb``'s reranker in the background; poll ``jobs.get(id)``."""

@@ -91,9 +91,10 @@ class RetrievalSettings(_Section):
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
     prf: bool = Field(False, description="Pseudo-relevance feedback: add terms of the top "
                       "BM25 hits to the keyword query (lowered nDCG@10 on the shared sets).")
-    reranker: Literal["auto", "none", "trained", "cross-encoder"] = Field(
-        "auto", description="'auto': the knowledge base's trained reranker once you train "
-        "one (Knowledge tab or `kb train-reranker`), else none; 'none'; 'trained'; "
+    reranker: Literal["none", "auto", "trained", "cross-encoder"] = Field(
+        "none", description="'none' (default: no offline reranker improved nDCG@10 on the "
+        "shared sets, see benchmarks/retrieval.md); 'trained': the knowledge base's own "
+        "(Knowledge tab or `kb train-reranker`); 'auto': the trained one when there is one; "
         "'cross-encoder': the local folder in reranker_model.")
     reranker_model: str = Field(
         "", description="A local sentence-transformers CrossEncoder folder (reranker "

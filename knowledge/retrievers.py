@@ -64,14 +64,14 @@ class FusionConfig:
 class RetrievalConfig:
     """How a knowledge base answers a search: hybrid candidates, fusion, reranking.
 
-    ``reranker``: ``auto`` (the knowledge base's trained reranker when it has one, else
-    none), ``none``, ``trained``, or ``cross-encoder`` (the folder ``reranker_model``).
+    ``reranker``: ``none``, ``trained`` / ``auto`` (the knowledge base's trained reranker
+    when it has one, else none), or ``cross-encoder`` (the folder ``reranker_model``).
     """
 
     fusion: FusionConfig = FusionConfig()
     candidates: int = 30
     prf: bool = False  # pseudo-relevance feedback for BM25 (measured: off)
-    reranker: Literal["auto", "none", "trained", "cross-encoder"] = "auto"
+    reranker: Literal["none", "auto", "trained", "cross-encoder"] = "none"
     reranker_model: str = ""
     rerank_top: int = 20
     rerank_blend: float = 0.5

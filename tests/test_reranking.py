@@ -43,7 +43,7 @@ def test_auto_embedder_follows_the_first_documents_language(tmp_path):
     assert a.library.manifest("english").language == "en"
     assert a.library.manifest("chinese").embedder == E5_NAME
     assert "chosen for en text" in a.knowledge_base_status("english")
-    assert "no trained reranker yet" in a.knowledge_base_status("english")
+    assert "Reranker: none" in a.knowledge_base_status("english")
     # the choice is kept: reopening uses the recorded embedder, whatever the default
     a.library.close()
     lib = Library(a.paths.kb_dir, EmbedderPool(E5_NAME, loader=lambda n: HashEmbedder(n)), 220, 40)
