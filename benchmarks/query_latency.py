@@ -21,22 +21,25 @@ from pathlib import Path
 import numpy as np
 
 
-class RandomPassages:
+def random_passages(inner):
     """The real embedder for queries, random unit vectors for passages."""
+    from knowledge.embedders import Embedder
 
-    def __init__(self, inner):
-        self.inner, self.name, self.dim = inner, inner.name, inner.dim
-        self._rng = np.random.default_rng(0)
+    class RandomPassages(Embedder):
+        name, dim = inner.name, inner.dim
 
-    def embed_passages(self, texts):
-        v = self._rng.standard_normal((len(texts), self.dim)).astype(np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
+        def embed_passages(self, texts):
+            v = rng.standard_normal((len(texts), self.dim)).astype(np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    def embed_queries(self, texts):
-        return self.inner.embed_queries(texts)
+        def embed_queries(self, texts):
+            return inner.embed_queries(texts)
 
-    def count_tokens(self, text):
-        return self.inner.count_tokens(text)
+        def count_tokens(self, text):
+            return inner.count_tokens(text)
+
+    rng = np.random.default_rng(0)
+    return RandomPassages()
 
 
 def _texts(data: Path):
@@ -78,23 +81,34 @@ def main() -> None:
     from knowledge.embedders import load_embedder
     from knowledge.library import Library
 
-    embedder = RandomPassages(load_embedder(args.embedder))
+    embedder = random_passages(load_embedder(args.embedder))
     with tempfile.TemporaryDirectory() as tmp:
         lib = Library(Path(tmp) / "knowledge", embedder, 220, 40)
         kb = lib.get("bench", create=True)
         params = ChunkingParams(220, 40)
         t0 = time.perf_counter()
         docs = 0
-        for source, title, text in _texts(args.data):
+        pages: list = []
+
+        def flush():  # 25 corpus entries become one 25-page document, like a real file
+            nonlocal docs
+            source = f"file-{docs:05d}"
+            chunks = chunk_pages(doc_id_for(source, ""), source, pages, params, embedder.count_tokens)
+            if chunks:
+                kb.add_document(doc_id_for(source, ""), source, "", len(pages), chunks)
+            docs += 1
+            pages.clear()
+
+        for _, title, text in _texts(args.data):
             if kb.chunk_count() >= args.chunks:
                 break
-            page = Page(0, text, ((0, title),) if title else ())
-            chunks = chunk_pages(doc_id_for(source, ""), source, [page], params, embedder.count_tokens)
-            if chunks:
-                kb.add_document(doc_id_for(source, ""), source, "", 0, chunks)
-                docs += 1
+            pages.append(Page(len(pages) + 1, text, ((0, title),) if title else ()))
+            if len(pages) == 25:
+                flush()
+        if pages and kb.chunk_count() < args.chunks:
+            flush()
         n = kb.chunk_count()
-        print(f"{n} chunks from {docs} documents indexed in {time.perf_counter() - t0:.0f} s "
+        print(f"{n} chunks in {docs} documents of 25 corpus entries indexed in {time.perf_counter() - t0:.0f} s "
               f"(random passage vectors, {embedder.name} queries)")
         lib.close()
 
