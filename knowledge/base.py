@@ -168,7 +168,10 @@ class KnowledgeBase:
         """
         tokens = [tokenize(c.index_text) for c in chunks]
         hashes = [dedup.content_hash(c.text) for c in chunks]
-        signatures = [dedup.minhash_signature(tokenize(c.text)) for c in chunks]
+        # duplicates are judged on the text alone: drop the heading's leading tokens (the
+        # newline between heading and text ends every word and Han run, so they are a prefix)
+        signatures = [dedup.minhash_signature(t[len(tokenize(c.heading)):] if c.heading else t)
+                      for c, t in zip(chunks, tokens)]
         self.ensure_embedder("\n".join(c.text for c in chunks[:50]))
         with self._lock:
             old = self.catalog.find_by_source(source)

@@ -95,7 +95,7 @@ def evaluate(kb, queries, qrels, config: str, depth: int = 100, reranker=None,
     mode, fusion = CONFIGS[base]
     retriever = kb.retriever(mode, FusionConfig(**fusion) if fusion else None, candidates=depth,
                              prf="prf" in extra)
-    run, latency = [], defaultdict(list)
+    run, latency, evidence = [], defaultdict(list), defaultdict(list)
     for qid, text in queries.items():
         t = time.perf_counter()
         hits = retriever.retrieve(text, depth)
@@ -110,13 +110,12 @@ def evaluate(kb, queries, qrels, config: str, depth: int = 100, reranker=None,
             t = time.perf_counter()
             kept = kb.compress(text, hits[:top_k], budget)
             latency["compress"].append(time.perf_counter() - t)
-            _evidence(kb, hits[:top_k], kept, qrels.get(qid, {}), (answers or {}).get(qid), latency)
+            _evidence(kb, hits[:top_k], kept, qrels.get(qid, {}), (answers or {}).get(qid), evidence)
         run.extend(ir_measures.ScoredDoc(qid, doc, s) for doc, s in rank_documents(kb, hits).items())
     qrel_list = [ir_measures.Qrel(q, d, s) for q, docs in qrels.items() for d, s in docs.items()]
     metrics = ir_measures.calc_aggregate([nDCG @ 10, R @ 100, RR @ 10], qrel_list, run)
     out = {"nDCG@10": metrics[nDCG @ 10], "R@100": metrics[R @ 100], "MRR@10": metrics[RR @ 10]}
-    for name in [s for s in latency if s.startswith("~")]:  # evidence measures, not times
-        out[name[1:]] = statistics.fmean(latency.pop(name))
+    out.update({name: statistics.fmean(v) for name, v in evidence.items()})
     lat = {stage: (statistics.median(v) * 1000, sorted(v)[int(0.95 * (len(v) - 1))] * 1000)
            for stage, v in latency.items()}
     return out, lat
@@ -129,17 +128,17 @@ def _evidence(kb, hits, kept, relevant: dict, answers, sink) -> None:
 
     count = kb.embedder.count_tokens
     before = sum(count(h.chunk.text) for h in hits)
-    sink["~tokens before"].append(before)
-    sink["~tokens after"].append(sum(count(c.text) for c in kept))
+    sink["tokens before"].append(before)
+    sink["tokens after"].append(sum(count(c.text) for c in kept))
     rel = {h.chunk.chunk_id for h in hits if relevant.get(h.chunk.source, 0) > 0}
     if rel:
-        sink["~relevant kept"].append(len(rel & {c.hit.chunk.chunk_id for c in kept}) / len(rel))
+        sink["relevant kept"].append(len(rel & {c.hit.chunk.chunk_id for c in kept}) / len(rel))
     if answers:
         ref = set(tokenize(" ".join(answers)))
         full = set(tokenize(" ".join(h.chunk.text for h in hits)))
         cut = set(tokenize(" ".join(c.text for c in kept)))
         if ref & full:
-            sink["~answer words kept"].append(len(ref & cut) / len(ref & full))
+            sink["answer words kept"].append(len(ref & cut) / len(ref & full))
 
 
 def main() -> None:
