@@ -177,6 +177,7 @@ def main() -> None:
     corpus, queries, qrels = load_beir(args.data, args.split)
     if args.limit_queries:
         queries = dict(list(queries.items())[: args.limit_queries])
+        qrels = {q: qrels[q] for q in queries}  # unscored queries would count as zeros
     cache = args.cache / "embeddings.sqlite3"
     pool = EmbedderPool(args.embedder,
                         loader=lambda name: CachedEmbedder(load_embedder(name), cache))
