@@ -1,8 +1,15 @@
-"""Start Docent: the web app on http://127.0.0.1:7860 (settings: server.host/port)."""
+"""Start Docent: the web app and its OpenAI-compatible API (``/v1``, see
+``assistant.api``) on one server, http://127.0.0.1:7860 (settings: server.host/port).
+
+Bound beyond loopback, the API needs a token (``server.api_token``, e.g. the
+``DOCENT_SERVER__API_TOKEN`` environment variable), which the web page then asks for
+as its password; without one Docent refuses to start.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 import time
 
@@ -10,6 +17,10 @@ from assistant.offline import go_offline
 
 go_offline()
 
+import uvicorn  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+
+from assistant.api import build_api  # noqa: E402
 from assistant.core import Assistant  # noqa: E402
 from assistant.errors import AssistantError  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
@@ -28,11 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict = {}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
-    server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
-    if server:
-        overrides["server"] = server
+    bind = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    if bind:
+        overrides["server"] = bind
     try:
         settings = load_settings(args.config, **overrides)
+        if not settings.server.loopback and not settings.server.api_token:
+            print(f"Docent cannot start: binding to {settings.server.host} makes the app and "
+                  "its API reachable from other machines, so it needs an API token. Set "
+                  "server.api_token (e.g. DOCENT_SERVER__API_TOKEN=<a long random string>) "
+                  "or bind to 127.0.0.1.", file=sys.stderr)
+            return 2
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         t0 = time.perf_counter()
         assistant = Assistant(settings)
@@ -40,24 +57,52 @@ def main(argv: list[str] | None = None) -> int:
     except (AssistantError, KnowledgeError, ValueError, FileNotFoundError) as exc:
         print(f"Docent cannot start: {exc}\nRun `python -m assistant doctor` for details.", file=sys.stderr)
         return 2
-    from assistant.ui import build_ui
-
-    demo = build_ui(assistant)
     host, port = settings.server.host, settings.server.port
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not settings.server.loopback:
         log.warning("Binding to %s: the app is reachable from other machines.", host)
-    demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=True,
-                quiet=True)
-    print(f"Docent is ready at http://{host}:{port}  (started in {time.perf_counter() - t0:.1f} s)",
-          flush=True)
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    server = _ReadyServer(uvicorn.Config(build_app(assistant), host=host, port=port,
+                                         log_level="warning", timeout_graceful_shutdown=5),
+                          f"Docent is ready at {url}  (API: {url}/v1)", t0)
     try:
-        demo.block_thread()
-    except KeyboardInterrupt:
-        pass
+        server.run()
     finally:
         assistant.close()
     return 0
+
+
+def build_app(assistant: Assistant) -> FastAPI:
+    """One server: the OpenAI-compatible API under /v1 and the Gradio UI at /."""
+    import gradio as gr
+
+    from assistant.ui import build_ui
+
+    app = FastAPI(title="Docent", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(build_api(assistant))
+    demo = build_ui(assistant)
+    demo.queue(default_concurrency_limit=4)
+    server = assistant.settings.server
+    auth = None
+    if not server.loopback:  # the page is as reachable as the API: same token, as password
+        def auth(_user: str, password: str) -> bool:
+            return secrets.compare_digest(password.encode(), server.api_token.encode())
+    return gr.mount_gradio_app(app, demo, path="/", server_name=server.host,
+                               server_port=server.port, show_error=True, auth=auth,
+                               auth_message="Password: the server's API token.")
+
+
+class _ReadyServer(uvicorn.Server):
+    """Says once that the server is serving (scripts and tests wait for that line)."""
+
+    def __init__(self, config: uvicorn.Config, message: str, t0: float):
+        super().__init__(config)
+        self.message, self.t0 = message, t0
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"{self.message}  (started in {time.perf_counter() - self.t0:.1f} s)",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--interval", type=float, default=10.0, help="seconds between syncs with --watch")
     ask = sub.add_parser("ask", help="ask a question; the answer streams, then its sources")
     ask.add_argument("question")
+    ask.add_argument("--chat", metavar="ID", help="continue stored conversation ID "
+                     "('new' starts one over --kb and prints its id)")
     sub.add_parser("doctor", help="print settings, models, versions and problems")
     kb = sub.add_parser("kb", help="knowledge bases")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True)
@@ -52,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--questions", type=int, default=None,
                        help="how many questions to generate (default: settings)")
     kb_sub.add_parser("status", help="--kb's embedder, size and reranker")
+    _chats_parser(sub)
+    _task_parser(sub)  # document tasks
     models = sub.add_parser("models", help="assemble and check the default chat models")
     models.add_argument("names", nargs="*", help="default: the selected model")
     return p
@@ -104,7 +108,11 @@ def _cmd_ask(assistant, args) -> int:
 
     final = None
     kbs = [k for k in (args.kb or "").split(",") if k] or None
-    for event in assistant.ask(args.question, kbs):
+    cid = args.chat
+    if cid == "new":
+        cid = assistant.new_conversation(args.kb).conversation_id
+    events = assistant.chat(cid, args.question) if cid else assistant.ask(args.question, kbs)
+    for event in events:
         if isinstance(event, AnswerDelta):
             print(event.text, end="", flush=True)
         elif isinstance(event, Answer):
@@ -116,6 +124,8 @@ def _cmd_ask(assistant, args) -> int:
             print(f"  [{c.number}] {c.label}: \"{c.quote}\"")
     elif final:
         print("\n(no source was cited)")
+    if cid:
+        print(f"\nConversation {cid}: continue with --chat {cid}")
     return 0
 
 
@@ -152,6 +162,120 @@ def _cmd_kb(assistant, args) -> int:
     return 0
 
 
+# --- conversations (chats) ----------------------------------------------------
+def _chats_parser(sub) -> None:
+    chats = sub.add_parser("chats", help="stored conversations")
+    chats_sub = chats.add_subparsers(dest="chats_command", required=True)
+    chats_sub.add_parser("list", help="conversations, the most recent first")
+    chats_sub.add_parser("show", help="print a conversation (Markdown)").add_argument("id")
+    export = chats_sub.add_parser("export", help="a conversation as Markdown with citations")
+    export.add_argument("id")
+    export.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    ren = chats_sub.add_parser("rename")
+    ren.add_argument("id")
+    ren.add_argument("title")
+    chats_sub.add_parser("delete").add_argument("id")
+
+
+def _cmd_chats(assistant, args) -> int:
+    cmd = args.chats_command
+    if cmd == "list":
+        for c in assistant.list_conversations():
+            print(f"{c.conversation_id}  {c.updated_at[:16].replace('T', ' ')}  "
+                  f"{c.turns:3d} turns  [{c.kb}]  {c.title or '(untitled)'}")
+    elif cmd == "export" and args.out:
+        args.out.write_text(assistant.export_conversation(args.id), encoding="utf-8")
+        print(f"wrote {args.out}")
+    elif cmd in ("show", "export"):
+        print(assistant.export_conversation(args.id), end="")
+    elif cmd == "rename":
+        info = assistant.rename_conversation(args.id, args.title)
+        print(f"renamed {info.conversation_id} to {info.title}")
+    else:
+        assistant.delete_conversation(args.id)
+        print(f"deleted {args.id}")
+    return 0
+# --- end conversations --------------------------------------------------------
+
+
+# --- document tasks -------------------------------------------------------------
+_TASKS = {"summarize": "summary of the documents, cited by page",
+          "exam": "multiple-choice questions with an answer key and the source page of each",
+          "advice": "recommendations from the documents, each citing the guideline text"}
+
+
+def _task_parser(sub) -> None:
+    task = sub.add_parser("task", help="document tasks: summarize, exam questions, advice")
+    task_sub = task.add_subparsers(dest="task_command", required=True)
+    for name, text in _TASKS.items():
+        p = task_sub.add_parser(name, help=text)
+        p.add_argument("--doc", action="append", required=True, metavar="SOURCE_OR_ID",
+                       help="a document's file name or id as `kb docs` lists them; repeat for several")
+        p.add_argument("--kb", dest="task_kb", metavar="KB", help="knowledge base (default: the global --kb)")
+        p.add_argument("--out", type=Path, help="write the result to this file, not stdout")
+        if name == "exam":
+            p.add_argument("--n", type=int, default=5, help="number of questions (default 5)")
+            p.add_argument("--format", choices=("text", "json", "csv"), default="text",
+                           help="text (default), json, or csv (UTF-8 with BOM in --out files, "
+                                "for spreadsheets)")
+        if name == "advice":
+            p.add_argument("--focus", default="",
+                           help='the situation, e.g. "patient with high blood pressure"')
+
+
+def _task_progress(ev) -> None:
+    skipped = f" ({ev.skipped} skipped)" if ev.skipped else ""
+    print(f"{ev.stage} {ev.done}/{ev.total}{skipped}", file=sys.stderr, flush=True)
+
+
+def _cited_text(text: str, citations) -> str:
+    lines = [text, ""]
+    if citations:
+        lines.append("Sources:")
+        lines += [f"  [{c.number}] {c.label}: \"{c.quote}\"" for c in citations]
+    else:
+        lines.append("(no source was cited)")
+    return "\n".join(lines) + "\n"
+
+
+def _exam_text(questions) -> str:
+    blocks = []
+    for i, q in enumerate(questions, start=1):
+        where = f"{q.source}, p. {q.page}" if q.page else q.source
+        options = "\n".join(f"   {letter}) {text}" for letter, text in zip("ABCD", q.options))
+        why = f" ({q.explanation})" if q.explanation else ""
+        blocks.append(f"{i}. {q.question}  [{where}]\n{options}\n   Answer: {q.answer}{why}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def _cmd_task(assistant, args) -> int:
+    from assistant.tasks import exam_to_csv, exam_to_json, run_task
+
+    kb = args.task_kb or args.kb
+    doc_ids = assistant.resolve_documents(args.doc, kb)
+    encoding = "utf-8"
+    if args.task_command == "exam":
+        questions = run_task(assistant.exam_questions(doc_ids, kb, args.n), _task_progress)
+        render = {"json": exam_to_json, "csv": exam_to_csv, "text": _exam_text}[args.format]
+        out = render(questions)
+        encoding = "utf-8-sig" if args.format == "csv" else encoding
+        if len(questions) < args.n:
+            print(f"{len(questions)} of {args.n} questions could be written.", file=sys.stderr)
+        status = 0 if questions else 1
+    else:
+        task = (assistant.summarize(doc_ids, kb) if args.task_command == "summarize"
+                else assistant.advice(doc_ids, kb, args.focus))
+        result = run_task(task, _task_progress)
+        out, status = _cited_text(result.text, result.citations), 0
+    if args.out:
+        args.out.write_text(out, encoding=encoding, newline="")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(out, end="")
+    return status
+# --- end document tasks ---------------------------------------------------------
+
+
 def _cmd_models(settings, args) -> int:
     from assistant.models import DEFAULT_MODELS, ensure_gguf
 
@@ -183,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
 
         assistant = Assistant(settings)
         try:
-            commands = {"ingest": _cmd_ingest, "sync": _cmd_sync, "ask": _cmd_ask, "kb": _cmd_kb}
+            commands = {"ingest": _cmd_ingest, "sync": _cmd_sync, "ask": _cmd_ask, "kb": _cmd_kb,
+                        "chats": _cmd_chats}
+            commands["task"] = _cmd_task  # document tasks
             return commands[args.command](assistant, args)
         finally:
             assistant.close()

@@ -7,10 +7,13 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
+from assistant import tasks  # document tasks
 from assistant.condense import condense
+from assistant.conversations import (ConversationInfo, ConversationStore, Turn,
+                                     history_for_prompt)
 from assistant.citations import MarkerFilter, build_citations, clean_markers
 from assistant.jobs import Jobs, JobStatus
-from assistant.llm import LLM, LlamaCppLLM
+from assistant.llm import LLM, LlamaCppLLM, OpenAICompatLLM
 from assistant.models import resolve_gguf
 from assistant.prompts import SYSTEM_PROMPT, build_messages, fit_sources
 from assistant.settings import Settings
@@ -19,6 +22,7 @@ from ingest.chunking import ChunkingParams
 from ingest.pipeline import IngestItem, folder_items, ingest_files, sync_folder
 from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import Embedder, EmbedderPool
+from knowledge.errors import KnowledgeError  # document tasks
 from knowledge.gpl import RerankerTraining, current_reranker, reranker_dir, train_reranker
 from knowledge.language import AUTO
 from knowledge.library import Library
@@ -51,11 +55,14 @@ class Assistant:
         )
         self.library.get(settings.default_kb, create=True)
         self.jobs = Jobs()
+        self.conversations = ConversationStore(self.paths.data_dir / "conversations.sqlite3")
 
     # --- models ---------------------------------------------------------------
     @property
     def llm(self) -> LLM:
         with self._llm_lock:
+            if self._llm is None and self.settings.llm.backend == "openai":
+                self._llm = _remote_llm(self.settings)
             if self._llm is None:
                 cfg = self.settings.llm
                 path = resolve_gguf(cfg.model, self.paths.models_dir)
@@ -216,8 +223,130 @@ class Assistant:
         assert final is not None
         return final
 
+    # --- conversations --------------------------------------------------------
+    def new_conversation(self, kb: str | None = None, title: str = "") -> ConversationInfo:
+        """Start a stored conversation over ``kb`` (several names: separated by commas)."""
+        kb = kb or self.settings.default_kb
+        for name in _kb_names(kb):
+            self.library.manifest(name)  # an unknown knowledge base is refused now
+        return self.conversations.create(kb, title)
+
+    def list_conversations(self) -> list[ConversationInfo]:
+        return self.conversations.list()
+
+    def conversation_turns(self, cid: str) -> list[Turn]:
+        return self.conversations.turns(cid)
+
+    def rename_conversation(self, cid: str, title: str) -> ConversationInfo:
+        return self.conversations.rename(cid, title)
+
+    def delete_conversation(self, cid: str) -> None:
+        self.conversations.delete(cid)
+
+    def export_conversation(self, cid: str) -> str:
+        """The conversation as Markdown, each answer followed by its citations."""
+        return self.conversations.export_markdown(cid)
+
+    def chat(self, cid: str, question: str) -> Iterator[AnswerDelta | Answer]:
+        """``ask`` within stored conversation ``cid``: its earlier turns (trimmed to a
+        quarter of the context) are the history; the final ``Answer`` is stored before it
+        is yielded. Nothing is stored when ``ask`` fails. Unknown ``cid``: raised now."""
+        info = self.conversations.get(cid)
+        return self._chat(info, self.conversations.turns(cid), question)
+
+    def _chat(self, info: ConversationInfo, turns: list[Turn], question: str
+              ) -> Iterator[AnswerDelta | Answer]:
+        budget = self.settings.llm.n_ctx // 4
+        history = history_for_prompt(turns, budget, self.llm.count_tokens)
+        for event in self.ask(question, _kb_names(info.kb), history):
+            if isinstance(event, Answer):
+                self.conversations.append(info.conversation_id, event)
+            yield event
+    # --- end conversations ----------------------------------------------------
+
+    # --- HTTP API (OpenAI-compatible) ------------------------------------------
+    def model_ids(self) -> list[str]:
+        """Ids a caller may ask for: the base chat model (adapters are added later).
+        The configured name (``llm.model``), or the remote model with backend 'openai'."""
+        cfg = self.settings.llm
+        if cfg.backend == "openai":
+            return [cfg.remote_model or self.llm.name]
+        return [cfg.model]
+
+    def chat_plain(self, messages: Sequence[dict], max_tokens: int | None = None,
+                   temperature: float | None = None) -> Iterator[str]:
+        """Stream the model's reply to ``messages`` ({"role", "content": str}) with no
+        retrieval and no sources. ``max_tokens`` is capped at ``llm.max_tokens``; a
+        conversation that leaves no room for the reply raises ``ValueError``."""
+        cfg = self.settings.llm
+        max_tokens = min(max_tokens or cfg.max_tokens, cfg.max_tokens)
+        llm = self.llm
+        used = sum(llm.count_tokens(m["content"]) + 4 for m in messages)
+        if used + max_tokens > cfg.n_ctx:
+            raise ValueError(f"The conversation is about {used} tokens; with {max_tokens} for "
+                             f"the reply it exceeds the model's context of {cfg.n_ctx} tokens.")
+        temp = cfg.temperature if temperature is None else temperature
+        yield from llm.stream_chat(list(messages), max_tokens, temp)
+    # --- end HTTP API -----------------------------------------------------------
+
+    # --- document tasks ---------------------------------------------------------
+    # summarize / exam_questions / advice check their input at once (an unknown document
+    # raises KnowledgeError here) and return a generator: it yields ``TaskProgress``
+    # events and returns the result (``StopIteration.value``, like ``ingest``);
+    # ``assistant.tasks.run_task(gen, on_progress)`` drives one and returns the result.
+    # The output is in the documents' language (Traditional Chinese stays Traditional).
+    def resolve_documents(self, refs: Sequence[str], kb: str | None = None) -> list[str]:
+        """Document ids for ``refs``: ids or file names as ``documents(kb)`` lists them."""
+        base = self.library.get(kb or self.settings.default_kb)
+        ids = {d.doc_id for d in base.documents()}
+        out: list[str] = []
+        for ref in refs:
+            record = None if ref in ids else base.find_document(ref)
+            if ref not in ids and record is None:
+                raise KnowledgeError(f"No document {ref!r} in knowledge base {base.name!r}: "
+                                     "give a file name or id as `kb docs` lists them.")
+            out.append(ref if record is None else record.doc_id)
+        return list(dict.fromkeys(out))
+
+    def summarize(self, doc_ids: Sequence[str], kb: str | None = None
+                  ) -> Generator[tasks.TaskProgress, None, tasks.Summary]:
+        """Map-reduce summary of the documents, cited by file and page."""
+        name, chunks = self._task_chunks(doc_ids, kb)
+        cfg = self.settings.llm
+        return tasks.summarize(self.llm, chunks, tasks.document_language(chunks),
+                               cfg.max_tokens, cfg.temperature, kb=name)
+
+    def exam_questions(self, doc_ids: Sequence[str], kb: str | None = None, n: int = 5
+                       ) -> Generator[tasks.TaskProgress, None, list[tasks.ExamQuestion]]:
+        """Up to ``n`` multiple-choice questions with answer key and source page each;
+        export with ``tasks.exam_to_json`` / ``tasks.exam_to_csv``."""
+        if not 1 <= n <= 100:
+            raise ValueError("Ask for 1 to 100 exam questions.")
+        _, chunks = self._task_chunks(doc_ids, kb)
+        cfg = self.settings.llm
+        return tasks.exam_questions(self.llm, chunks, n, tasks.document_language(chunks),
+                                    cfg.max_tokens, cfg.temperature)
+
+    def advice(self, doc_ids: Sequence[str], kb: str | None = None, focus: str = ""
+               ) -> Generator[tasks.TaskProgress, None, tasks.Advice]:
+        """Recommendations from the documents, each citing its source; with ``focus``
+        the passages that match it best (BM25 over the selection) are used first."""
+        name, chunks = self._task_chunks(doc_ids, kb)
+        cfg = self.settings.llm
+        return tasks.advice(self.llm, chunks, focus, tasks.document_language(chunks),
+                            cfg.max_tokens, cfg.temperature, kb=name)
+
+    def _task_chunks(self, doc_ids: Sequence[str], kb: str | None) -> tuple[str, list]:
+        ids = [doc_ids] if isinstance(doc_ids, str) else list(dict.fromkeys(doc_ids))
+        if not ids:
+            raise ValueError("Choose at least one document.")
+        base = self.library.get(kb or self.settings.default_kb)
+        return base.name, [c for doc_id in ids for c in base.document_chunks(doc_id)]
+    # --- end document tasks -------------------------------------------------------
+
     def close(self) -> None:
         self.library.close()
+        self.conversations.close()
 
 
 def _expand(items: Sequence[IngestItem | Path | str], password: str | None) -> list[IngestItem]:
@@ -232,6 +361,19 @@ def _expand(items: Sequence[IngestItem | Path | str], password: str | None) -> l
         else:
             out.append(IngestItem(path, path.name, str(path.resolve()), password))
     return out
+
+
+def _kb_names(kb: str) -> list[str]:
+    return [k.strip() for k in kb.split(",") if k.strip()]
+
+
+def _remote_llm(settings: Settings) -> LLM:
+    """The chat model on an OpenAI-compatible server (``llm.backend = "openai"``)."""
+    cfg = settings.llm
+    llm = OpenAICompatLLM(cfg.base_url, cfg.remote_model, cfg.api_key, cfg.request_timeout,
+                          cfg.n_ctx, cfg.seed)
+    log.info("Chat model: %s on %s", llm.name, cfg.base_url)
+    return llm
 
 
 def _source(number: int, hit: Hit, text: str | None = None) -> Source:

@@ -11,3 +11,12 @@ class ModelNotFound(AssistantError):
 
 class ModelChecksumError(AssistantError):
     pass
+
+
+class ConversationNotFound(AssistantError):
+    """No stored conversation has the given id."""
+
+
+class BackendUnavailable(AssistantError):
+    """The remote LLM server cannot be reached or refused the request; the message names
+    its URL."""

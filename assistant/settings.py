@@ -49,6 +49,23 @@ class LLMSettings(_Section):
         1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens (small models loop without it)."
     )
     seed: int = Field(0, ge=0, description="Sampling seed, for repeatable answers.")
+    # --- remote backend (an OpenAI-compatible server instead of the local GGUF) ---
+    backend: Literal["llama-cpp", "openai"] = Field(
+        "llama-cpp", description="'llama-cpp': run the local GGUF in `model`; 'openai': send "
+        "chats to the OpenAI-compatible server at `base_url` (model, n_threads, n_gpu_layers "
+        "and repeat_penalty then do not apply; n_ctx must match the server's context).")
+    base_url: str = Field(
+        "http://127.0.0.1:8080/v1", min_length=8, max_length=2048, pattern=r"^https?://",
+        description="Base URL of the OpenAI-compatible server (backend 'openai'), with /v1.")
+    api_key: str = Field(
+        "", max_length=4096, description="Bearer key for the remote server (backend 'openai'); "
+        "empty for servers that need none.")
+    remote_model: str = Field(
+        "", max_length=512, description="Model id to ask the remote server for (backend "
+        "'openai'); empty: the first model the server lists.")
+    request_timeout: float = Field(
+        300.0, gt=0, le=3600, description="Seconds to wait for the remote server (backend "
+        "'openai') before giving up on a request.")
 
 
 class EmbedderSettings(_Section):
@@ -128,6 +145,25 @@ class IngestSettings(_Section):
 class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the app binds to. Keep loopback unless you mean it.")
     port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
+    api_token: str = Field(
+        "", max_length=4096, description="Bearer token the OpenAI-compatible API (/v1) "
+        "requires; empty: no token. Required when host is not a loopback address.")
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``host`` is reachable from this computer only.
+
+        >>> ServerSettings(host="0.0.0.0").loopback, ServerSettings(host="::1").loopback
+        (False, True)
+        """
+        import ipaddress
+
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
 
 class Paths(BaseModel):

@@ -233,6 +233,12 @@ class KnowledgeBase:
     def chunk_count(self) -> int:
         return self.catalog.chunk_count()
 
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        """The chunks of one document in reading order (for document tasks)."""
+        if self.catalog.document(doc_id) is None:
+            raise KnowledgeError(f"No document {doc_id!r} in knowledge base {self.name!r}.")
+        return self.catalog.document_chunks(doc_id)
+
     def retriever(self, mode: str = "hybrid", fusion: FusionConfig | None = None,
                   candidates: int | None = None, prf: bool | None = None) -> Retriever:
         """``bm25``, ``dense`` or ``hybrid`` retrieval over this knowledge base."""

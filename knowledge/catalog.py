@@ -263,6 +263,12 @@ class Catalog:
                            f"USING (doc_id) WHERE c.chunk_id IN ({marks})", chunk_ids)
         return [(Chunk(*fields), json.loads(tokens)) for *fields, tokens in rows]
 
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        """Every chunk of a ready document in reading order, duplicates included."""
+        rows = self._query(f"SELECT {_CHUNK_COLS} FROM chunks c JOIN documents d USING (doc_id) "
+                           "WHERE d.status = 'ready' AND c.doc_id = ? ORDER BY c.ordinal", [doc_id])
+        return [Chunk(*r) for r in rows]
+
     def chunks_by_id(self, chunk_ids: list[str]) -> dict[str, Chunk]:
         if not chunk_ids:
             return {}

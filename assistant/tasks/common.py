@@ -1,0 +1,244 @@
+"""What the document tasks share: progress events, the document's language (and
+Traditional Chinese output), numbered sources, context windows and ``[n]`` markers
+(invalid ones dropped, missing ones added from word overlap).
+
+>>> language_name("zh-TW")
+'Traditional Chinese'
+>>> document_language_of_text("高血壓患者可以口服黨參嗎？黨參有降血脂，降血壓的作用。")
+'zh-TW'
+>>> document_language_of_text("高血压患者可以口服党参吗？党参有降血脂，降血压的作用。")
+'zh'
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from assistant.citations import MARKER, build_citations, clean_markers, marker_numbers
+from assistant.errors import AssistantError
+from assistant.llm import LLM
+from assistant.prompts import fit_sources, format_source
+from assistant.types import Citation, Source
+from knowledge.language import detect_language
+from knowledge.tokenize import tokenize
+from knowledge.types import Chunk, Hit
+
+_LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese", "zh-TW": "Traditional Chinese",
+                   "vi": "Vietnamese"}
+_HAN_LOW, _HAN_HIGH = "\u3400", "\u9fff"
+PROMPT_MARGIN = 64  # tokens kept free for the chat template
+
+
+class TaskError(AssistantError):
+    """A document task cannot run (no text, context too small for the prompt)."""
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """``done`` of ``total`` steps of ``stage`` are finished; ``skipped`` counts items
+    given up on so far (exam questions the model did not write in a usable form)."""
+
+    stage: str
+    done: int
+    total: int
+    skipped: int = 0
+
+    def __post_init__(self):
+        if self.done < 0 or self.total < 0 or self.skipped < 0:
+            raise ValueError(f"negative progress: {self}")
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+# --- language -----------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _opencc(config: str):
+    import opencc
+
+    return opencc.OpenCC(config)
+
+
+def _changed(text: str, config: str) -> int:
+    converted = _opencc(config).convert(text)
+    return sum(a != b for a, b in zip(text, converted)) + abs(len(text) - len(converted))
+
+
+def is_traditional(text: str) -> bool:
+    """True when Han characters in ``text`` are mostly Traditional: converting them to
+    Simplified changes more characters than converting them to Traditional does."""
+    han = "".join(ch for ch in text if _HAN_LOW <= ch <= _HAN_HIGH)[:4000]
+    return bool(han) and _changed(han, "t2s") > _changed(han, "s2t")
+
+
+def document_language_of_text(text: str) -> str:
+    """``en``, ``zh`` (Simplified), ``zh-TW`` (Traditional), ``vi`` or ``other``."""
+    language = detect_language(text)
+    if language == "zh" and is_traditional(text):
+        return "zh-TW"
+    return language
+
+
+def document_language(chunks: Sequence[Chunk]) -> str:
+    """The language of the documents the chunks come from (a sample of their text)."""
+    sample, size = [], 0
+    for c in chunks:
+        sample.append(c.text)
+        size += len(c.text)
+        if size > 20_000:
+            break
+    return document_language_of_text("\n".join(sample))
+
+
+def language_name(language: str) -> str:
+    return _LANGUAGE_NAMES.get(language, "the same language as the document")
+
+
+def write_in(language: str) -> str:
+    """The language instruction every task prompt ends with."""
+    return f"Write in {language_name(language)}."
+
+
+def localize(text: str, language: str) -> str:
+    """The model's text, converted to Traditional Chinese (Taiwan usage) when the
+    document is Traditional: small models drift to Simplified."""
+    return _opencc("s2twp").convert(text) if language == "zh-TW" and text else text
+
+
+# --- sources and windows ------------------------------------------------------
+def as_chunks(items: Iterable[Chunk | Hit]) -> list[tuple[Chunk, str]]:
+    """(chunk, knowledge base name) for chunks or search hits."""
+    return [(i.chunk, i.kb) if isinstance(i, Hit) else (i, "") for i in items]
+
+
+def chunk_sources(chunks: Sequence[Chunk], kb: str = "", start: int = 1) -> list[Source]:
+    """The chunks as numbered sources ``[start]``, ``[start + 1]``, ..."""
+    return [Source(n, c.chunk_id, kb, c.source, c.page, c.text, 0.0)
+            for n, c in enumerate(chunks, start=start)]
+
+
+def pack(items: Sequence, cost: Callable[[object], int], budget: int) -> list[list]:
+    """Consecutive ``items`` grouped so each group's total ``cost`` fits ``budget``
+    (an item costing more than ``budget`` gets a group of its own).
+
+    >>> pack([3, 4, 2, 6, 1], cost=lambda x: x, budget=7)
+    [[3, 4], [2], [6, 1]]
+    """
+    groups: list[list] = []
+    used = 0
+    for item in items:
+        c = cost(item)
+        if groups and groups[-1] and used + c <= budget:
+            groups[-1].append(item)
+            used += c
+        else:
+            groups.append([item])
+            used = c
+    return groups
+
+
+def windows(sources: Sequence[Source], budget: int,
+            count: Callable[[str], int]) -> list[list[Source]]:
+    """Consecutive sources grouped so each group's formatted text fits ``budget``
+    tokens; a source too long for a window alone is cut to fit."""
+    fitted = [s if count(format_source(s)) + 2 <= budget else fit_sources([s], budget, count)[0]
+              for s in sources]
+    return pack(fitted, lambda s: count(format_source(s)) + 2, budget)
+
+
+def source_block(sources: Sequence[Source]) -> str:
+    return "\n\n".join(format_source(s) for s in sources)
+
+
+def context_budget(llm: LLM, max_tokens: int, prompt: str) -> int:
+    """Tokens left for sources once the prompt and the reply are accounted for."""
+    budget = llm.n_ctx - max_tokens - llm.count_tokens(prompt) - PROMPT_MARGIN
+    if budget < 64:
+        raise TaskError(f"The model's context ({llm.n_ctx} tokens) is too small for this task "
+                        f"with max_tokens={max_tokens}; raise llm.n_ctx or lower llm.max_tokens.")
+    return budget
+
+
+def generate(llm: LLM, messages: list[dict], max_tokens: int, temperature: float) -> str:
+    return "".join(llm.stream_chat(messages, max_tokens, temperature)).strip()
+
+
+def require_text(chunks: Sequence) -> None:
+    if not chunks:
+        raise TaskError("The selected documents have no text to work on.")
+
+
+# --- markers ------------------------------------------------------------------
+_SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|[。！？]|$)")
+_TAIL = re.compile(r"[\s.!?:;,。！？：；，]*$")
+
+
+def _best_source(sentence: str, sources: Sequence[tuple[int, set[str]]],
+                 min_overlap: float) -> int | None:
+    tokens = set(tokenize(sentence))
+    if len(tokens) < 3:
+        return None
+    shared, number = max(((len(tokens & toks), n) for n, toks in sources), default=(0, None),
+                         key=lambda pair: pair[0])
+    return number if shared >= 3 and shared / len(tokens) >= min_overlap else None
+
+
+def add_missing_markers(text: str, sources: Sequence[Source], min_overlap: float = 0.5) -> str:
+    """``text`` with a ``[n]`` marker added to each sentence or bullet that has none and
+    whose words mostly (``min_overlap`` of its tokens) come from source ``n``: small
+    models often summarize faithfully but forget the markers.
+
+    >>> src = [Source(1, "c1", "", "a.pdf", 1, "Clinic hours are 8 am to 6 pm.", 0.0),
+    ...        Source(2, "c2", "", "a.pdf", 2, "Adults take 500 mg every 8 hours.", 0.0)]
+    >>> add_missing_markers("Summary:\\n- Adults take 500 mg every 8 hours. Hours: 8 am to 6 pm [1].", src)
+    'Summary:\\n- Adults take 500 mg every 8 hours [2]. Hours: 8 am to 6 pm [1].'
+    """
+    indexed = [(s.number, set(tokenize(s.text))) for s in sources]
+    lines = []
+    for line in text.split("\n"):
+        parts = []
+        for m in _SENTENCE.finditer(line):
+            sentence = m.group(0)
+            lead_in = line.lstrip().startswith("#") or sentence.rstrip().endswith((":", "："))
+            number = (None if lead_in or MARKER.search(sentence)
+                      else _best_source(sentence, indexed, min_overlap))
+            if number is not None:
+                tail = _TAIL.search(sentence).group(0)
+                body = sentence[: len(sentence) - len(tail)]
+                sentence = f"{body} [{number}]{tail.lstrip()}" + (" " if tail.endswith(" ") else "")
+            parts.append(sentence)
+        lines.append("".join(parts))
+    return "\n".join(lines)
+
+
+_LEADING = re.compile(r"^(\s*(?:[-*•]|\d+[.)])\s+)((?:\[\d{1,3}(?:,\s*\d{1,3})*\]\s*)+)(\S.*)$",
+                      re.MULTILINE)
+
+
+def trailing_markers(text: str) -> str:
+    """Markers a bullet starts with moved to its end, where the house style puts them.
+
+    >>> trailing_markers("- [2] Eat less salt.\\n- Walk daily [3].")
+    '- Eat less salt [2].\\n- Walk daily [3].'
+    """
+    def move(m: re.Match) -> str:
+        body = m.group(3).rstrip()
+        tail = _TAIL.search(body).group(0)
+        return f"{m.group(1)}{body[: len(body) - len(tail)]} {m.group(2).strip()}{tail}"
+
+    return _LEADING.sub(move, text)
+
+
+def cite(raw: str, sources: Sequence[Source], language: str) -> tuple[str, tuple[Citation, ...]]:
+    """The model's text with invalid markers dropped, missing ones added from word
+    overlap (their citations marked ``inferred``), in the document's script."""
+    valid = {s.number for s in sources}
+    text = trailing_markers(localize(clean_markers(raw, valid).strip(), language))
+    own = set(marker_numbers(text))
+    text = add_missing_markers(text, sources)
+    citations = tuple(c if c.number in own else replace(c, inferred=True)
+                      for c in build_citations(text, sources))
+    return text, citations

@@ -1,0 +1,275 @@
+"""Stored conversations: the SQLite store, the history budget, ``Assistant.chat`` and the
+``chats`` CLI, with the scripted LLM and the hash embedder."""
+import sqlite3
+
+import pytest
+
+import assistant.core
+from assistant.__main__ import main
+from assistant.conversations import ConversationStore, Turn, history_for_prompt
+from assistant.core import Assistant
+from assistant.errors import AssistantError, ConversationNotFound
+from assistant.types import Answer, AnswerDelta, Citation, Source
+from ingest.pipeline import drain
+from tests.conftest import make_settings
+from tests.fakes import HashEmbedder, ScriptedLLM
+
+CITE = Citation(1, "handbook.pdf", 2, "For adults, the usual dose of amoxicillin is 500 mg "
+                "every 8 hours.", "c1", "default")
+SOURCE = Source(1, "c1", "default", "handbook.pdf", 2, "For adults ...", 0.9)
+
+
+def _answer(question: str, text: str = "500 mg every 8 hours [1].", cites=(CITE,)) -> Answer:
+    return Answer(question, text, tuple(cites), (SOURCE, SOURCE), "scripted", {"generate_s": 1.0},
+                  tokens=9, search_query=question + " (searched)")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ConversationStore(tmp_path / "conv.sqlite3")
+    yield s
+    s.close()
+
+
+# --- the store ------------------------------------------------------------------------------
+def test_turns_survive_a_new_store_on_the_same_file(tmp_path):
+    path = tmp_path / "data" / "conv.sqlite3"
+    first = ConversationStore(path)
+    info = first.create("default")
+    first.append(info.conversation_id, _answer("What is the amoxicillin dose for adults?"))
+    first.append(info.conversation_id, _answer("And for children?", "Lower, by weight.", ()))
+    first.close()
+
+    again = ConversationStore(path)
+    (listed,) = again.list()
+    assert listed.conversation_id == info.conversation_id and listed.turns == 2
+    assert listed.title == "What is the amoxicillin dose for adults?"
+    t1, t2 = again.turns(info.conversation_id)
+    assert t1 == Turn("What is the amoxicillin dose for adults?", "500 mg every 8 hours [1].",
+                      (CITE,), 2, "scripted", "What is the amoxicillin dose for adults? (searched)",
+                      t1.created_at)
+    assert isinstance(t1.citations[0], Citation) and t2.citations == () and not t2.refused
+    assert t1.created_at < t2.created_at
+    version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()
+    assert version == ("1",)
+    again.close()
+
+
+def test_a_newer_file_format_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "conv.sqlite3"
+    ConversationStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(AssistantError, match="newer Docent"):
+        ConversationStore(path)
+
+
+def test_list_is_most_recent_first_and_rename_delete(store):
+    a = store.create("default", "first chat")
+    b = store.create("other")
+    assert [c.conversation_id for c in store.list()] == [b.conversation_id, a.conversation_id]
+    store.append(a.conversation_id, _answer("Opening hours?"))
+    assert [c.conversation_id for c in store.list()] == [a.conversation_id, b.conversation_id]
+    assert store.get(a.conversation_id).title == "first chat"  # a given title is kept
+
+    renamed = store.rename(b.conversation_id, "  <b>Kids & doses</b> ")
+    assert renamed.title == "<b>Kids & doses</b>" == store.get(b.conversation_id).title
+    with pytest.raises(ValueError, match="cannot be empty"):
+        store.rename(b.conversation_id, "   ")
+
+    store.delete(a.conversation_id)
+    assert [c.conversation_id for c in store.list()] == [b.conversation_id]
+    with pytest.raises(ConversationNotFound, match=a.conversation_id):
+        store.turns(a.conversation_id)
+
+
+def test_unknown_id_is_a_domain_error_everywhere(store):
+    for call in (store.get, store.turns, store.delete, store.export_markdown,
+                 lambda cid: store.rename(cid, "x"), lambda cid: store.append(cid, _answer("q"))):
+        with pytest.raises(ConversationNotFound, match="No conversation with id 'nope'"):
+            call("nope")
+    assert store.list() == []
+
+
+def test_long_first_question_becomes_a_short_title(store):
+    cid = store.create("default").conversation_id
+    store.append(cid, _answer("What   is the usual dose of amoxicillin for adults\nwith a "
+                              "chest infection and a penicillin allergy?"))
+    title = store.get(cid).title
+    assert title == "What is the usual dose of amoxicillin for adults with a…"
+    assert len(title) <= 61
+
+
+def test_export_markdown_has_questions_answers_and_citations(store):
+    cid = store.create("default", "Dosing").conversation_id
+    store.append(cid, _answer("What is the amoxicillin dose for adults?"))
+    store.append(cid, _answer("Who is on call on Tuesday?", "Nobody is listed.", ()))
+    md = store.export_markdown(cid)
+    assert md.startswith("# Dosing\n") and "Knowledge base: default" in md
+    assert "## 1. What is the amoxicillin dose for adults?" in md
+    assert "500 mg every 8 hours [1]." in md
+    assert ("- [1] handbook.pdf, p. 2: “For adults, the usual dose of amoxicillin is 500 mg "
+            "every 8 hours.”") in md
+    assert "## 2. Who is on call on Tuesday?\n\nNobody is listed.\n" in md
+    assert md.count("Sources:") == 1
+
+
+# --- the history budget ---------------------------------------------------------------------
+def words(text: str) -> int:
+    return len(text.split())
+
+
+TURNS = [("q1 a", "one two three"),        # 2 + 3 = 5 tokens
+         ("q2", "four five"),              # 1 + 2 = 3
+         ("q3 b c", "six seven eight [1]")]  # 3 + 4 = 7
+
+
+@pytest.mark.parametrize("budget, expected", [
+    (15, TURNS), (20, TURNS),
+    (14, TURNS[1:]), (10, TURNS[1:]),      # the oldest goes first
+    (9, TURNS[2:]), (7, TURNS[2:]),
+    (6, [("q3 b c", "six seven eight…")]),  # the newest alone is too long: cut, "…" added
+    (5, [("q3 b c", "six seven…")]), (4, [("q3 b c", "six…")]),
+    (3, []), (0, []),                      # no room for even "…" after the question
+])
+def test_history_keeps_the_newest_turns_that_fit(budget, expected):
+    kept = history_for_prompt(TURNS, budget, words)
+    assert kept == expected
+    assert sum(words(q) + words(a) for q, a in kept) <= budget
+
+
+def test_history_accepts_stored_turns_and_never_exceeds_the_budget():
+    llm = ScriptedLLM("")
+    turns = [Turn(f"question {i}?", "word " * (40 * i) + "[1].", (), 1, "m", "", "t")
+             for i in range(1, 8)]
+    for budget in range(0, 400, 7):
+        kept = history_for_prompt(turns, budget, llm.count_tokens)
+        assert sum(llm.count_tokens(q) + llm.count_tokens(a) for q, a in kept) <= budget
+        assert [q for q, _ in kept] == [t.question for t in turns[len(turns) - len(kept):]]
+    assert history_for_prompt([], 100, llm.count_tokens) == []
+
+
+# --- the facade -----------------------------------------------------------------------------
+def _assistant(tmp_path, reply="The pharmacy closes at 9 pm on Saturdays [1]."):
+    llm = ScriptedLLM(reply)
+    return Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder()), llm
+
+
+def _ingest(a: Assistant, tmp_path) -> None:
+    doc = tmp_path / "docs" / "pharmacy.txt"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("The clinic pharmacy closes at 9 pm on Saturdays and is closed on Sundays.\n\n"
+                   "Expired medicines are returned to the supplier every month.", encoding="utf-8")
+    drain(a.ingest([doc]))
+
+
+def test_chat_history_persists_across_an_assistant_restart(tmp_path):
+    a, llm = _assistant(tmp_path)
+    _ingest(a, tmp_path)
+    cid = a.new_conversation().conversation_id
+    events = list(a.chat(cid, "When does the pharmacy close on Saturdays?"))
+    assert isinstance(events[-1], Answer) and any(isinstance(e, AnswerDelta) for e in events)
+    assert len(llm.calls) == 1  # no history yet: nothing to condense
+    a.close()
+
+    b, llm2 = _assistant(tmp_path, reply="Closed on Sundays [1].")
+    (info,) = b.list_conversations()
+    assert (info.conversation_id, info.kb, info.turns) == (cid, "default", 1)
+    assert info.title == "When does the pharmacy close on Saturdays?"
+    final = list(b.chat(cid, "And on Sundays?"))[-1]
+    condense_prompt = llm2.calls[0][-1]["content"]
+    assert "User: When does the pharmacy close on Saturdays?" in condense_prompt
+    assert "Last question: And on Sundays?" in condense_prompt
+    assert final.search_query == "Closed on Sundays [1]."  # the scripted condense reply
+    turns = b.conversation_turns(cid)
+    assert [t.question for t in turns] == ["When does the pharmacy close on Saturdays?",
+                                           "And on Sundays?"]
+    assert turns[0].citations[0].source == "pharmacy.txt"
+    assert "pharmacy.txt" in b.export_conversation(cid)
+    b.close()
+
+
+def test_chat_stores_nothing_when_ask_fails_and_checks_the_id_now(tmp_path):
+    a, _ = _assistant(tmp_path)
+    cid = a.new_conversation(title="empty").conversation_id
+    with pytest.raises(ValueError):
+        list(a.chat(cid, "   "))
+    assert a.conversation_turns(cid) == [] and a.list_conversations()[0].title == "empty"
+    with pytest.raises(ConversationNotFound):
+        a.chat("nope", "question?")  # before any iteration
+    a.rename_conversation(cid, "renamed")
+    assert a.list_conversations()[0].title == "renamed"
+    a.delete_conversation(cid)
+    assert a.list_conversations() == []
+    a.close()
+
+
+def test_new_conversation_refuses_an_unknown_knowledge_base(tmp_path):
+    a, _ = _assistant(tmp_path)
+    with pytest.raises(Exception, match="No knowledge base named 'nope'"):
+        a.new_conversation("nope")
+    assert a.list_conversations() == []
+    a.close()
+
+
+def test_history_given_to_condense_is_trimmed_to_a_quarter_of_the_context(tmp_path):
+    llm = ScriptedLLM("Closed [1].")
+    a = Assistant(make_settings(tmp_path, llm={"n_ctx": 512, "max_tokens": 100}), llm=llm, embedder=HashEmbedder())
+    cid = a.new_conversation().conversation_id
+    for i in range(3):
+        a.conversations.append(cid, _answer(f"old question {i}?", "long answer " * 60))
+    list(a.chat(cid, "And then?"))
+    prompt = llm.calls[0][-1]["content"]
+    # 128 tokens of history hold the newest turn only (cut), not the older ones
+    assert "old question 2?" in prompt and "old question 1?" not in prompt
+    a.close()
+
+
+# --- the CLI --------------------------------------------------------------------------------
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """``main([...])`` on tmp_path's data dir, its Assistant built with the fakes."""
+    monkeypatch.setenv("DOCENT_DATA_DIR", str(tmp_path / "data"))
+    real = assistant.core.Assistant
+    monkeypatch.setattr(assistant.core, "Assistant", lambda settings: real(
+        settings, llm=ScriptedLLM("It closes at 9 pm [1]."), embedder=HashEmbedder()))
+    a, _ = _assistant(tmp_path)
+    _ingest(a, tmp_path)
+    a.close()
+    return lambda *args: main(["--data-dir", str(tmp_path / "data"), *args])
+
+
+def test_cli_chats_list_show_export_rename_delete(cli, capsys, tmp_path):
+    assert cli("ask", "--chat", "new", "When does the pharmacy close on Saturdays?") == 0
+    out = capsys.readouterr().out
+    assert "It closes at 9 pm [1]." in out and "pharmacy.txt" in out
+    cid = out.rsplit("--chat ", 1)[1].strip()
+    assert cli("ask", "--chat", cid, "And on Sundays?") == 0
+    capsys.readouterr()
+
+    assert cli("chats", "list") == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(cid) and "2 turns" in line and "[default]" in line
+    assert "When does the pharmacy close on Saturdays?" in line
+
+    out_file = tmp_path / "chat.md"
+    assert cli("chats", "export", cid, "--out", str(out_file)) == 0
+    md = out_file.read_text(encoding="utf-8")
+    assert "## 2. And on Sundays?" in md and "- [1] pharmacy.txt: “" in md
+    assert cli("chats", "show", cid) == 0
+    assert capsys.readouterr().out.endswith(md)
+
+    assert cli("chats", "rename", cid, "Pharmacy hours") == 0
+    assert cli("chats", "list") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"renamed {cid} to Pharmacy hours\n") and "Pharmacy hours" in out.split("\n")[1]
+    assert cli("chats", "delete", cid) == 0
+    assert cli("chats", "list") == 0
+    assert capsys.readouterr().out == f"deleted {cid}\n"
+
+
+def test_cli_unknown_conversation_exits_2_with_a_clear_message(cli, capsys):
+    assert cli("chats", "export", "nope") == 2
+    assert "error: No conversation with id 'nope'." in capsys.readouterr().err
+    assert cli("ask", "--chat", "nope", "question?") == 2
+    assert "No conversation with id 'nope'" in capsys.readouterr().err
