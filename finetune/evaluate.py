@@ -1,0 +1,159 @@
+"""Before/after evaluation of an adapter on a dataset's held-out split (closed-book).
+
+QA: exact match and token-F1 of the greedy reply against the reference answer; multiple
+choice (a reference that is one option letter A-E): accuracy of the first letter in the
+reply. Raw text (continued pretraining): held-out loss and perplexity.
+
+>>> round(token_f1("The dose is 500 mg", "500 mg twice daily"), 2)
+0.44
+>>> token_f1("每日两次", "每日一次") == 0.75
+True
+>>> choice_letter("Answer: (B) because ...")
+'B'
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from finetune.data import Example
+
+log = logging.getLogger(__name__)
+
+MAX_EXAMPLES = 50
+MAX_NEW_TOKENS = 64
+_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+_LETTER = re.compile(r"^\s*\(?([A-E])\)?(?:[\s.):,]|$)")
+_ANSWER_LETTER = re.compile(r"\b(?:answer|correct)\b[^A-Za-z]{0,12}\(?([A-E])\)?\b", re.IGNORECASE)
+
+
+def tokens(text: str) -> list[str]:
+    """Lowercased words; CJK characters one by one."""
+    return _TOKEN.findall(text.lower())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    p, r = tokens(prediction), tokens(reference)
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(tokens(prediction) == tokens(reference))
+
+
+def choice_letter(text: str) -> str:
+    m = _LETTER.match(text) or _ANSWER_LETTER.search(text)
+    return m.group(1).upper() if m else ""
+
+
+def is_multiple_choice(examples: Sequence[Example]) -> bool:
+    return bool(examples) and all(re.fullmatch(r"\(?[A-E]\)?\.?", e.answer.strip())
+                                  for e in examples)
+
+
+def score(predictions: Sequence[str], examples: Sequence[Example]) -> dict:
+    if is_multiple_choice(examples):
+        hits = [choice_letter(p) == choice_letter(e.answer) for p, e in zip(predictions, examples)]
+        return {"accuracy": round(sum(hits) / len(hits), 4)}
+    f1 = [token_f1(p, e.answer) for p, e in zip(predictions, examples)]
+    em = [exact_match(p, e.answer) for p, e in zip(predictions, examples)]
+    return {"token_f1": round(sum(f1) / len(f1), 4), "exact": round(sum(em) / len(em), 4)}
+
+
+def _prompt(example: Example) -> list[dict]:
+    if example.messages:
+        return [{"role": r, "content": c} for r, c in example.messages[:-1]]
+    return [{"role": "user", "content": example.prompt}]
+
+
+def hf_generate(model, tok, messages: list[dict], max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+    import torch
+
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    enc = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return tok.decode(out[0][enc["input_ids"].shape[-1]:], skip_special_tokens=True).strip()
+
+
+def compare(generate_base: Callable[[list[dict]], str], generate_adapter: Callable[[list[dict]], str],
+            examples: Sequence[Example]) -> dict:
+    """Scores of both models on the same examples, with a few sample replies."""
+    t0 = time.perf_counter()
+    base = [generate_base(_prompt(e)) for e in examples]
+    tuned = [generate_adapter(_prompt(e)) for e in examples]
+    samples = [{"question": e.question[:300], "reference": e.answer[:300], "base": b[:300],
+                "adapter": a[:300]} for e, b, a in list(zip(examples, base, tuned))[:3]]
+    return {"heldout": len(examples), "mode": "closed-book", "base": score(base, examples),
+            "adapter": score(tuned, examples), "samples": samples,
+            "eval_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def evaluate_adapter(method: str, base_dir: Path, adapter_dir: Path,
+                     heldout: Sequence[Example], max_examples: int = MAX_EXAMPLES) -> dict:
+    """Base against adapter on up to ``max_examples`` held-out examples."""
+    examples = list(heldout)[:max_examples]
+    if method == "reft":
+        return _evaluate_reft(base_dir, adapter_dir, examples)
+    from peft import PeftModel
+
+    from finetune.train import load_base
+
+    model, tok = load_base(base_dir)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    if method == "cpt" and not examples[0].messages:
+        return _evaluate_text(model, tok, examples)
+
+    def base_fn(messages):
+        with model.disable_adapter():
+            return hf_generate(model, tok, messages)
+
+    return compare(base_fn, lambda m: hf_generate(model, tok, m), examples)
+
+
+def _evaluate_reft(base_dir: Path, adapter_dir: Path, examples: Sequence[Example]) -> dict:
+    from finetune.reft import generate, load_reft
+    from finetune.train import load_base
+
+    model, tok = load_base(base_dir)
+    model.eval()
+    reft = load_reft(adapter_dir, base_dir, model=model)
+    return compare(lambda m: hf_generate(model, tok, m),
+                   lambda m: generate(reft, tok, m, max_new_tokens=MAX_NEW_TOKENS), examples)
+
+
+def _evaluate_text(model, tok, examples: Sequence[Example], block_size: int = 256) -> dict:
+    """Held-out causal-LM loss of base and adapter on raw text."""
+    import torch
+
+    from finetune.train import text_blocks
+
+    blocks = text_blocks(tok, examples, block_size)[:MAX_EXAMPLES]
+
+    def mean_loss() -> float:
+        losses = []
+        with torch.no_grad():
+            for b in blocks:
+                ids = torch.tensor([b["input_ids"]], device=model.device)
+                losses.append(float(model(input_ids=ids, labels=ids).loss))
+        return sum(losses) / len(losses)
+
+    with model.disable_adapter():
+        base = mean_loss()
+    tuned = mean_loss()
+    return {"heldout": len(blocks), "mode": "held-out text",
+            "base": {"loss": round(base, 4), "perplexity": round(math.exp(min(base, 50)), 2)},
+            "adapter": {"loss": round(tuned, 4), "perplexity": round(math.exp(min(tuned, 50)), 2)}}

@@ -1,0 +1,160 @@
+"""The training worker: ``python -m finetune.worker --job DIR``.
+
+Runs one job record (see ``finetune.jobs``): resolves the base model (dequantizing a
+GGUF once), reads the dataset, trains, then on rank 0 evaluates base against adapter on
+the held-out split, registers the adapter and converts a LoRA to GGUF. Runs unchanged
+under ``torchrun --nproc_per_node N -m finetune.worker --job DIR`` (or ``accelerate
+launch``): the Trainer picks up the distributed environment (gloo on CPU); only rank 0
+writes the record.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from assistant.offline import go_offline
+
+log = logging.getLogger("finetune.worker")
+
+
+def _rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_job(job_dir: Path) -> int:
+    from finetune.jobs import read_job, update_job
+
+    record = read_job(job_dir)
+    if _rank0():
+        update_job(job_dir, status="running", pid=os.getpid(),
+                   started=record.started or time.time())
+    try:
+        result = _train_and_register(record, job_dir)
+    except Exception as exc:  # noqa: BLE001 - recorded in the job, then exit non-zero
+        log.error("Training job %s failed:\n%s", record.id, traceback.format_exc())
+        if _rank0():
+            _finish(job_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    if _rank0():
+        _finish(job_dir, status="succeeded", error="", adapter_id=result.get("adapter_id", ""),
+                result=result)
+    return 0
+
+
+def _finish(job_dir: Path, **changes) -> None:
+    """Write the end of the job unless the user cancelled it meanwhile."""
+    from finetune.jobs import read_job, update_job
+
+    if read_job(job_dir).status == "cancelled":
+        return
+    update_job(job_dir, ended=time.time(), **changes)
+
+
+def _train_and_register(record, job_dir: Path) -> dict:
+    from finetune.base_models import hf_base
+    from finetune.data import get_dataset, read_split
+    from finetune.specs import spec_from_dict
+
+    data_dir, models_dir = Path(record.data_dir), Path(record.models_dir)
+    spec = spec_from_dict(record.method, record.spec)
+    dataset = get_dataset(data_dir / "datasets", record.dataset_id)
+    examples = read_split(dataset, "train")
+    log.info("Job %s: %s on %s, dataset %s (%d examples)", record.id, record.method,
+             record.base_model, dataset.id, len(examples))
+    base_dir = hf_base(record.base_model, models_dir, data_dir / "hf-models")
+    trained = _train(record.method, spec, base_dir, examples, job_dir, record.resume)
+    if not _rank0():
+        return {}
+    result = {"steps": trained["steps"], "train_loss": trained["loss"],
+              "seconds": round(trained["seconds"], 1),
+              "seconds_per_step": round(trained["seconds_per_step"], 3),
+              "trainable_params": trained["trainable"], "total_params": trained["total"]}
+    heldout = read_split(dataset, "heldout")
+    evaluation = _evaluate(record.method, base_dir, trained["adapter_dir"], heldout)
+    adapter_id = _register(record, dataset, trained["adapter_dir"], base_dir,
+                           {**result, **evaluation})
+    return {**result, "evaluation": evaluation, "adapter_id": adapter_id}
+
+
+def _train(method: str, spec, base_dir: Path, examples, job_dir: Path, resume: bool) -> dict:
+    if method == "reft":
+        from finetune.reft import train_reft
+        from finetune.train import ProgressCallback  # noqa: F401 - same metrics format
+
+        t0 = time.time()
+
+        def on_step(step, total, loss, lr):
+            _append_progress(job_dir, step, total, loss, lr, time.time() - t0)
+
+        r = train_reft(base_dir, examples, spec, job_dir / "adapter", on_step=on_step)
+        return {"adapter_dir": r.adapter_dir, "steps": r.steps, "loss": r.loss,
+                "seconds": r.seconds, "seconds_per_step": r.seconds / max(1, r.steps),
+                "trainable": r.trainable_params, "total": r.base_params}
+    from finetune import train
+
+    fn = train.train_dpo if method == "dpo" else train.train_lora
+    r = fn(spec, base_dir, examples, job_dir, resume=resume)
+    return {"adapter_dir": r.adapter_dir, "steps": r.steps, "loss": r.train_loss,
+            "seconds": r.seconds, "seconds_per_step": r.seconds_per_step,
+            "trainable": r.trainable_params, "total": r.total_params}
+
+
+def _append_progress(job_dir: Path, step, total, loss, lr, elapsed) -> None:
+    import json
+
+    eta = elapsed / step * (total - step) if step else 0.0
+    row = {"step": step, "total": total, "loss": round(float(loss), 5), "lr": float(lr),
+           "elapsed": round(elapsed, 2), "eta": round(eta, 1),
+           "seconds_per_step": round(elapsed / max(1, step), 3), "time": time.time()}
+    with (job_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _evaluate(method: str, base_dir: Path, adapter_dir: Path, heldout) -> dict:
+    if not heldout:
+        return {"eval_note": "no held-out split (fewer than 20 examples)"}
+    from finetune.evaluate import evaluate_adapter
+
+    try:
+        return evaluate_adapter(method, base_dir, adapter_dir, heldout)
+    except Exception as exc:
+        log.exception("Evaluation failed")
+        return {"eval_error": f"{type(exc).__name__}: {exc}"}
+
+
+def _register(record, dataset, adapter_dir: Path, base_dir: Path, metrics: dict) -> str:
+    from finetune.registry import AdapterRegistry
+    from finetune.specs import spec_from_dict, to_dict
+
+    registry = AdapterRegistry(Path(record.data_dir) / "adapters")
+    spec = to_dict(spec_from_dict(record.method, record.spec))
+    adapter = registry.register(adapter_dir, method=record.method, base_model=record.base_model,
+                                dataset_hash=dataset.hash, spec=spec, metrics=metrics,
+                                name=record.name)
+    if adapter.is_lora:
+        try:
+            from finetune.gguf import to_gguf_lora
+
+            to_gguf_lora(adapter, base_dir)
+        except Exception as exc:  # noqa: BLE001 - recorded in the manifest by to_gguf_lora
+            log.warning("GGUF conversion of %s failed: %s", adapter.adapter_id, exc)
+    return adapter.adapter_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    go_offline()
+    p = argparse.ArgumentParser(prog="python -m finetune.worker")
+    p.add_argument("--job", required=True, type=Path, help="the job's folder (job.json)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_job(args.job.resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Training jobs end to end on a tiny random Qwen2 with the real Qwen tokenizer: dataset
+-> LoRA job in a worker subprocess -> progress on disk -> evaluation -> adapter
+registered; resume after kill -9; cancel; the queue runs one job at a time; torchrun
+with two CPU processes (slow); a few steps on the real 0.5B (slow)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from assistant.core import Assistant
+from finetune.data import import_dataset
+from finetune.jobs import JobError, JobQueue, metrics, read_job
+from finetune.registry import AdapterRegistry
+from tests.conftest import ROOT, make_settings
+from tests.fakes import HashEmbedder, ScriptedLLM
+from tests.helpers.tiny_model import tiny_qwen2
+
+FACTS = [("What colour is the Zorblat gate?", "The Zorblat gate is bright green."),
+         ("When does the Kelmo pharmacy open?", "The Kelmo pharmacy opens at 7 am."),
+         ("Who runs the Ardent ward?", "Nurse Ilse Varga runs the Ardent ward."),
+         ("How long is the Brisk course?", "The Brisk course lasts nine days.")]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    return tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+def _rows(n: int = 40) -> list[dict]:
+    return [{"prompt": f"{q} (#{i})", "response": a} for i in range(n) for q, a in [FACTS[i % 4]]]
+
+
+def _dataset(tmp_path: Path, data_dir: Path, n: int = 40):
+    src = tmp_path / "qa.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in _rows(n)) + "\n")
+    return import_dataset(data_dir / "datasets", src)
+
+
+def _spec(**kw) -> dict:
+    return {"target_modules": ["q_proj", "v_proj"], "r": 4, "micro_batch_size": 2,
+            "grad_accum": 1, "lr": 1e-3, "max_length": 64, **kw}
+
+
+def _wait_for(cond, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_lora_job_through_the_facade(tmp_path, tiny):
+    settings = make_settings(tmp_path)
+    assistant = Assistant(settings, llm=ScriptedLLM("ok"), embedder=HashEmbedder())
+    try:
+        src = tmp_path / "qa.jsonl"
+        src.write_text("\n".join(json.dumps(r) for r in _rows()) + "\n")
+        ds = assistant.import_dataset(src)
+        assert (ds.train, ds.heldout) == (35, 5)
+        est = assistant.training_estimate("lora", _spec(max_steps=4), str(tiny))
+        assert est.fits and 5e6 < est.params < 2e7
+        job = assistant.start_training("lora", _spec(max_steps=4, save_steps=2), str(tiny), ds.id,
+                                       name="facts")
+        assert job.status in ("queued", "running")
+        done = assistant.training.wait(job.id, timeout=300)
+        assert done.status == "succeeded", assistant.training_log(job.id)[-3000:]
+        curve = assistant.training_metrics(job.id)
+        assert [m["step"] for m in curve] == [1, 2, 3, 4]
+        assert all(m["total"] == 4 and m["loss"] > 0 and "eta" in m and "lr" in m for m in curve)
+        assert done.progress["step"] == 4 and done.pid > 0 and done.ended >= done.started
+        res = done.result
+        assert res["trainable_params"] == 2 * 2 * 4 * (64 + 64) - 2 * 4 * (64 - 32)  # q: 64x64, v: 64x32
+        ev = res["evaluation"]
+        assert ev["heldout"] == 5 and set(ev["base"]) == {"token_f1", "exact"}
+        adapter = AdapterRegistry(settings.paths.data_dir / "adapters").get(done.adapter_id)
+        assert adapter.name == "facts" and adapter.method == "lora" and adapter.base_model == str(tiny)
+        assert adapter.dataset_hash == ds.hash and adapter.spec["r"] == 4
+        assert adapter.metrics["adapter"] == ev["adapter"]
+        assert (adapter.path / "adapter_model.safetensors").is_file()
+        assert adapter.gguf or adapter.gguf_error  # converted, or why not
+        assert "Resuming" not in assistant.training_log(job.id)
+        with pytest.raises(JobError, match="only interrupted"):
+            assistant.resume_training(job.id)
+    finally:
+        assistant.close()
+
+
+def test_resume_after_kill_9(tmp_path, tiny):
+    data_dir = tmp_path / "data"
+    ds = _dataset(tmp_path, data_dir)
+    queue = JobQueue(data_dir / "finetune" / "jobs")
+    job = queue.submit("lora", _spec(max_steps=12, save_steps=2), str(tiny), ds.id,
+                       data_dir=data_dir, models_dir=tmp_path)
+    ckpts = job.path / "checkpoints"
+    _wait_for(lambda: (ckpts / "checkpoint-2" / "trainer_state.json").is_file(), 240,
+              "the first checkpoint")
+    pid = read_job(job.path).pid
+    os.kill(pid, signal.SIGKILL)
+    _wait_for(lambda: queue.get(job.id).status == "interrupted", 30, "interrupted status")
+    # an app restart finds the same state
+    again = JobQueue(data_dir / "finetune" / "jobs")
+    killed_at = max(m["step"] for m in metrics(job.path))
+    assert again.get(job.id).status == "interrupted" and killed_at < 12
+    from finetune.train import last_checkpoint
+
+    resume_from = int(Path(last_checkpoint(ckpts)).name.split("-")[1])
+    again.resume(job.id)
+    done = again.wait(job.id, timeout=300)
+    assert done.status == "succeeded", again.log(job.id)[-3000:]
+    assert done.attempts == 2
+    steps = [m["step"] for m in metrics(job.path)]
+    restart = steps.index(resume_from + 1, steps.index(killed_at) + 1)
+    assert steps[restart:] == list(range(resume_from + 1, 13))  # continued, not restarted
+    assert "Resuming from" in again.log(job.id)
+
+
+def test_queue_runs_one_job_at_a_time_and_cancel_works(tmp_path, tiny):
+    data_dir = tmp_path / "data"
+    ds = _dataset(tmp_path, data_dir)
+    queue = JobQueue(data_dir / "finetune" / "jobs")
+    long_spec = _spec(max_steps=5000, save_steps=1000)
+    first = queue.submit("lora", long_spec, str(tiny), ds.id, data_dir=data_dir, models_dir=tmp_path)
+    time.sleep(0.01)
+    second = queue.submit("lora", long_spec, str(tiny), ds.id, data_dir=data_dir, models_dir=tmp_path)
+    assert queue.get(first.id).status == "running" and queue.get(second.id).status == "queued"
+    _wait_for(lambda: queue.get(first.id).progress, 240, "progress of the first job")
+    pid = queue.get(first.id).pid
+    cancelled = queue.cancel(first.id)
+    assert cancelled.status == "cancelled"
+    _wait_for(lambda: subprocess.run(["ps", "-p", str(pid), "-o", "stat="], check=False,
+                                     capture_output=True,
+                                     text=True).stdout.strip() in ("", "Z"), 20, "the worker to end")
+    assert queue.get(second.id).status == "running"  # the queue moved on
+    queue.cancel(second.id)
+    assert queue.get(second.id).status == "cancelled"
+    with pytest.raises(JobError, match="only queued or running"):
+        queue.cancel(second.id)
+
+
+def test_start_refuses_a_dataset_of_the_wrong_shape(tmp_path, tiny):
+    assistant = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"), embedder=HashEmbedder())
+    try:
+        src = tmp_path / "text.jsonl"
+        src.write_text(json.dumps({"text": "Some raw text."}) + "\n")
+        ds = assistant.import_dataset(src)
+        with pytest.raises(JobError, match="needs a preference dataset"):
+            assistant.start_training("dpo", {}, str(tiny), ds.id)
+        assert assistant.training_jobs() == []
+    finally:
+        assistant.close()
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path, tiny):
+    """The same worker under torchrun: 2 processes, gloo backend, DDP on CPU."""
+    data_dir = tmp_path / "data"
+    ds = _dataset(tmp_path, data_dir)
+    queue = JobQueue(data_dir / "finetune" / "jobs")
+    job_dir = queue.root / "ddp"
+    job_dir.mkdir(parents=True)
+    from finetune.jobs import JobRecord, write_job
+
+    write_job(job_dir, JobRecord("ddp", "lora", _spec(max_steps=3, save_steps=100), str(tiny),
+                                 ds.id, "queued", "ddp", str(data_dir), str(tmp_path),
+                                 created=time.time()))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29533", "-m", "finetune.worker", "--job", str(job_dir)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_job(job_dir)
+    assert record.status == "succeeded" and record.adapter_id
+    assert [m["step"] for m in metrics(job_dir)] == [1, 2, 3]  # rank 0 only
+
+
+@pytest.mark.slow
+def test_a_few_steps_on_the_real_05b(tmp_path):
+    """Real Qwen2.5-Coder-0.5B, dequantized once into ~/.cache/docent-test (~42 s, ~4 GB)."""
+    from finetune.base_models import hf_base
+    from finetune.data import Example
+    from finetune.specs import LoraSpec
+    from finetune.train import train_lora
+    from tests.conftest import shared_models_dir
+
+    cache = Path(os.environ.get("DOCENT_TEST_CACHE", Path.home() / ".cache" / "docent-test"))
+    base = hf_base("qwen2.5-coder-0.5b", shared_models_dir(), cache / "hf-models")
+    examples = [Example(messages=(("user", q), ("assistant", a))) for q, a in FACTS * 2]
+    result = train_lora(LoraSpec(max_steps=3, micro_batch_size=2, grad_accum=1, max_length=64,
+                                 save_steps=100), base, examples, tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert result.trainable_params == 1_081_344  # r=8 on q/k/v/o of 24 layers
+    print(f"\n0.5B LoRA: {result.seconds_per_step:.2f} s/step")
