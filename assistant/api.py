@@ -220,13 +220,13 @@ def start_turn(assistant: Assistant, req: ChatRequest) -> tuple[str, Events]:
     if req.rag:
         kbs = _knowledge_bases(assistant, req.knowledge_base)
         question, history = split_messages(req.messages)
-        return model, _rag_events(assistant, question, kbs, history)
+        return model, _rag_events(assistant, question, kbs, history, model)
     messages = [{"role": m.role, "content": m.text()} for m in req.messages
                 if m.role in ("system", "user", "assistant")]
     if not any(m["role"] == "user" for m in messages):
         raise APIError(400, "No user message in 'messages'.", "invalid_request")
     max_tokens = req.max_completion_tokens or req.max_tokens
-    return model, _plain_events(assistant, messages, max_tokens, req.temperature)
+    return model, _plain_events(assistant, messages, max_tokens, req.temperature, model)
 
 
 def _knowledge_bases(assistant: Assistant, requested: str | list[str] | None) -> list[str]:
@@ -294,9 +294,9 @@ class _Trim:
 
 
 def _rag_events(assistant: Assistant, question: str, kbs: list[str],
-                history: list[tuple[str, str]]) -> Events:
+                history: list[tuple[str, str]], model: str) -> Events:
     trim = _Trim()
-    for event in assistant.ask(question, kbs, history):
+    for event in assistant.ask(question, kbs, history, model=model):
         if isinstance(event, AnswerDelta):
             text = trim.feed(event.text)
             if text:
@@ -308,9 +308,9 @@ def _rag_events(assistant: Assistant, question: str, kbs: list[str],
 
 
 def _plain_events(assistant: Assistant, messages: list[dict], max_tokens: int | None,
-                  temperature: float | None) -> Events:
+                  temperature: float | None, model: str) -> Events:
     trim, pieces = _Trim(), []
-    for piece in assistant.chat_plain(messages, max_tokens, temperature):
+    for piece in assistant.chat_plain(messages, max_tokens, temperature, model):
         pieces.append(piece)
         text = trim.feed(piece)
         if text:

@@ -46,6 +46,34 @@ def condense(llm, history: Sequence[tuple[str, str]], question: str, turns: int 
     return rewritten
 
 
+_TARGET = {"en": "English", "zh": "Chinese", "vi": "Vietnamese"}
+
+
+def translate_query(llm, query: str, target: str, max_tokens: int = 96) -> str:
+    """``query`` translated into ``target`` ("en", "zh" or "vi"), the language of the
+    documents, so that keyword search and a one-language embedder can find them. The
+    query is kept when the reply is empty or implausibly long.
+
+    >>> class ScriptedLLM:
+    ...     def __init__(self, reply): self.reply = reply
+    ...     def stream_chat(self, messages, max_tokens, temperature): yield self.reply
+    >>> translate_query(ScriptedLLM("What should people with high blood pressure eat?"),
+    ...                 "高血压患者应该注意什么饮食？", "en")
+    'What should people with high blood pressure eat?'
+    """
+    name = _TARGET[target]
+    system = (f"You translate search queries into {name}. Reply with the {name} translation "
+              "only. Do not answer the question.")
+    reply = "".join(llm.stream_chat([{"role": "system", "content": system},
+                                     {"role": "user", "content": query}], max_tokens, 0.0))
+    line = next((ln for ln in reply.strip().splitlines() if ln.strip()), "")
+    line = re.sub(r"^\s*(?:translation|english|chinese|vietnamese)\s*[:：]\s*", "", line,
+                  flags=re.IGNORECASE).strip(" \"'“”*")
+    if not line or len(line) > 4 * len(query) + 80:
+        return query
+    return line
+
+
 def _short(answer: str, limit: int = 300) -> str:
     answer = re.sub(r"\[\d+\]", "", answer).strip()
     return answer if len(answer) <= limit else answer[:limit] + "…"

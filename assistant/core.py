@@ -8,20 +8,25 @@ from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 from assistant import tasks  # document tasks
-from assistant.condense import condense
+from assistant.adapter_serving import AdapterServing  # adapters
+from assistant.citation_view import CitationView, citation_view  # citation view
+from assistant.answering import Answerer
 from assistant.conversations import (ConversationInfo, ConversationStore, Turn,
                                      history_for_prompt)
-from assistant.citations import MarkerFilter, build_citations, clean_markers
+from assistant.guard import ScopeGuard
+from assistant.inference_log import InferenceLog
 from assistant.jobs import Jobs, JobStatus
 from assistant.llm import LLM, LlamaCppLLM, OpenAICompatLLM
 from assistant.models import resolve_gguf
-from assistant.prompts import SYSTEM_PROMPT, build_messages, fit_sources
+from assistant.profiles import Profile, load_profile, preset, save_profile
 from assistant.settings import Settings
-from assistant.types import Answer, AnswerDelta, Source
+from assistant.types import Answer, AnswerDelta
+from finetune.registry import AdapterRecord, AdapterRegistry, ModelChoice  # adapters
 from ingest.chunking import ChunkingParams
 from ingest.pipeline import IngestItem, folder_items, ingest_files, sync_folder
 from ingest.types import IngestEvent, IngestReport
-from knowledge.embedders import Embedder, EmbedderPool
+from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
+from knowledge.errors import IndexMismatch
 from knowledge.errors import KnowledgeError  # document tasks
 from knowledge.gpl import RerankerTraining, current_reranker, reranker_dir, train_reranker
 from knowledge.language import AUTO
@@ -55,7 +60,15 @@ class Assistant:
         )
         self.library.get(settings.default_kb, create=True)
         self.jobs = Jobs()
+        self._guard: ScopeGuard | None = None
+        log_path = self.paths.logs_dir / "inference.jsonl"
+        self.inference_log = InferenceLog(log_path) if settings.answers.inference_log else None
+        self.answerer = Answerer(settings, self.library, self._scope_guard, self.inference_log)
         self.conversations = ConversationStore(self.paths.data_dir / "conversations.sqlite3")
+        # adapters: the registry, the adapter models (one loaded at a time), the chosen one
+        self.adapters = AdapterRegistry(self.paths.data_dir / "adapters")
+        self._serving = AdapterServing(settings, self.adapters, lambda: self.llm)
+        self._chat_model: str | None = None
 
     # --- models ---------------------------------------------------------------
     @property
@@ -131,6 +144,15 @@ class Assistant:
                                lambda: train_reranker(base, self.llm, cfg),
                                record=reranker_dir(base.root) / "job.json")
 
+    def kb_profile(self, kb: str | None = None) -> Profile:
+        """``kb``'s scope, system prompt and medical rules (see ``assistant.profiles``)."""
+        base = self.library.get(kb or self.settings.default_kb)
+        return load_profile(base.root, preset(self.settings.answers.default_profile))
+
+    def set_kb_profile(self, profile: Profile, kb: str | None = None) -> None:
+        base = self.library.get(kb or self.settings.default_kb)
+        save_profile(base.root, profile)
+
     def documents(self, kb: str | None = None) -> list[DocumentRecord]:
         return self.library.get(kb or self.settings.default_kb).documents()
 
@@ -163,55 +185,35 @@ class Assistant:
                                    top_k or r.top_k)
 
     def ask(self, question: str, kb: str | Sequence[str] | None = None,
-            history: Sequence[tuple[str, str]] = ()) -> Iterator[AnswerDelta | Answer]:
+            history: Sequence[tuple[str, str]] = (), model: str | None = None
+            ) -> Iterator[AnswerDelta | Answer]:
         """Stream the answer as ``AnswerDelta``s, then yield the final ``Answer``.
 
         ``history``: earlier (question, answer) turns; a follow-up is rewritten into a
-        standalone query for the search (the model still sees the question as asked)."""
+        standalone query for the search (the model still sees the question as asked).
+        The first knowledge base's profile decides scope, prompt and medical rules; an
+        answer may be a refusal (``Answer.refused``, see ``assistant.answering``)."""
         question = question.strip()
         if not question:
             raise ValueError("The question is empty.")
-        timings: dict[str, float] = {}
-        llm = self.llm
-        query = question
-        if history:
-            t0 = time.perf_counter()
-            query = condense(llm, history, question)
-            timings["condense_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        hits = self.search(query, kb)
-        timings["retrieve_s"] = time.perf_counter() - t0
-        cfg = self.settings.llm
-        budget = self.settings.retrieval.compress_budget
-        if budget and hits:
-            t0 = time.perf_counter()
-            sources = [_source(i, c.hit, c.text) for i, c in enumerate(
-                self.library.compress(query, hits, budget), start=1)]
-            timings["compress_s"] = time.perf_counter() - t0
-        else:
-            sources = [_source(i, h) for i, h in enumerate(hits, start=1)]
-        budget = cfg.n_ctx - cfg.max_tokens - llm.count_tokens(SYSTEM_PROMPT + question) - 64
-        sources = fit_sources(sources, budget, llm.count_tokens)
-        messages = build_messages(question, sources)
-        marker_filter = MarkerFilter({s.number for s in sources})
-        pieces: list[str] = []
-        t1 = time.perf_counter()
-        for piece in llm.stream_chat(messages, cfg.max_tokens, cfg.temperature):
-            if not pieces:
-                timings["first_token_s"] = time.perf_counter() - t1
-            pieces.append(piece)
-            shown = marker_filter.feed(piece)
-            if shown:
-                yield AnswerDelta(shown)
-        tail = marker_filter.flush()
-        if tail:
-            yield AnswerDelta(tail)
-        timings["generate_s"] = time.perf_counter() - t1
-        raw = "".join(pieces)
-        text = clean_markers(raw, {s.number for s in sources}).strip()
-        citations = tuple(build_citations(text, sources))
-        yield Answer(question, text, citations, tuple(sources), llm.name, timings,
-                     tokens=llm.count_tokens(raw) if raw else 0, search_query=query)
+        names = [kb] if isinstance(kb, str) else list(kb or [])
+        names = names or [self.settings.default_kb]
+        llm = self.llm_for(model)  # None: the model chosen with use_model, or the base
+        profile = self.kb_profile(names[0])
+        yield from self.answerer.ask(llm, question, names, history, profile,
+                                     model or self.chat_model())
+
+    def _scope_guard(self) -> ScopeGuard:
+        """The guardrail's multilingual embedder: e5, or the injected one in tests."""
+        if self._guard is None:
+            try:
+                embedder = self.embedders.get(E5_NAME)
+            except IndexMismatch:
+                embedder = self.embedders.get(self.embedders.default)
+            self._guard = ScopeGuard(lambda q: embedder.embed_queries([q])[0],
+                                     lambda p: embedder.embed_passages([p])[0],
+                                     self.settings.answers.scope_threshold)
+        return self._guard
 
     def answer(self, question: str, kb: str | Sequence[str] | None = None,
                history: Sequence[tuple[str, str]] = ()) -> Answer:
@@ -247,18 +249,20 @@ class Assistant:
         """The conversation as Markdown, each answer followed by its citations."""
         return self.conversations.export_markdown(cid)
 
-    def chat(self, cid: str, question: str) -> Iterator[AnswerDelta | Answer]:
+    def chat(self, cid: str, question: str, model: str | None = None
+             ) -> Iterator[AnswerDelta | Answer]:
         """``ask`` within stored conversation ``cid``: its earlier turns (trimmed to a
         quarter of the context) are the history; the final ``Answer`` is stored before it
-        is yielded. Nothing is stored when ``ask`` fails. Unknown ``cid``: raised now."""
+        is yielded. Nothing is stored when ``ask`` fails. Unknown ``cid``: raised now.
+        ``model``: the base model or an adapter for this turn (each chat picks its own)."""
         info = self.conversations.get(cid)
-        return self._chat(info, self.conversations.turns(cid), question)
+        return self._chat(info, self.conversations.turns(cid), question, model)
 
-    def _chat(self, info: ConversationInfo, turns: list[Turn], question: str
-              ) -> Iterator[AnswerDelta | Answer]:
+    def _chat(self, info: ConversationInfo, turns: list[Turn], question: str,
+              model: str | None) -> Iterator[AnswerDelta | Answer]:
         budget = self.settings.llm.n_ctx // 4
         history = history_for_prompt(turns, budget, self.llm.count_tokens)
-        for event in self.ask(question, _kb_names(info.kb), history):
+        for event in self.ask(question, _kb_names(info.kb), history, model):
             if isinstance(event, Answer):
                 self.conversations.append(info.conversation_id, event)
             yield event
@@ -266,21 +270,19 @@ class Assistant:
 
     # --- HTTP API (OpenAI-compatible) ------------------------------------------
     def model_ids(self) -> list[str]:
-        """Ids a caller may ask for: the base chat model (adapters are added later).
-        The configured name (``llm.model``), or the remote model with backend 'openai'."""
-        cfg = self.settings.llm
-        if cfg.backend == "openai":
-            return [cfg.remote_model or self.llm.name]
-        return [cfg.model]
+        """Ids a caller may ask for: the base chat model first (the configured name
+        ``llm.model``, or the remote model with backend 'openai'), then each adapter."""
+        return [self._base_model_id()] + [r.adapter_id for r in self.adapters.list()]
 
     def chat_plain(self, messages: Sequence[dict], max_tokens: int | None = None,
-                   temperature: float | None = None) -> Iterator[str]:
+                   temperature: float | None = None, model: str | None = None
+                   ) -> Iterator[str]:
         """Stream the model's reply to ``messages`` ({"role", "content": str}) with no
         retrieval and no sources. ``max_tokens`` is capped at ``llm.max_tokens``; a
         conversation that leaves no room for the reply raises ``ValueError``."""
         cfg = self.settings.llm
         max_tokens = min(max_tokens or cfg.max_tokens, cfg.max_tokens)
-        llm = self.llm
+        llm = self.llm_for(model)
         used = sum(llm.count_tokens(m["content"]) + 4 for m in messages)
         if used + max_tokens > cfg.n_ctx:
             raise ValueError(f"The conversation is about {used} tokens; with {max_tokens} for "
@@ -344,6 +346,178 @@ class Assistant:
         return base.name, [c for doc_id in ids for c in base.document_chunks(doc_id)]
     # --- end document tasks -------------------------------------------------------
 
+    # --- citation view ------------------------------------------------------------
+    def citation_view(self, chunk_id: str, kb: str, quote: str = "") -> CitationView:
+        """The cited passage of ``kb`` with the span of ``quote`` in it and, for a PDF,
+        its page rendered to PNG (cached in the knowledge base's folder). An unknown
+        chunk (its document deleted or replaced) raises ``KnowledgeError``."""
+        base = self.library.get(kb or self.settings.default_kb)
+        return citation_view(base, chunk_id, quote)
+    # --- end citation view --------------------------------------------------------
+
+    # --- fine-tuning jobs -----------------------------------------------------------
+    # Datasets live in <data_dir>/datasets, jobs in <data_dir>/finetune/jobs (records on
+    # disk run one at a time by a worker subprocess; see finetune.jobs). Adapters that
+    # jobs produce are registered in <data_dir>/adapters (the "adapters" block).
+    @property
+    def training(self):
+        """The job queue (created on first use; marks stale running jobs interrupted)."""
+        from finetune.jobs import JobQueue
+
+        if getattr(self, "_training", None) is None:
+            self._training = JobQueue(self.paths.data_dir / "finetune" / "jobs")
+        return self._training
+
+    def _datasets_dir(self) -> Path:
+        return self.paths.data_dir / "datasets"
+
+    def import_dataset(self, path: Path | str, name: str = ""):
+        """Validate and store a JSONL/CSV/parquet file -> ``finetune.data.DatasetRecord``;
+        ``finetune.data.DatasetError`` names each bad row."""
+        from finetune.data import import_dataset
+
+        return import_dataset(self._datasets_dir(), path, name)
+
+    def datasets(self) -> list:
+        from finetune.data import list_datasets
+
+        return list_datasets(self._datasets_dir())
+
+    def preview_dataset(self, ref: str, n: int = 5) -> list[dict]:
+        """The first ``n`` normalized rows of a dataset id or a file."""
+        from finetune.data import preview
+
+        return preview(self._datasets_dir(), ref, n)
+
+    def edit_dataset(self, dataset_id: str, rows: Sequence[dict]):
+        """Store edited rows as a new dataset (the original stays) -> its record."""
+        from finetune.data import replace_examples
+
+        return replace_examples(self._datasets_dir(), dataset_id, rows)
+
+    def generate_dataset(self, kb: str | None = None, n: int = 200, name: str = "", **options):
+        """Question-answer pairs from ``kb``'s chunks written by the chat model: a generator
+        of ``GenerationEvent``s returning the ``DatasetRecord``. ``options``: fields of
+        ``finetune.generate.GenerateOptions`` (refusals, raft_fraction, seed, ...)."""
+        from finetune.generate import GenerateOptions, generate_dataset
+
+        base = self.library.get(kb or self.settings.default_kb)
+        chunks = [c for c, _ in base.catalog.ready_chunks_with_tokens()]
+        if not chunks:
+            raise KnowledgeError(f"Knowledge base {base.name!r} has no documents to generate from.")
+        opts = GenerateOptions(n=n, **options)
+        return generate_dataset(self.llm, chunks, self._datasets_dir(), name or f"{base.name}-qa",
+                                opts, kb=base.name)
+
+    def training_estimate(self, method: str, spec: dict, base_model: str):
+        """Memory and time estimate (``finetune.base_models.Estimate``) before a start."""
+        from finetune.base_models import estimate
+        from finetune.specs import spec_from_dict
+
+        return estimate(spec_from_dict(method, spec), base_model, self.paths.data_dir / "hf-models")
+
+    def start_training(self, method: str, spec: dict, base_model: str, dataset_id: str,
+                       name: str = "", force: bool = False):
+        """Validate, estimate and queue a job -> ``finetune.jobs.JobRecord``. Refused (
+        ``JobError``) when the dataset does not suit the method or the machine cannot fit
+        the job (``force`` skips the memory check)."""
+        from finetune.data import get_dataset
+        from finetune.jobs import JobError
+        from finetune.specs import spec_from_dict, to_dict
+
+        parsed = spec_from_dict(method, spec)
+        dataset = get_dataset(self._datasets_dir(), dataset_id)
+        wanted = {"lora": ("chat",), "reft": ("chat",), "dpo": ("preference",),
+                  "cpt": ("text", "chat")}[method]
+        if dataset.shape not in wanted:
+            raise JobError(f"Method {method} needs a {' or '.join(wanted)} dataset; "
+                           f"{dataset.id} is {dataset.shape}.")
+        est = self.training_estimate(method, spec, base_model)
+        if not est.fits and not force:
+            raise JobError(f"Not started: {est.reason}")
+        return self.training.submit(method, to_dict(parsed), base_model, dataset.id, name=name,
+                                    data_dir=self.paths.data_dir,
+                                    models_dir=self.paths.models_dir,
+                                    kb=dataset.extra.get("kb", ""),
+                                    estimate=est.__dict__)
+
+    def training_jobs(self) -> list:
+        return self.training.list()
+
+    def training_job(self, job_id: str):
+        return self.training.get(job_id)
+
+    def training_metrics(self, job_id: str) -> list[dict]:
+        """Every progress line of a job (step, total, loss, lr, elapsed, eta): the loss curve."""
+        from finetune.jobs import metrics
+
+        return metrics(self.training.get(job_id).path)
+
+    def cancel_training(self, job_id: str):
+        return self.training.cancel(job_id)
+
+    def resume_training(self, job_id: str):
+        return self.training.resume(job_id)
+
+    def training_log(self, job_id: str) -> str:
+        return self.training.log(job_id)
+    # --- end fine-tuning jobs -------------------------------------------------------
+
+    # --- adapters -------------------------------------------------------------------
+    # Trained adapters (finetune.registry) as chat models: ``models()`` for the chat
+    # menu, ``llm_for(id)`` for one reply (the lead's ``ask(..., model=...)``),
+    # ``use_model(id)`` to change the default at run time, without restarting.
+    def models(self) -> list[ModelChoice]:
+        """The base chat model, then every registered adapter (id, label, method, metrics)."""
+        base = self._base_model_id()
+        return [ModelChoice(base, f"{base} (base)", "base", base)] + [
+            ModelChoice.of(r) for r in self.adapters.list()]
+
+    def llm_for(self, model_id: str | None = None) -> LLM:
+        """The chat model for ``model_id``: None -> the one chosen with ``use_model``
+        (default: the base); the base id -> ``self.llm``; an adapter id or name -> the
+        base with that adapter (LoRA in llama.cpp, ReFT in transformers). Unknown id:
+        ``AdapterError`` listing the known ones."""
+        model_id = model_id or self._chat_model
+        if not model_id or model_id == self._base_model_id():
+            return self.llm
+        return self._serving.llm(self.adapters.find(model_id))
+
+    def use_model(self, model_id: str | None) -> ModelChoice:
+        """Make ``model_id`` (None: the base) the chat model of later replies; it is
+        loaded now, so a broken adapter is reported here."""
+        base = self._base_model_id()
+        self.llm_for(model_id or base)
+        self._chat_model = (None if model_id in (None, "", base)
+                            else self.adapters.find(model_id).adapter_id)
+        return next(m for m in self.models() if m.model_id == self.chat_model())
+
+    def chat_model(self) -> str:
+        """The id of the model ``llm_for(None)`` answers with."""
+        return self._chat_model or self._base_model_id()
+
+    def adapter(self, adapter_id: str) -> AdapterRecord:
+        return self.adapters.find(adapter_id)
+
+    def delete_adapter(self, adapter_id: str) -> None:
+        record = self.adapters.find(adapter_id)
+        self._serving.forget(record.adapter_id)
+        if self._chat_model in (record.adapter_id, record.name):
+            self._chat_model = None
+        self.adapters.delete(record.adapter_id)
+
+    def export_adapter(self, adapter_id: str, kind: str = "gguf", quant: str = "Q4_K_M"
+                       ) -> Path:
+        """A LoRA adapter merged into its base: kind "merged-safetensors" (a folder with
+        config.json + model.safetensors + tokenizer) or "gguf" (one file, quant Q4_K_M,
+        Q5_K_M or Q8_0), under <data_dir>/exports/."""
+        return self._serving.export(self.adapters.find(adapter_id), kind, quant)
+
+    def _base_model_id(self) -> str:
+        cfg = self.settings.llm
+        return (cfg.remote_model or self.llm.name) if cfg.backend == "openai" else cfg.model
+    # --- end adapters ---------------------------------------------------------------
+
     def close(self) -> None:
         self.library.close()
         self.conversations.close()
@@ -374,9 +548,3 @@ def _remote_llm(settings: Settings) -> LLM:
                           cfg.n_ctx, cfg.seed)
     log.info("Chat model: %s on %s", llm.name, cfg.base_url)
     return llm
-
-
-def _source(number: int, hit: Hit, text: str | None = None) -> Source:
-    c = hit.chunk
-    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text if text is None else text,
-                  hit.score, dict(hit.scores))

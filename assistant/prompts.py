@@ -43,7 +43,13 @@ def fit_sources(sources: Sequence[Source], budget_tokens: int,
     return kept
 
 
-def build_messages(question: str, sources: Sequence[Source]) -> list[dict]:
+def build_messages(question: str, sources: Sequence[Source], system: str = SYSTEM_PROMPT,
+                   instruction: str = "") -> list[dict]:
+    """The system prompt, then the numbered sources and the question; ``instruction``
+    (e.g. the answer language) is repeated after the question, where small models
+    heed it best."""
     blocks = "\n\n".join(format_source(s) for s in sources)
     user = f"Sources:\n\n{blocks}\n\nQuestion: {question.strip()}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    if instruction:
+        user += f"\n\n({instruction})"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]

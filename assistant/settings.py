@@ -142,6 +142,26 @@ class IngestSettings(_Section):
     )
 
 
+class AnswerSettings(_Section):
+    default_profile: Literal["medical", "general"] = Field(
+        "medical", description="Profile of a knowledge base that has none of its own: "
+        "'medical' (scope guardrail, disclaimer, urgent-symptom advice, no uncited dosing) "
+        "or 'general' (any subject). Each knowledge base can set its own.")
+    gate: bool = Field(True, description="Evidence gate: when the best source is too weak, "
+                       "say the answer is not in the knowledge base instead of answering.")
+    min_similarity: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Evidence gate threshold on the best source's "
+        "cosine similarity; empty: the value calibrated for the knowledge base's embedder "
+        "(benchmarks/answers.md). Embedders with no calibration and no value: gate off.")
+    scope_threshold: float = Field(
+        0.77, ge=0.0, le=1.0, description="Guardrail: a question whose similarity to the "
+        "scope's subject (multilingual-e5-small) is below this, and that the knowledge "
+        "base does not support, is out of scope.")
+    inference_log: bool = Field(True, description="Record each answer (question, knowledge "
+                                "base, chunk ids, model, timings, tokens) in "
+                                "<data_dir>/logs/inference.jsonl.")
+
+
 class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address the app binds to. Keep loopback unless you mean it.")
     port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
@@ -207,6 +227,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings, description="How documents are split.")
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="How sources are found.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion limits.")
+    answers: AnswerSettings = Field(default_factory=AnswerSettings, description="How answers are checked and framed.")
     server: ServerSettings = Field(default_factory=ServerSettings, description="Web server.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 

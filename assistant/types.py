@@ -56,3 +56,10 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     tokens: int = 0
     search_query: str = ""  # what was searched: the question, or its standalone rewrite
+    # "" (answered), "no_evidence" (evidence gate), "out_of_scope" (guardrail) or
+    # "unsupported" (a medical answer that cited nothing, withdrawn)
+    refused: str = ""
+    language: str = ""  # en, zh-Hans, zh-Hant or vi: the question's, and the answer's
+    notices: tuple[str, ...] = ()  # lines added to the model's text (disclaimer, ...)
+    prompt_tokens: int = 0
+    support: float | None = None  # the best source's similarity (what the gate judged)

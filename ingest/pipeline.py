@@ -88,7 +88,9 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
     if not chunks:
         raise IngestError("No text found in the file.")
     yield IngestEvent(source, "embedding", index, total, f"{len(chunks)} chunks")
-    record = kb.add_document(doc_id, source, sha, doc.page_count, chunks, origin=item.origin)
+    original = path if path.suffix.lower() == ".pdf" else None  # citations render its pages
+    with kb.keeping_original(doc_id, original):
+        record = kb.add_document(doc_id, source, sha, doc.page_count, chunks, origin=item.origin)
     status = "replaced" if existing is not None else "added"
     return FileResult(source, status, record.chunks, record.pages, record.chars,
                       reason="; ".join(doc.warnings), doc_id=doc_id, duplicates=record.duplicates)

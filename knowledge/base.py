@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3  # 2: duplicates, headings, tombstones; 3: heading-prefixed index text
 KB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+ORIGINALS = "originals"  # <kb>/originals/<doc_id>.pdf: the ingested PDF, to render cited pages
+PAGE_CACHE = "page-cache"  # <kb>/page-cache/<doc_id>-*.png: pages rendered for citations
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,13 @@ class KnowledgeBase:
 
     def ensure_embedder(self, sample: str) -> Embedder:
         """Fix the embedder of a knowledge base created with "auto" from the language of
-        its first document (``sample``), record it in the manifest, and open its vectors."""
+        its first document (``sample``), record it in the manifest, and open its vectors.
+        A knowledge base created with a named embedder records the language all the same
+        (answers translate questions asked in another language)."""
         with self._lock:
+            if self.vectors is not None and not self.manifest.language and sample.strip():
+                self.manifest = replace(self.manifest, language=detect_language(sample))
+                self.manifest.save(self.root / "manifest.json")
             if self.vectors is None:
                 language = detect_language(sample)
                 embedder = self._embedders.get(embedder_for(language))
@@ -133,6 +144,7 @@ class KnowledgeBase:
                 self.vectors.delete_document(doc_id)
             self.catalog.drop_pending(doc_id)
         self._finish_cleanup()
+        self._sweep_originals()
 
     def _finish_cleanup(self) -> list[str]:
         """Delete tombstoned vectors, embed promoted chunks; returns the promoted ids."""
@@ -186,6 +198,8 @@ class KnowledgeBase:
             replaces = old.doc_id if old is not None and old.doc_id != doc_id else None
             removed = self.catalog.canonical_ids(replaces) if replaces else []
             self.catalog.commit_document(doc_id, replaces)
+            if replaces:
+                self._drop_original(replaces)
             promoted = self._finish_cleanup()
             self._update_bm25(removed, [c.chunk_id for c in canonical] + promoted)
             return self.catalog.document(doc_id)
@@ -221,7 +235,53 @@ class KnowledgeBase:
                 raise KnowledgeError(f"No document {doc_id!r} in knowledge base {self.name!r}.")
             removed = self.catalog.canonical_ids(doc_id)
             self.catalog.delete_document(doc_id)
+            self._drop_original(doc_id)
             self._update_bm25(removed, self._finish_cleanup())
+
+    # --- stored originals (cited pages are rendered from them) --------------------
+    def original_path(self, doc_id: str) -> Path:
+        """Where the original PDF of ``doc_id`` is kept (it may not exist)."""
+        return self.root / ORIGINALS / f"{doc_id}.pdf"
+
+    @contextmanager
+    def keeping_original(self, doc_id: str, path: Path | None) -> Iterator[None]:
+        """Copy ``path`` (atomically) as the original of ``doc_id`` for the duration of the
+        block that stores the document; removed again when the block fails. None: no-op."""
+        if path is None:
+            yield
+            return
+        target = self.original_path(doc_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+            yield
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            if self.catalog.document(doc_id) is None:
+                self._drop_original(doc_id)
+            raise
+
+    def _drop_original(self, doc_id: str) -> None:
+        """Remove the stored original of ``doc_id`` and its rendered pages."""
+        self.original_path(doc_id).unlink(missing_ok=True)
+        for png in (self.root / PAGE_CACHE).glob(f"{doc_id}-*.png"):
+            png.unlink(missing_ok=True)
+
+    def _sweep_originals(self) -> None:
+        """Remove what a crash left: half-copied files and originals of documents that
+        are gone (a copy made before the catalog committed, or not yet removed after)."""
+        folder = self.root / ORIGINALS
+        if not folder.is_dir():
+            return
+        for tmp in folder.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        known = {d.doc_id for d in self.catalog.documents()}
+        for pdf in folder.glob("*.pdf"):
+            if pdf.stem not in known:
+                log.info("Removing the original of a document no longer in %s", self.name)
+                self._drop_original(pdf.stem)
 
     # --- reads --------------------------------------------------------------
     def documents(self) -> list[DocumentRecord]:
@@ -232,6 +292,14 @@ class KnowledgeBase:
 
     def chunk_count(self) -> int:
         return self.catalog.chunk_count()
+
+    def chunk(self, chunk_id: str) -> Chunk:
+        """One chunk of a ready document (duplicates included) by id."""
+        found = self.catalog.chunks_by_id([chunk_id]).get(chunk_id)
+        if found is None:
+            raise KnowledgeError(f"No passage {chunk_id!r} in knowledge base {self.name!r}: "
+                                 "its document was deleted or replaced.")
+        return found
 
     def document_chunks(self, doc_id: str) -> list[Chunk]:
         """The chunks of one document in reading order (for document tasks)."""

@@ -25,7 +25,11 @@ def shared_models_dir() -> Path:
 
 
 def make_settings(tmp_path: Path, **overrides) -> Settings:
-    values = {"data_dir": tmp_path / "data", "models_dir": shared_models_dir()}
+    """Settings on a temp data dir. Knowledge bases get the "general" profile (no scope,
+    no medical rules) unless a test asks for another: most tests check mechanics, and
+    the medical rules have tests of their own (tests/test_guard.py)."""
+    values = {"data_dir": tmp_path / "data", "models_dir": shared_models_dir(),
+              "answers": {"default_profile": "general"}}
     values.update(overrides)
     return Settings(**values)
 
@@ -53,18 +57,31 @@ class AppServer:
         self.proc, self.url, self.data_dir, self.log = proc, url, data_dir, log
 
 
+LEAFLET_PAGES = [
+    ["Hand hygiene leaflet",
+     "Wash your hands with soap and water for at least 20 seconds.",
+     "Dry your hands with a clean paper towel."],
+    ["Hand rub",
+     "Use an alcohol-based hand rub when your hands are not visibly dirty.",
+     "Rub the gel over all surfaces of your hands until they are dry."],
+]
+
+
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
-    """The real app (0.5B model for speed) in a subprocess, with visitors.txt ingested
-    beforehand through the CLI."""
+    """The real app (0.5B model for speed) in a subprocess, with visitors.txt and a
+    two-page leaflet.pdf (hand hygiene) ingested beforehand through the CLI."""
     from tests.helpers.docs import make_clinic_docs
+    from tests.helpers.pdfgen import write_pdf
 
     base = tmp_path_factory.mktemp("app")
     docs = make_clinic_docs(base / "docs")
+    docs["leaflet"] = write_pdf(base / "docs" / "leaflet.pdf", LEAFLET_PAGES)
     env = {**os.environ, "DOCENT_DATA_DIR": str(base / "data"),
            "DOCENT_MODELS_DIR": str(shared_models_dir()),
            "DOCENT_LLM__MODEL": "qwen2.5-coder-0.5b", "DOCENT_LLM__TEMPERATURE": "0"}
-    subprocess.run([sys.executable, "-m", "assistant", "ingest", str(docs["txt"])],
+    subprocess.run([sys.executable, "-m", "assistant", "ingest", str(docs["txt"]),
+                    str(docs["leaflet"])],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     port = free_port()
     log = base / "app.log"

@@ -42,3 +42,16 @@ class ScriptedLLM(LLM):
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
+
+
+class SequenceLLM(ScriptedLLM):
+    """Replies with ``replies`` in turn (the last one repeats): e.g. a rewrite for the
+    follow-up condensing call, then the answer."""
+
+    def __init__(self, replies: list[str], name: str = "scripted", n_ctx: int = 4096):
+        super().__init__(replies[0], name, n_ctx)
+        self.replies = list(replies)
+
+    def stream_chat(self, messages, max_tokens, temperature):
+        self.reply = self.replies[min(len(self.calls), len(self.replies) - 1)]
+        yield from super().stream_chat(messages, max_tokens, temperature)

@@ -1,15 +1,19 @@
 """A person's path through the UI, in Debian's chromium driven by Playwright."""
 import shutil
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+QUESTION = "What is the usual amoxicillin dose for adults?"
 
 
-def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+@contextmanager
+def browser_page():
+    from playwright.sync_api import sync_playwright
 
     if not shutil.which("chromium"):
         pytest.fail("Debian chromium is not installed: run `make test` as root, or "
@@ -19,7 +23,16 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1400})
+        finally:
+            browser.close()
+
+
+def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
         page.goto(app_server.url)
         page.get_by_role("tab", name="Knowledge").click()
         broken = tmp_path / "broken.pdf"
@@ -38,7 +51,7 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         page.screenshot(path=str(tmp_path / "knowledge.png"), full_page=True)
 
         page.get_by_role("tab", name="Chat").click()
-        page.locator("#question textarea").fill("What is the usual amoxicillin dose for adults?")
+        page.locator("#question textarea").fill(QUESTION)
         page.locator("#ask").click()
         chat = page.locator("#chat")
         expect(chat).to_contain_text("Sources", timeout=180_000)
@@ -46,8 +59,107 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         expect(chat).to_contain_text("500")
         page.get_by_text("Show retrieval").click()
         expect(page.locator("#retrieval")).to_contain_text("handbook.pdf")
-        page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
         # query words are rendered in bold (Markdown), never as literal asterisks
         expect(page.locator("#retrieval")).not_to_contain_text("**amoxicillin**")
-        browser.close()
+
+        # a citation opens its passage, the quote highlighted, and the PDF page it is on
+        citations = page.locator("#citations")
+        expect(citations).to_contain_text("handbook.pdf, p.", timeout=30_000)
+        citations.get_by_text("handbook.pdf, p.").first.click()
+        expect(page.locator("#citation-text")).to_contain_text("handbook.pdf, p.", timeout=60_000)
+        mark = page.locator("#citation-text mark")
+        expect(mark).to_be_visible()
+        assert len(mark.inner_text().strip()) > 10
+        page_image = page.locator("#citation-page img")
+        expect(page_image).to_be_visible(timeout=60_000)
+        assert page_image.evaluate("img => img.naturalWidth") > 500  # a readable page
+        page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+
+        _reopen_and_export(page, QUESTION, "handbook.pdf", tmp_path)
     assert (tmp_path / "chat.png").stat().st_size > 10_000
+
+
+def _reopen_and_export(page, question: str, source: str, tmp_path) -> None:
+    """After a reload the chat is empty; the stored conversation reopens from the list
+    with its answer and citations, and exports as Markdown."""
+    from playwright.sync_api import expect
+
+    page.reload()
+    expect(page.locator("#conversations")).to_contain_text(question, timeout=30_000)
+    expect(page.locator("#chat")).not_to_contain_text(source)
+    page.locator("#conversations").get_by_text(question).first.click()
+    chat = page.locator("#chat")
+    expect(chat).to_contain_text(question, timeout=30_000)
+    expect(chat).to_contain_text("Sources")
+    expect(page.locator("#citations")).to_contain_text(source)
+    expect(page.locator("#conversation-title textarea, #conversation-title input").first
+           ).to_have_value(question)
+
+    page.locator("#export-conversation").click()
+    link = page.locator("#export-file a").first
+    expect(link).to_be_visible(timeout=30_000)
+    with page.expect_download() as download:
+        link.click()
+    assert download.value.suggested_filename.endswith(".md")
+    exported = Path(download.value.path()).read_text(encoding="utf-8")
+    assert exported.startswith(f"# {question}")
+    assert f"## 1. {question}" in exported and f"] {source}" in exported
+    page.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)
+
+
+def test_summarize_a_document_cites_its_pages(app_server, tmp_path):
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
+        page.goto(app_server.url)
+        page.get_by_role("tab", name="Knowledge").click()
+        page.locator("#task-docs input").click()
+        page.get_by_role("option", name="leaflet.pdf").first.click()
+        page.locator("#task-kind").get_by_text("Summarize", exact=True).click()
+        page.locator("#run-task").click()
+        result = page.locator("#task-result")
+        expect(result).to_contain_text("Summary of leaflet.pdf", timeout=300_000)
+        expect(result).to_contain_text("Sources")
+        expect(result).to_contain_text("leaflet.pdf, p. ")
+        expect(page.locator("#task-status")).to_contain_text("Done")
+        page.screenshot(path=str(tmp_path / "summary.png"), full_page=True)
+
+
+def test_finetune_tab_imports_previews_and_estimates(app_server, tmp_path):
+    """Fine-tune tab: upload a JSONL dataset, see it imported and previewed, then an
+    estimate for LoRA on the default 0.5B; the chat's model menu offers the base model."""
+    import json
+
+    from playwright.sync_api import expect
+
+    rows = [{"prompt": "What are the visiting hours on the ward?",
+             "response": "Visiting hours are 2 pm to 7 pm."},
+            {"instruction": "How long should I wash my hands?", "input": "",
+             "output": "At least 20 seconds, with soap and water."}]
+    data = tmp_path / "clinic-faq.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with browser_page() as page:
+        page.goto(app_server.url)
+        expect(page.locator("#chat-model")).to_contain_text("(base)", timeout=30_000)
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.locator("#ft-upload input[type=file]").set_input_files(str(data))
+        expect(page.locator("#ft-upload")).to_contain_text("clinic-faq", timeout=30_000)
+        page.locator("#ft-import").click()
+        status = page.locator("#ft-data-status")
+        expect(status).to_contain_text("Imported", timeout=60_000)
+        expect(status).to_contain_text("2 training")
+        preview = page.locator("#ft-preview")
+        expect(preview).to_contain_text("visiting hours on the ward", timeout=30_000)
+        expect(preview).to_contain_text("At least 20 seconds")
+        expect(page.locator("#ft-dataset")).to_contain_text("clinic-faq")
+
+        page.get_by_role("tab", name="Train", exact=True).click()
+        page.locator("#ft-estimate").click()
+        estimate = page.locator("#ft-estimate-result")
+        expect(estimate).to_contain_text("494M parameters", timeout=120_000)
+        expect(estimate).to_contain_text("GB")
+        expect(estimate).to_contain_text("s per step")
+        page.get_by_role("tab", name="Jobs", exact=True).click()
+        expect(page.locator("#ft-job-details")).to_contain_text("No training jobs yet",
+                                                                timeout=30_000)
+        page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)

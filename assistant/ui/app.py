@@ -5,10 +5,13 @@ import gradio as gr
 
 from assistant.core import Assistant
 from assistant.ui.chat_tab import build_chat_tab
+from assistant.ui.downloads import Downloads
+from assistant.ui.finetune_tab import build_finetune_tab
 from assistant.ui.knowledge_tab import build_knowledge_tab
 
 
 def build_ui(assistant: Assistant) -> gr.Blocks:
+    downloads = Downloads()  # conversation exports and exam files offered for download
     with gr.Blocks(title="Docent") as demo:
         gr.Markdown("# Docent\nAnswers from your own documents, with the file and page "
                     "for every claim. Everything stays on this computer.")
@@ -18,9 +21,11 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
             elem_id="kb", interactive=True,
         )
         with gr.Tab("Chat", id="chat-tab"):
-            build_chat_tab(assistant, kb_choice)
+            model_choice = build_chat_tab(demo, assistant, kb_choice, downloads)
         with gr.Tab("Knowledge", id="knowledge-tab"):
-            build_knowledge_tab(demo, assistant, kb_choice)
+            build_knowledge_tab(demo, assistant, kb_choice, downloads)
+        with gr.Tab("Fine-tune", id="finetune-tab"):
+            build_finetune_tab(demo, assistant, kb_choice, model_choice)
         demo.load(lambda kb: gr.Dropdown(choices=assistant.knowledge_bases(), value=kb),
                   [kb_choice], [kb_choice], api_name=False)
     return demo

@@ -1,62 +1,123 @@
-"""The Chat tab: a knowledge-base selector, a streamed answer, citations under it."""
+"""The Chat tab: stored conversations on the left; on the right a streamed answer, its
+clickable citations and the retrieval behind it."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import gradio as gr
 
 from assistant.core import Assistant
+from assistant.errors import ConversationNotFound
 from assistant.types import Answer, AnswerDelta
-from assistant.ui.format import (
-    RETRIEVAL_HEADERS, RETRIEVAL_TYPES, citations_markdown, past_turns, retrieval_rows,
+from assistant.ui.adapters_panel import model_choices, model_update
+from assistant.ui.citations_panel import build_citations_panel, show_turn
+from assistant.ui.conversations_panel import (
+    ChatWidgets, after_answer, build_conversations_panel, connect_conversations,
 )
+from assistant.ui.downloads import Downloads
+from assistant.ui.format import RETRIEVAL_HEADERS, RETRIEVAL_TYPES, answer_view, retrieval_rows
 
 log = logging.getLogger(__name__)
 
 
-def build_chat_tab(assistant: Assistant, kb_choice: gr.Dropdown) -> None:
-    chatbot = gr.Chatbot(label="Docent", height=480, elem_id="chat")
+def build_chat_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown,
+                   downloads: Downloads) -> gr.Dropdown:
+    """Build the tab; returns its model menu (the Fine-tune tab refreshes it)."""
+    cid = gr.State(None)
+    cites = gr.State([])
     with gr.Row():
-        question = gr.Textbox(
-            placeholder="Ask about your documents (English, 中文, Tiếng Việt)…",
-            show_label=False, scale=8, elem_id="question",
-        )
-        send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
-    clear = gr.Button("New conversation", size="sm")
-    with gr.Accordion("Show retrieval: the sources given to the model, and why", open=False):
-        inspector = gr.Dataframe(headers=RETRIEVAL_HEADERS, datatype=RETRIEVAL_TYPES,
-                                 interactive=False, wrap=True,
-                                 elem_id="retrieval")
+        with gr.Column(scale=1, min_width=260):
+            conversations = build_conversations_panel()
+        with gr.Column(scale=3):
+            model = build_model_menu(demo, assistant)
+            chatbot = gr.Chatbot(label="Docent", height=480, elem_id="chat")
+            with gr.Row():
+                question = gr.Textbox(
+                    placeholder="Ask about your documents (English, 中文, Tiếng Việt)…",
+                    show_label=False, scale=8, elem_id="question",
+                )
+                send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+            citations = build_citations_panel(assistant, cites, chatbot)
+            with gr.Accordion("Show retrieval: the sources given to the model, and why",
+                              open=False):
+                inspector = gr.Dataframe(headers=RETRIEVAL_HEADERS, datatype=RETRIEVAL_TYPES,
+                                         interactive=False, wrap=True, elem_id="retrieval")
+    chat = ChatWidgets(chatbot, inspector, cid, cites, citations, kb_choice)
+    connect_conversations(demo, assistant, conversations, chat, downloads)
 
-    def respond(message: str, history: list, kb: str):
-        """One chat round: stream the answer, then list its citations under it and the
-        retrieval behind it in the inspector."""
-        history = list(history or [])
-        message = (message or "").strip()
-        if not message:
-            yield history, "", gr.skip()
-            return
-        turns = past_turns(history)
-        history.append({"role": "user", "content": message})
-        history.append({"role": "assistant", "content": "…"})
-        yield history, "", []
-        text = ""
+    def respond(message: str, history: list, kb: str, model_id: str | None,
+                open_cid: str | None, answered: list):
+        """One chat round in the open conversation (a new one on the first question):
+        stream the answer, then show it with its sources and the retrieval behind it."""
+        yield from _respond(assistant, message, history, kb, open_cid, answered, model_id)
+
+    def panels(open_cid: str | None, answered: list):
+        return (*show_turn(answered), *after_answer(assistant, open_cid), "")
+
+    inputs = [question, chatbot, kb_choice, model, cid, cites]
+    outputs = [chatbot, question, inspector, cid, cites]
+    after = [*citations.outputs, conversations.listing, conversations.title,
+             conversations.status]
+    send.click(respond, inputs, outputs, api_name="chat").then(
+        panels, [cid, cites], after, api_name=False)
+    question.submit(respond, inputs, outputs, api_name=False).then(
+        panels, [cid, cites], after, api_name=False)
+    return model
+
+
+# --- chat model menu: the base model and every adapter, chosen per turn ---------------
+def build_model_menu(demo: gr.Blocks, assistant: Assistant) -> gr.Dropdown:
+    """The "Model" dropdown; its choices are read again on every page load."""
+    model = gr.Dropdown(label="Model", choices=model_choices(assistant),
+                        value=assistant.chat_model(), elem_id="chat-model", interactive=True,
+                        info="The base model or a fine-tuned adapter; switches at once.")
+    demo.load(lambda current: model_update(assistant, current), [model], [model],
+              api_name=False)
+    return model
+# --- end chat model menu ----------------------------------------------------------------
+
+
+def _respond(assistant: Assistant, message: str, history: list, kb: str,
+             cid: str | None, answered: list, model: str | None = None) -> Iterator[tuple]:
+    message = (message or "").strip()
+    if not message:
+        yield history, "", gr.skip(), cid, answered
+        return
+    history = list(history or []) if cid else []
+    answered = list(answered or []) if cid else []
+    history += [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
+    yield history, "", [], cid, answered
+    text, done = "", False
+    try:
+        cid, events = _open_chat(assistant, cid, kb, message, model or None)
+        for event in events:
+            if isinstance(event, AnswerDelta):
+                text += event.text
+                history[-1] = {"role": "assistant", "content": text}
+                yield history, "", gr.skip(), cid, answered
+            elif isinstance(event, Answer):
+                history[-1] = {"role": "assistant", "content": answer_view(event)}
+                answered.append(tuple(event.citations))
+                done = True
+                yield history, "", retrieval_rows(event), cid, answered
+    except Exception as exc:  # the edge: turn any failure into a message, keep the app up
+        log.exception("Answering failed")
+        history[-1] = {"role": "assistant", "content": f"⚠️ Could not answer: {exc}"}
+        if not done:
+            answered.append(())  # keeps one entry per answer shown
+        yield history, "", [], cid, answered
+
+
+def _open_chat(assistant: Assistant, cid: str | None, kb: str, question: str,
+               model: str | None = None):
+    """``(cid, events)`` of ``assistant.chat`` in conversation ``cid``, or in a new one over
+    ``kb`` when none is open (or it was deleted meanwhile, e.g. in another tab).
+    ``model``: the base model or an adapter id for this turn."""
+    if cid:
         try:
-            for event in assistant.ask(message, kb or None, turns):
-                if isinstance(event, AnswerDelta):
-                    text += event.text
-                    history[-1] = {"role": "assistant", "content": text}
-                    yield history, "", gr.skip()
-                elif isinstance(event, Answer):
-                    history[-1] = {"role": "assistant",
-                                   "content": event.text + citations_markdown(event)}
-                    yield history, "", retrieval_rows(event)
-        except Exception as exc:  # the edge: turn any failure into a message, keep the app up
-            log.exception("Answering failed")
-            history[-1] = {"role": "assistant", "content": f"⚠️ Could not answer: {exc}"}
-            yield history, "", []
-
-    outputs = [chatbot, question, inspector]
-    send.click(respond, [question, chatbot, kb_choice], outputs, api_name="chat")
-    question.submit(respond, [question, chatbot, kb_choice], outputs, api_name=False)
-    clear.click(lambda: ([], []), None, [chatbot, inspector], api_name=False)
+            return cid, assistant.chat(cid, question, model)
+        except ConversationNotFound:
+            log.info("Conversation %s is gone; starting a new one", cid)
+    cid = assistant.new_conversation(kb or None).conversation_id
+    return cid, assistant.chat(cid, question, model)

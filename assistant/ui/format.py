@@ -3,22 +3,105 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
+from datetime import datetime
 
-from assistant.types import Answer
+from assistant.citation_view import CitationView
+from assistant.conversations import ConversationInfo, Turn
+from assistant.types import Answer, Citation
 from ingest.types import IngestReport
 from knowledge.tokenize import tokenize
 from knowledge.types import DocumentRecord
 
 
-def citations_markdown(answer: Answer) -> str:
-    if not answer.citations:
+def answer_markdown(text: str, citations: Sequence[Citation], refused: bool = False) -> str:
+    """An answer as the chat shows it: the text (notices and disclaimer are part of it),
+    then its sources. A refusal or abstention is shown as it is, with no "no source"
+    footer.
+
+    >>> answer_markdown("I cannot answer that from your documents.", (), refused=True)
+    'I cannot answer that from your documents.'
+    """
+    body = text.strip()
+    if refused and not citations:
+        return body
+    return body + citations_markdown(citations)
+
+
+def answer_view(answer: Answer) -> str:
+    """``answer_markdown`` of a final ``Answer`` (its ``refused`` read where present)."""
+    return answer_markdown(answer.text, answer.citations, bool(getattr(answer, "refused", "")))
+
+
+def citations_markdown(citations: Sequence[Citation]) -> str:
+    if not citations:
         return "\n\n---\n*No source was cited for this answer.*"
     lines = ["", "", "---", "**Sources**"]
-    for c in answer.citations:
+    for c in citations:
         note = " *(matched by content)*" if c.inferred else ""
         quote = html.escape(c.quote).replace("\n", " ")
         lines.append(f"- **[{c.number}] {html.escape(c.label)}**{note}: “{quote}”")
     return "\n".join(lines)
+
+
+# --- conversations and citations ----------------------------------------------------
+def turn_messages(turns: Sequence[Turn]) -> list[dict]:
+    """A stored conversation as chat messages, each answer with its sources."""
+    out: list[dict] = []
+    for t in turns:
+        out.append({"role": "user", "content": t.question})
+        out.append({"role": "assistant",
+                    "content": answer_markdown(t.answer, t.citations, t.refused)})
+    return out
+
+
+def conversation_choices(infos: Sequence[ConversationInfo]) -> list[tuple[str, str]]:
+    """(label, id) for each conversation: its title and when it was last active (local
+    time)."""
+    return [(f"{c.title or 'Untitled conversation'} · {local_time(c.updated_at)}",
+             c.conversation_id) for c in infos]
+
+
+def local_time(iso: str) -> str:
+    """An ISO 8601 UTC time as local "YYYY-MM-DD HH:MM" (or the text as given)."""
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso[:16]
+
+
+def citation_choices(citations: Sequence[Citation], turn: int) -> list[tuple[str, str]]:
+    """Radio choices for the citations of answer ``turn`` (0-based): "[n] file, p. X".
+
+    >>> citation_choices([Citation(2, "a.pdf", 3, "q", "c9", "default")], 0)
+    [('[2] a.pdf, p. 3', '0:0')]
+    """
+    return [(f"[{c.number}] {c.label}", f"{turn}:{i}") for i, c in enumerate(citations)]
+
+
+def citation_html(view: CitationView) -> str:
+    """The cited passage as HTML, its quote in ``<mark>``.
+
+    >>> v = CitationView("c1", "default", "a.pdf", 2, "Take 5 mg. <b>Rest</b>.", (0, 10), None)
+    >>> citation_html(v).split("</p>", 1)[1]
+    '<p class="passage"><mark>Take 5 mg.</mark> &lt;b&gt;Rest&lt;/b&gt;.</p>'
+    """
+    head = f"<strong>{html.escape(view.label)}</strong>"
+    if view.heading:
+        head += f" · <em>{html.escape(view.heading)}</em>"
+    note = ""
+    if view.span is None:
+        note = "<p><em>The quoted sentence was not found word for word in the passage.</em></p>"
+        body = _html_text(view.text)
+    else:
+        a, b = view.span
+        body = (_html_text(view.text[:a]) + "<mark>" + _html_text(view.text[a:b]) + "</mark>"
+                + _html_text(view.text[b:]))
+    return f'<p>{head}</p>{note}<p class="passage">{body}</p>'
+
+
+def _html_text(text: str) -> str:
+    return html.escape(text, quote=False).replace("\n", "<br>")
 
 
 OUTCOME = {"added": "added", "replaced": "replaced (new version)",
@@ -81,23 +164,3 @@ def highlight(text: str, query: str) -> str:
 
 def _escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]<>#|~])", r"\\\1", html.escape(text, quote=False)).replace("\n", " ")
-
-
-def past_turns(history: list[dict]) -> list[tuple[str, str]]:
-    """(question, answer) pairs of a Gradio messages history, citations stripped.
-
-    >>> past_turns([{"role": "user", "content": "Dose?"},
-    ...             {"role": "assistant", "content": "500 mg [1].\\n\\n---\\n**Sources**"}])
-    [('Dose?', '500 mg [1].')]
-    """
-    pairs, question = [], None
-    for m in history:
-        content = m.get("content") if isinstance(m, dict) else None
-        if not isinstance(content, str):
-            continue
-        if m.get("role") == "user":
-            question = content
-        elif m.get("role") == "assistant" and question is not None:
-            pairs.append((question, content.split("\n\n---\n")[0].strip()))
-            question = None
-    return pairs

@@ -9,11 +9,14 @@ from pathlib import Path
 import gradio as gr
 
 from assistant.core import Assistant
+from assistant.ui.downloads import Downloads
 from assistant.ui.format import (
     DOC_HEADERS, REPORT_HEADERS, document_choices, document_rows, report_rows,
 )
 from assistant.ui.kb_panel import build_kb_panel
+from assistant.ui.profile_panel import build_profile_panel
 from assistant.ui.reranker_panel import build_reranker_panel
+from assistant.ui.tasks_panel import build_tasks_panel
 from ingest.loaders import supported_extensions
 from ingest.pipeline import IngestItem, drain
 from ingest.types import IngestEvent, IngestReport
@@ -33,8 +36,10 @@ def _summary(report: IngestReport) -> str:
     return f"**{report.summary()}**." if report.results else "Nothing to do."
 
 
-def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown) -> None:
+def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown,
+                        downloads: Downloads) -> None:
     build_kb_panel(assistant, kb_choice)
+    build_profile_panel(demo, assistant, kb_choice)
     refresh_status = build_reranker_panel(demo, assistant, kb_choice)
     files = gr.File(
         label=f"Drop files here ({', '.join(supported_extensions())})",
@@ -57,6 +62,7 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
     with gr.Row():
         doc_pick = gr.Dropdown(label="Document", choices=[], scale=4)
         delete_btn = gr.Button("Delete document", variant="stop", scale=1)
+    refresh_tasks = build_tasks_panel(demo, assistant, kb_choice, downloads)
 
     def refresh(kb: str):
         records = assistant.documents(kb or None)
@@ -86,12 +92,14 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
 
     outputs = [summary, results, docs, doc_pick]
     ingest_btn.click(ingest, [files, password, kb_choice], outputs, api_name="ingest").then(
-        *refresh_status, api_name=False)
+        *refresh_status, api_name=False).then(*refresh_tasks, api_name=False)
     sync_btn.click(sync, [folder, kb_choice], outputs, api_name="sync_folder").then(
-        *refresh_status, api_name=False)
+        *refresh_status, api_name=False).then(*refresh_tasks, api_name=False)
     watch.change(lambda on: gr.Timer(active=on), [watch], [timer], api_name=False)
-    timer.tick(sync, [folder, kb_choice], outputs, api_name=False, show_progress="hidden")
+    timer.tick(sync, [folder, kb_choice], outputs, api_name=False, show_progress="hidden").then(
+        *refresh_tasks, api_name=False)
     delete_btn.click(delete, [doc_pick, kb_choice], [summary, docs, doc_pick],
-                     api_name="delete_document").then(*refresh_status, api_name=False)
+                     api_name="delete_document").then(*refresh_status, api_name=False).then(
+        *refresh_tasks, api_name=False)
     kb_choice.change(refresh, [kb_choice], [docs, doc_pick], api_name=False)
     demo.load(refresh, [kb_choice], [docs, doc_pick], api_name=False)

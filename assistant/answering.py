@@ -1,0 +1,233 @@
+"""One answer, start to finish: language, follow-up condensing, query translation,
+retrieval, the scope guardrail and the evidence gate, then the streamed, cited answer.
+
+``Answerer.ask`` yields ``AnswerDelta``s then one ``Answer``. What it adds to the model's
+text (urgent-care advice first, notices and the disclaimer last) is streamed too, so the
+concatenated deltas always equal ``Answer.text``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from assistant.citations import MarkerFilter, build_citations
+from assistant.condense import condense, translate_query
+from assistant.guard import DoseFilter, ScopeGuard, support, threshold_for, urgent_advice
+from assistant.inference_log import InferenceLog
+from assistant.language import TraditionalStream, answer_instruction, question_language
+from assistant.llm import LLM
+from assistant.messages import say
+from assistant.profiles import MEDICAL_DISCLAIMER, Profile
+from assistant.prompts import build_messages, fit_sources
+from assistant.settings import Settings
+from assistant.types import Answer, AnswerDelta, Source
+from knowledge.library import Library
+from knowledge.types import Hit
+
+log = logging.getLogger(__name__)
+
+_KB_LANG = {"en": "en", "zh": "zh", "vi": "vi"}  # manifest language -> comparable code
+
+
+class Answerer:
+    def __init__(self, settings: Settings, library: Library, guard: Callable[[], ScopeGuard],
+                 inference_log: InferenceLog | None):
+        self.settings, self.library = settings, library
+        self._guard, self._log = guard, inference_log
+
+    def ask(self, llm: LLM, question: str, kbs: list[str], history: Sequence[tuple[str, str]],
+            profile: Profile, model: str) -> Iterator[AnswerDelta | Answer]:
+        timings: dict[str, float] = {}
+        lang = question_language(question)
+        standalone = self._standalone(llm, question, history, timings)
+        query = self._translated(llm, standalone, kbs, lang, timings)
+        t0 = time.perf_counter()
+        top_k = self.settings.retrieval.top_k
+        # a translated query is searched beside the original: documents in the question's
+        # own language (a mixed knowledge base) are still found
+        found = [self.library.search(kbs, q, top_k) for q in dict.fromkeys([query, standalone])]
+        hits = _interleave(found, top_k)
+        timings["retrieve_s"] = time.perf_counter() - t0
+        best = max((b for b in map(support, found) if b is not None), default=None)
+        threshold = threshold_for(self.library.get(kbs[0]).manifest.embedder,
+                                  self.settings.answers.min_similarity)
+        supported = threshold is None or (best is not None and best >= threshold)
+        urgent = urgent_advice(question, lang) if profile.medical else ""
+        run = _Run(question, query, lang, kbs, model, timings, best, urgent)
+        if profile.scope:
+            t0 = time.perf_counter()
+            verdict = self._guard().check(profile.subject, standalone, supported and bool(hits))
+            timings["scope_s"] = time.perf_counter() - t0
+            if not verdict.in_scope:
+                text = say("out_of_scope", lang, scope=profile.scope, kb=", ".join(kbs))
+                yield from self._finish_refusal(run, "out_of_scope", text, [], profile)
+                return
+        if not hits or (self.settings.answers.gate and not supported):
+            text = say("no_evidence", lang, kb=", ".join(kbs))
+            yield from self._finish_refusal(run, "no_evidence", text, hits[:3], profile)
+            return
+        yield from self._generate(llm, run, hits, profile)
+
+    # --- steps ----------------------------------------------------------------------
+    @staticmethod
+    def _standalone(llm: LLM, question: str, history: Sequence[tuple[str, str]],
+                    timings: dict[str, float]) -> str:
+        """The question rewritten to stand alone (judged by the guardrail as such)."""
+        if not history:
+            return question
+        t0 = time.perf_counter()
+        query = condense(llm, history, question)
+        timings["condense_s"] = time.perf_counter() - t0
+        return query
+
+    def _translated(self, llm: LLM, query: str, kbs: list[str], lang: str,
+                    timings: dict[str, float]) -> str:
+        """``query`` in the knowledge base's language, for keyword and vector search."""
+        kb_lang = _KB_LANG.get(self.library.get(kbs[0]).manifest.language or "")
+        if kb_lang and kb_lang != lang.split("-")[0]:
+            t0 = time.perf_counter()
+            query = translate_query(llm, query, kb_lang)
+            timings["translate_s"] = time.perf_counter() - t0
+        return query
+
+    def _generate(self, llm: LLM, run: "_Run", hits: list[Hit], profile: Profile
+                  ) -> Iterator[AnswerDelta | Answer]:
+        cfg = self.settings.llm
+        t0 = time.perf_counter()
+        sources = self._sources(run.query, hits)
+        if self.settings.retrieval.compress_budget:
+            run.timings["compress_s"] = time.perf_counter() - t0
+        system = profile.system_prompt.strip() + "\n- " + answer_instruction(run.lang)
+        budget = cfg.n_ctx - cfg.max_tokens - llm.count_tokens(system + run.question) - 64
+        sources = fit_sources(sources, budget, llm.count_tokens)
+        messages = build_messages(run.question, sources, system, answer_instruction(run.lang))
+        valid = {s.number for s in sources}
+        stages = [MarkerFilter(valid)] + ([DoseFilter()] if profile.medical else [])
+        stages += [TraditionalStream()] if run.lang == "zh-Hant" else []
+        shown: list[str] = []
+        if run.urgent:
+            shown.append(run.urgent + "\n\n")
+            yield AnswerDelta(shown[-1])
+        pieces: list[str] = []
+        t1 = time.perf_counter()
+        for piece in llm.stream_chat(messages, cfg.max_tokens, cfg.temperature):
+            if not pieces:
+                run.timings["first_token_s"] = time.perf_counter() - t1
+            pieces.append(piece)
+            out = _through(stages, piece)
+            if out:
+                shown.append(out)
+                yield AnswerDelta(out)
+        tail = _flush(stages)
+        if tail:
+            shown.append(tail)
+            yield AnswerDelta(tail)
+        run.timings["generate_s"] = time.perf_counter() - t1
+        body = "".join(shown)[len(run.urgent) + 2 if run.urgent else 0:].strip()
+        citations = build_citations(body, sources)
+        refused = ""
+        if profile.medical and not citations and body:
+            refused = "unsupported"  # nothing grounded: said as "not found", sources listed
+            body = say("no_evidence", run.lang, kb=", ".join(run.kbs))
+            yield AnswerDelta("\n\n" + body)
+        notices = []
+        if profile.medical and len(stages) > 1 and stages[1].removed:
+            notices.append(say("dose_removed", run.lang))
+        notices += self._disclaimer(profile, run.lang)
+        text = self._assemble(run, body, notices)
+        if notices:
+            yield AnswerDelta("\n\n" + "\n\n".join(notices))
+        tokens = llm.count_tokens("".join(pieces)) if pieces else 0
+        prompt_tokens = sum(llm.count_tokens(m["content"]) for m in messages)
+        answer = Answer(run.question, text, tuple(citations) if not refused else (), tuple(sources),
+                        run.model, run.timings, tokens=tokens, search_query=run.query,
+                        refused=refused, language=run.lang, notices=tuple(notices),
+                        prompt_tokens=prompt_tokens, support=run.support)
+        self._record(answer, run)
+        yield answer
+
+    def _finish_refusal(self, run: "_Run", reason: str, text: str, hits: list[Hit],
+                        profile: Profile) -> Iterator[AnswerDelta | Answer]:
+        notices = self._disclaimer(profile, run.lang)
+        full = self._assemble(run, text, notices)
+        yield AnswerDelta(full)
+        sources = tuple(_source(i, h) for i, h in enumerate(hits, start=1))
+        answer = Answer(run.question, full, (), sources, run.model, run.timings,
+                        search_query=run.query, refused=reason, language=run.lang,
+                        notices=tuple(notices), support=run.support)
+        self._record(answer, run)
+        yield answer
+
+    def _sources(self, query: str, hits: list[Hit]) -> list[Source]:
+        budget = self.settings.retrieval.compress_budget
+        if not budget:
+            return [_source(i, h) for i, h in enumerate(hits, start=1)]
+        return [_source(i, c.hit, c.text) for i, c in enumerate(
+            self.library.compress(query, hits, budget), start=1)]
+
+    @staticmethod
+    def _disclaimer(profile: Profile, lang: str) -> list[str]:
+        if not profile.disclaimer.strip():
+            return []
+        return [say("disclaimer", lang) if profile.disclaimer == MEDICAL_DISCLAIMER
+                else profile.disclaimer.strip()]
+
+    @staticmethod
+    def _assemble(run: "_Run", body: str, notices: list[str]) -> str:
+        parts = ([run.urgent] if run.urgent else []) + [body] + notices
+        return "\n\n".join(p for p in parts if p)
+
+    def _record(self, answer: Answer, run: "_Run") -> None:
+        if self._log is not None:
+            self._log.record(answer, run.kbs)
+
+
+class _Run:
+    """What one answer has found out so far (mutable on purpose: timings fill in)."""
+
+    def __init__(self, question: str, query: str, lang: str, kbs: list[str], model: str,
+                 timings: dict[str, float], best: float | None, urgent: str):
+        self.question, self.query, self.lang, self.kbs = question, query, lang, kbs
+        self.model, self.timings, self.support, self.urgent = model, timings, best, urgent
+
+
+def _interleave(lists: list[list[Hit]], k: int) -> list[Hit]:
+    """Several ranked lists as one, by reciprocal rank; a chunk found twice keeps the hit
+    with the higher dense similarity.
+
+    >>> from knowledge.types import Chunk
+    >>> h = lambda cid, d: Hit(Chunk(cid, "d", "s", "t", 1, 0, 1, 0), d, scores={"dense": d})
+    >>> [x.chunk.chunk_id for x in _interleave([[h("a", .9), h("b", .8)], [h("c", .95), h("a", .7)]], 3)]
+    ['a', 'c', 'b']
+    """
+    if len(lists) == 1:
+        return lists[0][:k]
+    score: dict[str, float] = {}
+    best: dict[str, Hit] = {}
+    for hits in lists:
+        for rank, hit in enumerate(hits):
+            cid = hit.chunk.chunk_id
+            score[cid] = score.get(cid, 0.0) + 1.0 / (60 + rank)
+            if cid not in best or hit.scores.get("dense", -1) > best[cid].scores.get("dense", -1):
+                best[cid] = hit
+    return [best[c] for c in sorted(score, key=lambda c: -score[c])][:k]
+
+
+def _through(stages, piece: str) -> str:
+    for stage in stages:
+        piece = stage.feed(piece)
+    return piece
+
+
+def _flush(stages) -> str:
+    out = ""
+    for stage in stages:
+        out = stage.feed(out) + stage.flush() if out else stage.flush()
+    return out
+
+
+def _source(number: int, hit: Hit, text: str | None = None) -> Source:
+    c = hit.chunk
+    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text if text is None else text,
+                  hit.score, dict(hit.scores))

@@ -1,0 +1,195 @@
+"""Answer quality with the default configuration, through the same facade the app uses.
+
+    # MedQuAD x LiveQA: cited-relevant share, token-F1 / ROUGE-L against the experts'
+    # answers, abstention rate. KB: a folder kept by `knowledge.evaluate --keep DIR`
+    python -m benchmarks.answers medquad --data ../shared/data/retrieval/medquad_liveqa \
+        --kb-dir DIR [--limit N] [--model qwen2.5-coder-1.5b]
+    # PubMedQA dev: yes/no/maybe accuracy with RAG over the abstracts vs closed book
+    python -m benchmarks.answers pubmedqa --data ../shared/data/qa/pubmedqa/pqal_dev.json \
+        --work DIR [--limit N]
+
+Prints one JSON line per question to --out (default: none) and a summary table.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import json
+import re
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks.common import bench_settings
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(re.sub(r"\[\d+(?:,\s*\d+)*\]", " ", text.lower()))
+
+
+def token_f1(pred: str, ref: str) -> float:
+    """SQuAD-style token F1.
+
+    >>> round(token_f1("take 500 mg daily", "500 mg twice daily"), 2)
+    0.75
+    """
+    p, r = words(pred), words(ref)
+    common = sum((Counter(p) & Counter(r)).values())
+    if not p or not r or not common:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(pred: str, ref: str) -> float:
+    """ROUGE-L F-measure (longest common subsequence of words).
+
+    >>> round(rouge_l("the cat sat on the mat", "the cat is on the mat"), 2)
+    0.83
+    """
+    p, r = words(pred), words(ref)
+    if not p or not r:
+        return 0.0
+    prev = [0] * (len(r) + 1)
+    for a in p:
+        cur = [0]
+        for j, b in enumerate(r):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if not lcs:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _qrels(folder: Path) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    with (folder / "qrels" / "test.tsv").open() as f:
+        rows = csv.reader(f, delimiter="\t")
+        next(rows)
+        for q, d, s in rows:
+            if int(s) > 0:
+                out.setdefault(q, set()).add(d)
+    return out
+
+
+def medquad(args) -> None:
+    from assistant.core import Assistant
+
+    refs = {r["_id"]: r for r in map(json.loads, (args.data / "reference_answers.jsonl").open())}
+    queries = [json.loads(line) for line in (args.data / "queries.jsonl").open()]
+    qrels = _qrels(args.data)
+    queries = [q for q in queries if q["_id"] in qrels][: args.limit or None]
+    s = bench_settings(args.kb_dir, default_kb="eval", llm={"model": args.model, "temperature": 0.0})
+    a = Assistant(s)
+    rows = []
+    for n, q in enumerate(queries, 1):
+        t0 = time.perf_counter()
+        answer = a.answer(q["text"])
+        cited = {c.source for c in answer.citations}
+        ref_texts = [r["answer"] for r in refs.get(q["_id"], {}).get("reference_answers", [])]
+        body = answer.text.split("\n\n" + answer.notices[0])[0] if answer.notices else answer.text
+        row = {"id": q["_id"], "refused": answer.refused, "cited_relevant": bool(cited & qrels[q["_id"]]),
+               "retrieved_relevant": any(src.source in qrels[q["_id"]] for src in answer.sources),
+               "cited": len(cited), "f1": max((token_f1(body, r) for r in ref_texts), default=None),
+               "rouge_l": max((rouge_l(body, r) for r in ref_texts), default=None),
+               "seconds": time.perf_counter() - t0, "first_token_s": answer.timings.get("first_token_s")}
+        rows.append(row)
+        _dump(args, row)
+        print(f"{n}/{len(queries)} {row['refused'] or 'answered'} cited_relevant={row['cited_relevant']} "
+              f"f1={row['f1'] or 0:.3f} {row['seconds']:.1f} s", flush=True)
+    answered = [r for r in rows if not r["refused"]]
+    scored = [r for r in rows if r["f1"] is not None]
+    print(f"\nMedQuAD x LiveQA, {len(rows)} questions with judged-relevant documents, {args.model}:")
+    print(f"  citations include a judged-relevant document: {_share(rows, 'cited_relevant')} of all, "
+          f"{_share(answered, 'cited_relevant')} of answered")
+    print(f"  a judged-relevant document among the sources given: {_share(rows, 'retrieved_relevant')}")
+    print(f"  abstained: {len(rows) - len(answered)}/{len(rows)} "
+          f"({Counter(r['refused'] for r in rows if r['refused'])})")
+    print(f"  token-F1 {statistics.mean(r['f1'] for r in scored):.3f}, ROUGE-L "
+          f"{statistics.mean(r['rouge_l'] for r in scored):.3f} (all; abstentions score their text)")
+    print(f"  seconds per answer: median {statistics.median(r['seconds'] for r in rows):.1f}")
+    a.close()
+
+
+def pubmedqa(args) -> None:
+    from assistant.core import Assistant
+    from ingest.pipeline import IngestItem, drain
+
+    items = json.loads(args.data.read_text())
+    ids = list(items)[: args.limit or None]
+    docs = args.work / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    # the corpus: every abstract of the set (the item's own is among them)
+    for pid, item in items.items():
+        path = docs / f"{pid}.txt"
+        if not path.exists():
+            contexts = item["CONTEXTS"]
+            contexts = ast.literal_eval(contexts) if isinstance(contexts, str) else contexts
+            path.write_text("\n\n".join(contexts), encoding="utf-8")
+    s = bench_settings(args.work / "data", default_kb="pubmedqa",
+                       llm={"model": args.model, "temperature": 0.0, "max_tokens": 48})
+    a = Assistant(s)
+    if not a.documents("pubmedqa"):
+        t0 = time.perf_counter()
+        drain(a.ingest([IngestItem(p, p.name, str(p)) for p in sorted(docs.glob("*.txt"))], "pubmedqa"))
+        print(f"indexed {len(items)} abstracts in {time.perf_counter() - t0:.0f} s", flush=True)
+    suffix = " Answer yes, no or maybe first, then give one short reason."
+    results = {"rag": [], "closed": []}
+    for n, pid in enumerate(ids, 1):
+        item = items[pid]
+        gold = item["final_decision"]
+        rag = a.answer(item["QUESTION"] + suffix, "pubmedqa")
+        closed = "".join(a.chat_plain([{"role": "user", "content": item["QUESTION"] + suffix}], 48, 0.0))
+        row = {"id": pid, "gold": gold, "rag": decision(rag.text) if not rag.refused else "abstain",
+               "closed": decision(closed), "refused": rag.refused,
+               "own_abstract_retrieved": any(src.source == f"{pid}.txt" for src in rag.sources)}
+        for mode in results:
+            results[mode].append(row[mode] == gold)
+        _dump(args, row)
+        print(f"{n}/{len(ids)} gold={gold} rag={row['rag']} closed={row['closed']}", flush=True)
+    print(f"\nPubMedQA dev, {len(ids)} questions, {args.model}: accuracy with RAG "
+          f"{statistics.mean(results['rag']):.3f}, closed book {statistics.mean(results['closed']):.3f}")
+    a.close()
+
+
+def decision(text: str) -> str:
+    """The first yes/no/maybe in an answer ("unknown" when there is none).
+
+    >>> decision("No. The study found no difference [1].")
+    'no'
+    """
+    m = re.search(r"\b(yes|no|maybe)\b", text.lower())
+    return m.group(1) if m else "unknown"
+
+
+def _share(rows: list[dict], key: str) -> str:
+    return f"{sum(r[key] for r in rows)}/{len(rows)} ({sum(r[key] for r in rows) / max(1, len(rows)):.0%})"
+
+
+def _dump(args, row: dict) -> None:
+    if args.out:
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("task", choices=["medquad", "pubmedqa"])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--kb-dir", type=Path, help="medquad: data dir holding knowledge/eval")
+    ap.add_argument("--work", type=Path, help="pubmedqa: a work dir (index kept between runs)")
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    (medquad if args.task == "medquad" else pubmedqa)(args)
+
+
+if __name__ == "__main__":
+    main()
