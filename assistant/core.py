@@ -7,10 +7,10 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
-from assistant import tasks  # document tasks
 from assistant.adapter_serving import AdapterServing  # adapters
-from assistant.citation_view import CitationView, citation_view  # citation view
 from assistant.answering import Answerer
+from assistant.facade_documents import DocumentsMixin
+from assistant.facade_training import TrainingMixin
 from assistant.conversations import (ConversationInfo, ConversationStore, Turn,
                                      history_for_prompt)
 from assistant.guard import ScopeGuard
@@ -21,13 +21,12 @@ from assistant.models import resolve_gguf
 from assistant.profiles import Profile, load_profile, preset, save_profile
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta
-from finetune.registry import AdapterRecord, AdapterRegistry, ModelChoice  # adapters
+from finetune.registry import AdapterRegistry  # adapters
 from ingest.chunking import ChunkingParams
 from ingest.pipeline import IngestItem, folder_items, ingest_files, sync_folder
 from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
 from knowledge.errors import IndexMismatch
-from knowledge.errors import KnowledgeError  # document tasks
 from knowledge.gpl import RerankerTraining, current_reranker, reranker_dir, train_reranker
 from knowledge.language import AUTO
 from knowledge.library import Library
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 TRAIN_RERANKER = "reranker training"
 
 
-class Assistant:
+class Assistant(DocumentsMixin, TrainingMixin):
     """Knowledge bases, ingestion and cited, streamed answers.
 
     ``llm`` and ``embedder`` may be injected (tests use scripted fakes); otherwise they
@@ -291,232 +290,7 @@ class Assistant:
         yield from llm.stream_chat(list(messages), max_tokens, temp)
     # --- end HTTP API -----------------------------------------------------------
 
-    # --- document tasks ---------------------------------------------------------
-    # summarize / exam_questions / advice check their input at once (an unknown document
-    # raises KnowledgeError here) and return a generator: it yields ``TaskProgress``
-    # events and returns the result (``StopIteration.value``, like ``ingest``);
-    # ``assistant.tasks.run_task(gen, on_progress)`` drives one and returns the result.
-    # The output is in the documents' language (Traditional Chinese stays Traditional).
-    def resolve_documents(self, refs: Sequence[str], kb: str | None = None) -> list[str]:
-        """Document ids for ``refs``: ids or file names as ``documents(kb)`` lists them."""
-        base = self.library.get(kb or self.settings.default_kb)
-        ids = {d.doc_id for d in base.documents()}
-        out: list[str] = []
-        for ref in refs:
-            record = None if ref in ids else base.find_document(ref)
-            if ref not in ids and record is None:
-                raise KnowledgeError(f"No document {ref!r} in knowledge base {base.name!r}: "
-                                     "give a file name or id as `kb docs` lists them.")
-            out.append(ref if record is None else record.doc_id)
-        return list(dict.fromkeys(out))
 
-    def summarize(self, doc_ids: Sequence[str], kb: str | None = None
-                  ) -> Generator[tasks.TaskProgress, None, tasks.Summary]:
-        """Map-reduce summary of the documents, cited by file and page."""
-        name, chunks = self._task_chunks(doc_ids, kb)
-        cfg = self.settings.llm
-        return tasks.summarize(self.llm, chunks, tasks.document_language(chunks),
-                               cfg.max_tokens, cfg.temperature, kb=name)
-
-    def exam_questions(self, doc_ids: Sequence[str], kb: str | None = None, n: int = 5
-                       ) -> Generator[tasks.TaskProgress, None, list[tasks.ExamQuestion]]:
-        """Up to ``n`` multiple-choice questions with answer key and source page each;
-        export with ``tasks.exam_to_json`` / ``tasks.exam_to_csv``."""
-        if not 1 <= n <= 100:
-            raise ValueError("Ask for 1 to 100 exam questions.")
-        _, chunks = self._task_chunks(doc_ids, kb)
-        cfg = self.settings.llm
-        return tasks.exam_questions(self.llm, chunks, n, tasks.document_language(chunks),
-                                    cfg.max_tokens, cfg.temperature)
-
-    def advice(self, doc_ids: Sequence[str], kb: str | None = None, focus: str = ""
-               ) -> Generator[tasks.TaskProgress, None, tasks.Advice]:
-        """Recommendations from the documents, each citing its source; with ``focus``
-        the passages that match it best (BM25 over the selection) are used first."""
-        name, chunks = self._task_chunks(doc_ids, kb)
-        cfg = self.settings.llm
-        return tasks.advice(self.llm, chunks, focus, tasks.document_language(chunks),
-                            cfg.max_tokens, cfg.temperature, kb=name)
-
-    def _task_chunks(self, doc_ids: Sequence[str], kb: str | None) -> tuple[str, list]:
-        ids = [doc_ids] if isinstance(doc_ids, str) else list(dict.fromkeys(doc_ids))
-        if not ids:
-            raise ValueError("Choose at least one document.")
-        base = self.library.get(kb or self.settings.default_kb)
-        return base.name, [c for doc_id in ids for c in base.document_chunks(doc_id)]
-    # --- end document tasks -------------------------------------------------------
-
-    # --- citation view ------------------------------------------------------------
-    def citation_view(self, chunk_id: str, kb: str, quote: str = "") -> CitationView:
-        """The cited passage of ``kb`` with the span of ``quote`` in it and, for a PDF,
-        its page rendered to PNG (cached in the knowledge base's folder). An unknown
-        chunk (its document deleted or replaced) raises ``KnowledgeError``."""
-        base = self.library.get(kb or self.settings.default_kb)
-        return citation_view(base, chunk_id, quote)
-    # --- end citation view --------------------------------------------------------
-
-    # --- fine-tuning jobs -----------------------------------------------------------
-    # Datasets live in <data_dir>/datasets, jobs in <data_dir>/finetune/jobs (records on
-    # disk run one at a time by a worker subprocess; see finetune.jobs). Adapters that
-    # jobs produce are registered in <data_dir>/adapters (the "adapters" block).
-    @property
-    def training(self):
-        """The job queue (created on first use; marks stale running jobs interrupted)."""
-        from finetune.jobs import JobQueue
-
-        if getattr(self, "_training", None) is None:
-            self._training = JobQueue(self.paths.data_dir / "finetune" / "jobs")
-        return self._training
-
-    def _datasets_dir(self) -> Path:
-        return self.paths.data_dir / "datasets"
-
-    def import_dataset(self, path: Path | str, name: str = ""):
-        """Validate and store a JSONL/CSV/parquet file -> ``finetune.data.DatasetRecord``;
-        ``finetune.data.DatasetError`` names each bad row."""
-        from finetune.data import import_dataset
-
-        return import_dataset(self._datasets_dir(), path, name)
-
-    def datasets(self) -> list:
-        from finetune.data import list_datasets
-
-        return list_datasets(self._datasets_dir())
-
-    def preview_dataset(self, ref: str, n: int = 5) -> list[dict]:
-        """The first ``n`` normalized rows of a dataset id or a file."""
-        from finetune.data import preview
-
-        return preview(self._datasets_dir(), ref, n)
-
-    def edit_dataset(self, dataset_id: str, rows: Sequence[dict]):
-        """Store edited rows as a new dataset (the original stays) -> its record."""
-        from finetune.data import replace_examples
-
-        return replace_examples(self._datasets_dir(), dataset_id, rows)
-
-    def generate_dataset(self, kb: str | None = None, n: int = 200, name: str = "", **options):
-        """Question-answer pairs from ``kb``'s chunks written by the chat model: a generator
-        of ``GenerationEvent``s returning the ``DatasetRecord``. ``options``: fields of
-        ``finetune.generate.GenerateOptions`` (refusals, raft_fraction, seed, ...)."""
-        from finetune.generate import GenerateOptions, generate_dataset
-
-        base = self.library.get(kb or self.settings.default_kb)
-        chunks = [c for c, _ in base.catalog.ready_chunks_with_tokens()]
-        if not chunks:
-            raise KnowledgeError(f"Knowledge base {base.name!r} has no documents to generate from.")
-        opts = GenerateOptions(n=n, **options)
-        return generate_dataset(self.llm, chunks, self._datasets_dir(), name or f"{base.name}-qa",
-                                opts, kb=base.name)
-
-    def training_estimate(self, method: str, spec: dict, base_model: str):
-        """Memory and time estimate (``finetune.base_models.Estimate``) before a start."""
-        from finetune.base_models import estimate
-        from finetune.specs import spec_from_dict
-
-        return estimate(spec_from_dict(method, spec), base_model, self.paths.data_dir / "hf-models")
-
-    def start_training(self, method: str, spec: dict, base_model: str, dataset_id: str,
-                       name: str = "", force: bool = False):
-        """Validate, estimate and queue a job -> ``finetune.jobs.JobRecord``. Refused (
-        ``JobError``) when the dataset does not suit the method or the machine cannot fit
-        the job (``force`` skips the memory check)."""
-        from finetune.data import get_dataset
-        from finetune.jobs import JobError
-        from finetune.specs import spec_from_dict, to_dict
-
-        parsed = spec_from_dict(method, spec)
-        dataset = get_dataset(self._datasets_dir(), dataset_id)
-        wanted = {"lora": ("chat",), "reft": ("chat",), "dpo": ("preference",),
-                  "cpt": ("text", "chat")}[method]
-        if dataset.shape not in wanted:
-            raise JobError(f"Method {method} needs a {' or '.join(wanted)} dataset; "
-                           f"{dataset.id} is {dataset.shape}.")
-        est = self.training_estimate(method, spec, base_model)
-        if not est.fits and not force:
-            raise JobError(f"Not started: {est.reason}")
-        return self.training.submit(method, to_dict(parsed), base_model, dataset.id, name=name,
-                                    data_dir=self.paths.data_dir,
-                                    models_dir=self.paths.models_dir,
-                                    kb=dataset.extra.get("kb", ""),
-                                    estimate=est.__dict__)
-
-    def training_jobs(self) -> list:
-        return self.training.list()
-
-    def training_job(self, job_id: str):
-        return self.training.get(job_id)
-
-    def training_metrics(self, job_id: str) -> list[dict]:
-        """Every progress line of a job (step, total, loss, lr, elapsed, eta): the loss curve."""
-        from finetune.jobs import metrics
-
-        return metrics(self.training.get(job_id).path)
-
-    def cancel_training(self, job_id: str):
-        return self.training.cancel(job_id)
-
-    def resume_training(self, job_id: str):
-        return self.training.resume(job_id)
-
-    def training_log(self, job_id: str) -> str:
-        return self.training.log(job_id)
-    # --- end fine-tuning jobs -------------------------------------------------------
-
-    # --- adapters -------------------------------------------------------------------
-    # Trained adapters (finetune.registry) as chat models: ``models()`` for the chat
-    # menu, ``llm_for(id)`` for one reply (the lead's ``ask(..., model=...)``),
-    # ``use_model(id)`` to change the default at run time, without restarting.
-    def models(self) -> list[ModelChoice]:
-        """The base chat model, then every registered adapter (id, label, method, metrics)."""
-        base = self._base_model_id()
-        return [ModelChoice(base, f"{base} (base)", "base", base)] + [
-            ModelChoice.of(r) for r in self.adapters.list()]
-
-    def llm_for(self, model_id: str | None = None) -> LLM:
-        """The chat model for ``model_id``: None -> the one chosen with ``use_model``
-        (default: the base); the base id -> ``self.llm``; an adapter id or name -> the
-        base with that adapter (LoRA in llama.cpp, ReFT in transformers). Unknown id:
-        ``AdapterError`` listing the known ones."""
-        model_id = model_id or self._chat_model
-        if not model_id or model_id == self._base_model_id():
-            return self.llm
-        return self._serving.llm(self.adapters.find(model_id))
-
-    def use_model(self, model_id: str | None) -> ModelChoice:
-        """Make ``model_id`` (None: the base) the chat model of later replies; it is
-        loaded now, so a broken adapter is reported here."""
-        base = self._base_model_id()
-        self.llm_for(model_id or base)
-        self._chat_model = (None if model_id in (None, "", base)
-                            else self.adapters.find(model_id).adapter_id)
-        return next(m for m in self.models() if m.model_id == self.chat_model())
-
-    def chat_model(self) -> str:
-        """The id of the model ``llm_for(None)`` answers with."""
-        return self._chat_model or self._base_model_id()
-
-    def adapter(self, adapter_id: str) -> AdapterRecord:
-        return self.adapters.find(adapter_id)
-
-    def delete_adapter(self, adapter_id: str) -> None:
-        record = self.adapters.find(adapter_id)
-        self._serving.forget(record.adapter_id)
-        if self._chat_model in (record.adapter_id, record.name):
-            self._chat_model = None
-        self.adapters.delete(record.adapter_id)
-
-    def export_adapter(self, adapter_id: str, kind: str = "gguf", quant: str = "Q4_K_M"
-                       ) -> Path:
-        """A LoRA adapter merged into its base: kind "merged-safetensors" (a folder with
-        config.json + model.safetensors + tokenizer) or "gguf" (one file, quant Q4_K_M,
-        Q5_K_M or Q8_0), under <data_dir>/exports/."""
-        return self._serving.export(self.adapters.find(adapter_id), kind, quant)
-
-    def _base_model_id(self) -> str:
-        cfg = self.settings.llm
-        return (cfg.remote_model or self.llm.name) if cfg.backend == "openai" else cfg.model
-    # --- end adapters ---------------------------------------------------------------
 
     def close(self) -> None:
         self.library.close()

@@ -129,6 +129,7 @@ def test_finetune_tab_imports_previews_and_estimates(app_server, tmp_path):
     """Fine-tune tab: upload a JSONL dataset, see it imported and previewed, then an
     estimate for LoRA on the default 0.5B; the chat's model menu offers the base model."""
     import json
+    import re
 
     from playwright.sync_api import expect
 
@@ -140,7 +141,8 @@ def test_finetune_tab_imports_previews_and_estimates(app_server, tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     with browser_page() as page:
         page.goto(app_server.url)
-        expect(page.locator("#chat-model")).to_contain_text("(base)", timeout=30_000)
+        expect(page.locator("#chat-model input")).to_have_value(re.compile(r"\(base\)$"),
+                                                             timeout=30_000)
         page.get_by_role("tab", name="Fine-tune").click()
         page.locator("#ft-upload input[type=file]").set_input_files(str(data))
         expect(page.locator("#ft-upload")).to_contain_text("clinic-faq", timeout=30_000)
@@ -151,7 +153,7 @@ def test_finetune_tab_imports_previews_and_estimates(app_server, tmp_path):
         preview = page.locator("#ft-preview")
         expect(preview).to_contain_text("visiting hours on the ward", timeout=30_000)
         expect(preview).to_contain_text("At least 20 seconds")
-        expect(page.locator("#ft-dataset")).to_contain_text("clinic-faq")
+        expect(page.locator("#ft-dataset input")).to_have_value(re.compile("^clinic-faq"))
 
         page.get_by_role("tab", name="Train", exact=True).click()
         page.locator("#ft-estimate").click()

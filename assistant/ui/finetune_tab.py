@@ -33,4 +33,5 @@ def build_finetune_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Drop
         with gr.Tab("Adapters", id="ft-adapters-tab"):
             build_adapters_panel(demo, assistant, timer, model_choice)
     train.started.then(jobs.show, [train.job_id], jobs.outputs, api_name=False)
-    jobs_tab.select(jobs.show, [jobs.selector], jobs.outputs, api_name=False)
+    jobs_tab.select(jobs.show, [jobs.selector], jobs.outputs, api_name=False,
+                    show_progress="hidden")

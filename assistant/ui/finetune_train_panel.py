@@ -152,13 +152,14 @@ def estimate_text(assistant: Assistant, method: str, spec: dict, base: str,
         est = assistant.training_estimate(method, spec, (base or "").strip())
     except EXPECTED as exc:
         return f"⚠️ {exc}"
-    verdict = "✅ **Fits**" if est.fits else "⛔ **Does not fit**"
+    verdict = "**Fits**" if est.fits else "**Does not fit**"
     text = (f"{verdict}: ~{est.params / 1e6:.0f}M parameters; needs ~{est.memory_gb:.1f} GB "
             f"of {est.available_gb:.1f} GB free; ~{est.seconds_per_step:.1f} s per step")
     rows = next((r.train for r in assistant.datasets() if r.id == ds_id), 0) if ds_id else 0
     if rows and method != "cpt":
         steps = planned_steps({**SPECS[method]().__dict__, **spec}, rows)
-        text += f"; {steps} steps ≈ {duration(steps * est.seconds_per_step)} of training"
+        text += (f"; {steps} step{'s' if steps != 1 else ''} ≈ "
+                 f"{duration(steps * est.seconds_per_step)} of training")
     text += "."
     return text + (f"\n\n{est.reason}" if est.reason else "")
 
@@ -172,6 +173,6 @@ def start_job(assistant: Assistant, method: str, spec: dict, base: str, ds_id: s
         job = assistant.start_training(method, spec, (base or "").strip(), ds_id,
                                        name=(name or "").strip(), force=bool(force))
     except EXPECTED as exc:
-        return f"⛔ {exc}", None
+        return f"⚠️ {exc}", None
     return (f"Started job **{job.id}** ({job.status}). Follow it under Jobs; it keeps "
             "running if you close this page."), job.id

@@ -1,0 +1,111 @@
+"""``python -m assistant finetune ...``: datasets, training jobs and their logs (the same
+facade calls as the Fine-tune tab)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ingest.pipeline import drain
+
+def finetune_parser(sub) -> None:
+    ft = sub.add_parser("finetune", help="training data, LoRA / CPT / DPO / ReFT jobs")
+    ft_sub = ft.add_subparsers(dest="ft_command", required=True)
+    data = ft_sub.add_parser("data", help="datasets").add_subparsers(dest="data_command",
+                                                                      required=True)
+    imp = data.add_parser("import", help="validate and store a JSONL/CSV/parquet file")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--name", default="")
+    gen = data.add_parser("generate", help="question-answer pairs from a knowledge base")
+    gen.add_argument("--kb", dest="gen_kb", help="knowledge base (default: --kb or settings)")
+    gen.add_argument("--n", type=int, default=200, help="chunks to write pairs for")
+    gen.add_argument("--name", default="")
+    gen.add_argument("--raft", type=float, default=0.0, help="share of RAFT-style samples")
+    gen.add_argument("--no-refusals", action="store_true")
+    data.add_parser("preview", help="first rows of a dataset").add_argument("id")
+    data.add_parser("list", help="stored datasets")
+    train = ft_sub.add_parser("train", help="queue a training job")
+    train.add_argument("--base-model", default="qwen2.5-coder-0.5b",
+                       help="installed model name, .gguf file or local HF folder")
+    train.add_argument("--data", required=True, help="dataset id or a file to import")
+    train.add_argument("--method", choices=("lora", "cpt", "dpo", "reft"), default="lora")
+    train.add_argument("--output", default="", help="adapter name")
+    train.add_argument("--wait", action="store_true", help="follow progress until the end")
+    train.add_argument("--force", action="store_true", help="start despite the memory estimate")
+    for flag, kind, key in (("--lora-target-modules", str, "target_modules"), ("--r", int, "r"),
+                            ("--alpha", int, "alpha"), ("--micro-batch-size", int, "micro_batch_size"),
+                            ("--grad-accum", int, "grad_accum"), ("--epochs", float, "epochs"),
+                            ("--lr", float, "lr"), ("--max-steps", int, "max_steps"),
+                            ("--max-length", int, "max_length"), ("--save-steps", int, "save_steps"),
+                            ("--beta", float, "beta"), ("--block-size", int, "block_size"),
+                            ("--layers", str, "layers"), ("--rank", int, "rank"),
+                            ("--positions", str, "positions")):
+        train.add_argument(flag, type=kind, dest=f"spec_{key}", default=None, metavar=key.upper())
+    ft_sub.add_parser("jobs", help="training jobs, newest first")
+    for name in ("cancel", "resume", "log", "show"):
+        ft_sub.add_parser(name).add_argument("id")
+
+
+def cmd_finetune(assistant, args) -> int:
+    import json
+
+    cmd = args.ft_command
+    if cmd == "data":
+        return _cmd_finetune_data(assistant, args)
+    if cmd == "train":
+        spec = {k[5:]: v for k, v in vars(args).items() if k.startswith("spec_") and v is not None}
+        ref = Path(args.data).expanduser()
+        data_id = assistant.import_dataset(ref).id if ref.is_file() else args.data
+        print(assistant.training_estimate(args.method, spec, args.base_model).describe())
+        job = assistant.start_training(args.method, spec, args.base_model, data_id,
+                                       name=args.output, force=args.force)
+        print(f"queued job {job.id}")
+        return _follow(assistant, job.id) if args.wait else 0
+    if cmd == "jobs":
+        for job in assistant.training_jobs():
+            print(job.describe())
+        return 0
+    if cmd == "log":
+        print(assistant.training_log(args.id))
+        return 0
+    action = {"cancel": assistant.cancel_training, "resume": assistant.resume_training,
+              "show": assistant.training_job}[cmd]
+    job = action(args.id)
+    print(json.dumps(job.to_json(), indent=2) if cmd == "show" else job.describe())
+    return _follow(assistant, job.id) if cmd == "resume" and getattr(args, "wait", False) else 0
+
+
+def _cmd_finetune_data(assistant, args) -> int:
+    import json
+
+    if args.data_command == "import":
+        rec = assistant.import_dataset(args.file, args.name)
+    elif args.data_command == "generate":
+        gen = assistant.generate_dataset(args.gen_kb or args.kb, args.n, args.name,
+                                         raft_fraction=args.raft, refusals=not args.no_refusals)
+        rec = drain(gen, lambda ev: print(f"\r{ev.stage} {ev.index}/{ev.total} kept {ev.kept}",
+                                          end="", file=sys.stderr, flush=True))
+        print(file=sys.stderr)
+    elif args.data_command == "preview":
+        for row in assistant.preview_dataset(args.id, 5):
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    else:
+        for rec in assistant.datasets():
+            print(f"{rec.id}  {rec.shape:10s} train {rec.train}  held-out {rec.heldout}  {rec.origin}")
+        return 0
+    print(f"dataset {rec.id}: {rec.shape}, {rec.train} train + {rec.heldout} held-out, sha256 {rec.hash[:12]}")
+    return 0
+
+
+def _follow(assistant, job_id: str) -> int:
+    last = None
+    while True:
+        job = assistant.training_job(job_id)
+        line = job.describe()
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if job.status not in ("queued", "running"):
+            return 0 if job.status == "succeeded" else 1
+        time.sleep(2)
