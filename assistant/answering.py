@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Callable, Iterator, Sequence
 
-from assistant.citations import MarkerFilter, build_citations
+from assistant.citations import MarkerFilter, add_missing_markers, build_citations, marker_numbers
 from assistant.condense import condense, translate_query
 from assistant.guard import DoseFilter, ScopeGuard, support, threshold_for, urgent_advice
 from assistant.inference_log import InferenceLog
@@ -21,7 +22,7 @@ from assistant.messages import say
 from assistant.profiles import MEDICAL_DISCLAIMER, Profile
 from assistant.prompts import build_messages, fit_sources
 from assistant.settings import Settings
-from assistant.types import Answer, AnswerDelta, Source
+from assistant.types import Answer, AnswerDelta, Citation, Source
 from knowledge.library import Library
 from knowledge.types import Hit
 
@@ -125,7 +126,7 @@ class Answerer:
             yield AnswerDelta(tail)
         run.timings["generate_s"] = time.perf_counter() - t1
         body = "".join(shown)[len(run.urgent) + 2 if run.urgent else 0:].strip()
-        citations = build_citations(body, sources)
+        citations = _citations(body, sources)
         refused = ""
         if profile.medical and not citations and body:
             refused = "unsupported"  # nothing grounded: said as "not found", sources listed
@@ -190,6 +191,16 @@ class _Run:
                  timings: dict[str, float], best: float | None, urgent: str):
         self.question, self.query, self.lang, self.kbs = question, query, lang, kbs
         self.model, self.timings, self.support, self.urgent = model, timings, best, urgent
+
+
+def _citations(body: str, sources: list[Source]) -> list[Citation]:
+    """Citations for the markers in ``body``, plus ``inferred`` ones for sentences the
+    model left unmarked whose words mostly come from one source (small models often
+    answer faithfully but forget the marker). The text itself is left as streamed."""
+    own = set(marker_numbers(body))
+    marked = add_missing_markers(body, sources)
+    return [c if c.number in own else replace(c, inferred=True)
+            for c in build_citations(marked, sources)]
 
 
 def _interleave(lists: list[list[Hit]], k: int) -> list[Hit]:

@@ -14,20 +14,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
-from assistant.citations import MARKER, build_citations, clean_markers, marker_numbers
+from assistant.citations import add_missing_markers, build_citations, clean_markers, marker_numbers
 from assistant.errors import AssistantError
+from assistant.language import is_traditional, to_traditional
 from assistant.llm import LLM
 from assistant.prompts import fit_sources, format_source
 from assistant.types import Citation, Source
 from knowledge.language import detect_language
-from knowledge.tokenize import tokenize
 from knowledge.types import Chunk, Hit
 
 _LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese", "zh-TW": "Traditional Chinese",
                    "vi": "Vietnamese"}
-_HAN_LOW, _HAN_HIGH = "\u3400", "\u9fff"
 PROMPT_MARGIN = 64  # tokens kept free for the chat template
 
 
@@ -55,25 +53,6 @@ class TaskProgress:
 
 
 # --- language -----------------------------------------------------------------
-@lru_cache(maxsize=4)
-def _opencc(config: str):
-    import opencc
-
-    return opencc.OpenCC(config)
-
-
-def _changed(text: str, config: str) -> int:
-    converted = _opencc(config).convert(text)
-    return sum(a != b for a, b in zip(text, converted)) + abs(len(text) - len(converted))
-
-
-def is_traditional(text: str) -> bool:
-    """True when Han characters in ``text`` are mostly Traditional: converting them to
-    Simplified changes more characters than converting them to Traditional does."""
-    han = "".join(ch for ch in text if _HAN_LOW <= ch <= _HAN_HIGH)[:4000]
-    return bool(han) and _changed(han, "t2s") > _changed(han, "s2t")
-
-
 def document_language_of_text(text: str) -> str:
     """``en``, ``zh`` (Simplified), ``zh-TW`` (Traditional), ``vi`` or ``other``."""
     language = detect_language(text)
@@ -105,7 +84,7 @@ def write_in(language: str) -> str:
 def localize(text: str, language: str) -> str:
     """The model's text, converted to Traditional Chinese (Taiwan usage) when the
     document is Traditional: small models drift to Simplified."""
-    return _opencc("s2twp").convert(text) if language == "zh-TW" and text else text
+    return to_traditional(text) if language == "zh-TW" and text else text
 
 
 # --- sources and windows ------------------------------------------------------
@@ -172,46 +151,7 @@ def require_text(chunks: Sequence) -> None:
 
 
 # --- markers ------------------------------------------------------------------
-_SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|[。！？]|$)")
 _TAIL = re.compile(r"[\s.!?:;,。！？：；，]*$")
-
-
-def _best_source(sentence: str, sources: Sequence[tuple[int, set[str]]],
-                 min_overlap: float) -> int | None:
-    tokens = set(tokenize(sentence))
-    if len(tokens) < 3:
-        return None
-    shared, number = max(((len(tokens & toks), n) for n, toks in sources), default=(0, None),
-                         key=lambda pair: pair[0])
-    return number if shared >= 3 and shared / len(tokens) >= min_overlap else None
-
-
-def add_missing_markers(text: str, sources: Sequence[Source], min_overlap: float = 0.5) -> str:
-    """``text`` with a ``[n]`` marker added to each sentence or bullet that has none and
-    whose words mostly (``min_overlap`` of its tokens) come from source ``n``: small
-    models often summarize faithfully but forget the markers.
-
-    >>> src = [Source(1, "c1", "", "a.pdf", 1, "Clinic hours are 8 am to 6 pm.", 0.0),
-    ...        Source(2, "c2", "", "a.pdf", 2, "Adults take 500 mg every 8 hours.", 0.0)]
-    >>> add_missing_markers("Summary:\\n- Adults take 500 mg every 8 hours. Hours: 8 am to 6 pm [1].", src)
-    'Summary:\\n- Adults take 500 mg every 8 hours [2]. Hours: 8 am to 6 pm [1].'
-    """
-    indexed = [(s.number, set(tokenize(s.text))) for s in sources]
-    lines = []
-    for line in text.split("\n"):
-        parts = []
-        for m in _SENTENCE.finditer(line):
-            sentence = m.group(0)
-            lead_in = line.lstrip().startswith("#") or sentence.rstrip().endswith((":", "："))
-            number = (None if lead_in or MARKER.search(sentence)
-                      else _best_source(sentence, indexed, min_overlap))
-            if number is not None:
-                tail = _TAIL.search(sentence).group(0)
-                body = sentence[: len(sentence) - len(tail)]
-                sentence = f"{body} [{number}]{tail.lstrip()}" + (" " if tail.endswith(" ") else "")
-            parts.append(sentence)
-        lines.append("".join(parts))
-    return "\n".join(lines)
 
 
 _LEADING = re.compile(r"^(\s*(?:[-*•]|\d+[.)])\s+)((?:\[\d{1,3}(?:,\s*\d{1,3})*\]\s*)+)(\S.*)$",
