@@ -8,6 +8,8 @@ Each task is a generator: it yields ``TaskProgress`` events and *returns* its re
 """
 from __future__ import annotations
 
+from ingest.pipeline import drain
+
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
@@ -39,10 +41,4 @@ __all__ = ["Advice", "ExamQuestion", "Summary", "TaskError", "TaskProgress", "ad
 def run_task(task: Generator[TaskProgress, None, T],
              on_progress: Callable[[TaskProgress], None] | None = None) -> T:
     """Run a task generator to the end and return its result."""
-    while True:
-        try:
-            event = next(task)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress:
-            on_progress(event)
+    return drain(task, on_progress)

@@ -138,20 +138,18 @@ def job_view(assistant: Assistant, job_id: str | None) -> tuple[str, pd.DataFram
 
 
 def cancel_job(assistant: Assistant, job_id: str | None) -> str:
-    if not job_id:
-        return "Pick a job first."
-    try:
-        record = assistant.cancel_training(job_id)
-    except EXPECTED as exc:
-        return f"⚠️ {exc}"
-    return f"Job {record.id} is {record.status}."
+    return _job_action(assistant.cancel_training, job_id, "")
 
 
 def resume_job(assistant: Assistant, job_id: str | None) -> str:
+    return _job_action(assistant.resume_training, job_id, ": it continues from its last checkpoint")
+
+
+def _job_action(action, job_id: str | None, suffix: str) -> str:
     if not job_id:
         return "Pick a job first."
     try:
-        record = assistant.resume_training(job_id)
+        record = action(job_id)
     except EXPECTED as exc:
         return f"⚠️ {exc}"
-    return f"Job {record.id} is {record.status}: it continues from its last checkpoint."
+    return f"Job {record.id} is {record.status}{suffix}."
