@@ -52,14 +52,6 @@ def question_language(text: str) -> str:
     return "vi" if lang == "vi" else "en"
 
 
-def language_of_text(text: str) -> str:
-    """Like ``question_language`` but for a document sample ("other" kept apart)."""
-    lang = detect_language(text)
-    if lang == "zh":
-        return "zh-Hant" if is_traditional(text) else "zh-Hans"
-    return lang
-
-
 def answer_instruction(lang: str) -> str:
     name = NAMES.get(lang, "English")
     extra = " Use Traditional Chinese characters (繁體中文), not Simplified." if lang == "zh-Hant" else ""
