@@ -23,6 +23,7 @@ from assistant.profiles import MEDICAL_DISCLAIMER, Profile
 from assistant.prompts import build_messages, fit_sources
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta, Citation, Source
+from knowledge.fusion import reciprocal_rank_fusion
 from knowledge.library import Library
 from knowledge.types import Hit
 
@@ -204,8 +205,8 @@ def _citations(body: str, sources: list[Source]) -> list[Citation]:
 
 
 def _interleave(lists: list[list[Hit]], k: int) -> list[Hit]:
-    """Several ranked lists as one, by reciprocal rank; a chunk found twice keeps the hit
-    with the higher dense similarity.
+    """Several ranked lists (the question and its translation) as one, by the knowledge
+    layer's reciprocal rank fusion.
 
     >>> from knowledge.types import Chunk
     >>> h = lambda cid, d: Hit(Chunk(cid, "d", "s", "t", 1, 0, 1, 0), d, scores={"dense": d})
@@ -214,15 +215,8 @@ def _interleave(lists: list[list[Hit]], k: int) -> list[Hit]:
     """
     if len(lists) == 1:
         return lists[0][:k]
-    score: dict[str, float] = {}
-    best: dict[str, Hit] = {}
-    for hits in lists:
-        for rank, hit in enumerate(hits):
-            cid = hit.chunk.chunk_id
-            score[cid] = score.get(cid, 0.0) + 1.0 / (60 + rank)
-            if cid not in best or hit.scores.get("dense", -1) > best[cid].scores.get("dense", -1):
-                best[cid] = hit
-    return [best[c] for c in sorted(score, key=lambda c: -score[c])][:k]
+    return reciprocal_rank_fusion({f"query{i}": hits for i, hits in enumerate(lists)},
+                                  k=59, limit=k)  # 59: ranks count from 1 there
 
 
 def _through(stages, piece: str) -> str:
