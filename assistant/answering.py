@@ -20,7 +20,7 @@ from assistant.language import TraditionalStream, answer_instruction, question_l
 from assistant.llm import LLM
 from assistant.messages import say
 from assistant.profiles import MEDICAL_DISCLAIMER, Profile
-from assistant.prompts import build_messages, fit_sources
+from assistant.prompts import build_messages, fit_sources, source_from_hit
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta, Citation, Source
 from knowledge.fusion import reciprocal_rank_fusion
@@ -154,7 +154,7 @@ class Answerer:
         notices = self._disclaimer(profile, run.lang)
         full = self._assemble(run, text, notices)
         yield AnswerDelta(full)
-        sources = tuple(_source(i, h) for i, h in enumerate(hits, start=1))
+        sources = tuple(source_from_hit(i, h) for i, h in enumerate(hits, start=1))
         answer = Answer(run.question, full, (), sources, run.model, run.timings,
                         search_query=run.query, refused=reason, language=run.lang,
                         notices=tuple(notices), support=run.support)
@@ -164,8 +164,8 @@ class Answerer:
     def _sources(self, query: str, hits: list[Hit]) -> list[Source]:
         budget = self.settings.retrieval.compress_budget
         if not budget:
-            return [_source(i, h) for i, h in enumerate(hits, start=1)]
-        return [_source(i, c.hit, c.text) for i, c in enumerate(
+            return [source_from_hit(i, h) for i, h in enumerate(hits, start=1)]
+        return [source_from_hit(i, c.hit, c.text) for i, c in enumerate(
             self.library.compress(query, hits, budget), start=1)]
 
     @staticmethod
@@ -230,9 +230,3 @@ def _flush(stages) -> str:
     for stage in stages:
         out = stage.feed(out) + stage.flush() if out else stage.flush()
     return out
-
-
-def _source(number: int, hit: Hit, text: str | None = None) -> Source:
-    c = hit.chunk
-    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text if text is None else text,
-                  hit.score, dict(hit.scores))

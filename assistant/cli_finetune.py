@@ -16,6 +16,8 @@ def finetune_parser(sub) -> None:
     imp = data.add_parser("import", help="validate and store a JSONL/CSV/parquet file")
     imp.add_argument("file", type=Path)
     imp.add_argument("--name", default="")
+    imp.add_argument("--about-kb", default="", help="the knowledge base the questions are "
+                     "about: jobs on the dataset are then also evaluated with RAG over it")
     gen = data.add_parser("generate", help="question-answer pairs from a knowledge base")
     gen.add_argument("--kb", dest="gen_kb", help="knowledge base (default: --kb or settings)")
     gen.add_argument("--n", type=int, default=200, help="chunks to write pairs for")
@@ -79,7 +81,7 @@ def _cmd_finetune_data(assistant, args) -> int:
     import json
 
     if args.data_command == "import":
-        rec = assistant.import_dataset(args.file, args.name)
+        rec = assistant.import_dataset(args.file, args.name, args.about_kb)
     elif args.data_command == "generate":
         gen = assistant.generate_dataset(args.gen_kb or args.kb, args.n, args.name,
                                          raft_fraction=args.raft, refusals=not args.no_refusals)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from assistant.llm import LLM
+from assistant.prompts import build_messages, source_from_hit
+from finetune.evaluate import RAG_PROMPTS
 from finetune.registry import AdapterRecord, ModelChoice
 from knowledge.errors import KnowledgeError
 
@@ -27,12 +29,15 @@ class TrainingMixin:
     def _datasets_dir(self) -> Path:
         return self.paths.data_dir / "datasets"
 
-    def import_dataset(self, path: Path | str, name: str = ""):
+    def import_dataset(self, path: Path | str, name: str = "", kb: str = ""):
         """Validate and store a JSONL/CSV/parquet file -> ``finetune.data.DatasetRecord``;
-        ``finetune.data.DatasetError`` names each bad row."""
+        ``finetune.data.DatasetError`` names each bad row. ``kb``: the knowledge base the
+        questions are about (jobs on it are then evaluated with RAG over it too)."""
         from finetune.data import import_dataset
 
-        return import_dataset(self._datasets_dir(), path, name)
+        if kb:
+            self.library.manifest(kb)  # KnowledgeBaseNotFound names it
+        return import_dataset(self._datasets_dir(), path, name, kb)
 
     def datasets(self) -> list:
         from finetune.data import list_datasets
@@ -91,11 +96,38 @@ class TrainingMixin:
         est = self.training_estimate(method, spec, base_model)
         if not est.fits and not force:
             raise JobError(f"Not started: {est.reason}")
+        rag = self._rag_eval_prompts(dataset) if method != "dpo" and dataset.heldout else ""
+        files = {RAG_PROMPTS: rag} if rag else {}
         return self.training.submit(method, to_dict(parsed), base_model, dataset.id, name=name,
                                     data_dir=self.paths.data_dir,
                                     models_dir=self.paths.models_dir,
                                     kb=dataset.extra.get("kb", ""),
-                                    estimate=est.__dict__)
+                                    estimate=est.__dict__, files=files)
+
+    def _rag_eval_prompts(self, dataset) -> str:
+        """JSONL, one line per held-out question the job evaluates: the chat prompt with
+        the sources the knowledge base finds for it now (the worker cannot open the
+        knowledge base while this process holds it). Empty when the dataset does not come
+        from a knowledge base that still exists."""
+        import json
+
+        from finetune.data import read_split
+        from finetune.evaluate import MAX_EXAMPLES
+
+        kb = dataset.extra.get("kb", "")
+        if not kb or kb not in self.library.names():
+            return ""
+        top_k = self.settings.retrieval.top_k
+        lines = []
+        for example in read_split(dataset, "heldout")[:MAX_EXAMPLES]:
+            if not example.messages:
+                return ""
+            hits = self.library.get(kb).search(example.question, top_k)
+            sources = [source_from_hit(i, h) for i, h in enumerate(hits, start=1)]
+            lines.append(json.dumps({"kb": kb, "messages": build_messages(example.question,
+                                                                          sources)},
+                                    ensure_ascii=False))
+        return "\n".join(lines) + "\n" if lines else ""
 
     def training_jobs(self) -> list:
         return self.training.list()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from assistant.types import Source
+from knowledge.types import Hit
 
 SYSTEM_PROMPT = (
     "You are Docent, an assistant that answers questions using only the numbered "
@@ -14,6 +15,13 @@ SYSTEM_PROMPT = (
     "- If the sources do not contain the answer, say that the documents do not say.\n"
     "- Answer briefly, in the same language as the question."
 )
+
+
+def source_from_hit(number: int, hit: Hit, text: str | None = None) -> Source:
+    """Source ``number`` of a prompt from a search hit (``text``: a compressed cut)."""
+    c = hit.chunk
+    return Source(number, c.chunk_id, hit.kb, c.source, c.page, c.text if text is None else text,
+                  hit.score, dict(hit.scores))
 
 
 def format_source(src: Source) -> str:

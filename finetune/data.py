@@ -313,10 +313,13 @@ def _record(meta: dict, folder: Path) -> DatasetRecord:
                          meta.get("extra", {}))
 
 
-def import_dataset(root: Path, path: Path | str, name: str = "") -> DatasetRecord:
+def import_dataset(root: Path, path: Path | str, name: str = "", kb: str = "") -> DatasetRecord:
+    """Validate and store a file; ``kb``: the knowledge base its questions are about (jobs
+    then evaluate with RAG over it too)."""
     path = Path(path).expanduser()
     shape, examples = load_file(path)
-    return save_dataset(root, examples, shape, name or path.stem, str(path.resolve()))
+    return save_dataset(root, examples, shape, name or path.stem, str(path.resolve()),
+                        {"kb": kb} if kb else None)
 
 
 def get_dataset(root: Path, ds_id: str) -> DatasetRecord:

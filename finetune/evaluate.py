@@ -1,4 +1,6 @@
-"""Before/after evaluation of an adapter on a dataset's held-out split (closed-book).
+"""Before/after evaluation of an adapter on a dataset's held-out split, closed-book and,
+when the job folder holds ``rag_eval.jsonl`` (the chat prompt with the knowledge base's
+sources for each held-out question, written when the job was queued), with RAG too.
 
 QA: exact match and token-F1 of the greedy reply against the reference answer; multiple
 choice (a reference that is one option letter A-E): accuracy of the first letter in the
@@ -13,6 +15,7 @@ True
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -26,6 +29,8 @@ from finetune.data import Example
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 50
+RAG_PROMPTS = "rag_eval.jsonl"
+_MARKER = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 MAX_NEW_TOKENS = 64
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 _LETTER = re.compile(r"^\s*\(?([A-E])\)?(?:[\s.):,]|$)")
@@ -88,25 +93,52 @@ def hf_generate(model, tok, messages: list[dict], max_new_tokens: int = MAX_NEW_
     return tok.decode(out[0][enc["input_ids"].shape[-1]:], skip_special_tokens=True).strip()
 
 
-def compare(generate_base: Callable[[list[dict]], str], generate_adapter: Callable[[list[dict]], str],
-            examples: Sequence[Example]) -> dict:
-    """Scores of both models on the same examples, with a few sample replies."""
+def read_rag_prompts(job_dir: Path) -> list[dict]:
+    """The RAG prompts a job was queued with ({"kb", "messages"} per held-out question)."""
+    path = job_dir / RAG_PROMPTS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def _run(generate_base: Callable[[list[dict]], str], generate_adapter: Callable[[list[dict]], str],
+         prompts: Sequence[list[dict]], examples: Sequence[Example], mode: str,
+         clean: Callable[[str], str] = str.strip) -> dict:
     t0 = time.perf_counter()
-    base = [generate_base(_prompt(e)) for e in examples]
-    tuned = [generate_adapter(_prompt(e)) for e in examples]
+    base = [clean(generate_base(p)) for p in prompts]
+    tuned = [clean(generate_adapter(p)) for p in prompts]
     samples = [{"question": e.question[:300], "reference": e.answer[:300], "base": b[:300],
                 "adapter": a[:300]} for e, b, a in list(zip(examples, base, tuned))[:3]]
-    return {"heldout": len(examples), "mode": "closed-book", "base": score(base, examples),
+    return {"heldout": len(examples), "mode": mode, "base": score(base, examples),
             "adapter": score(tuned, examples), "samples": samples,
             "eval_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def compare(generate_base: Callable[[list[dict]], str], generate_adapter: Callable[[list[dict]], str],
+            examples: Sequence[Example], rag: Sequence[dict] = ()) -> dict:
+    """Scores of both models on the same examples, with a few sample replies: closed-book,
+    and under "rag" with the knowledge base's sources in the prompt (``rag``: one prompt
+    per example, in order; citation markers are removed before scoring)."""
+    out = _run(generate_base, generate_adapter, [_prompt(e) for e in examples], examples,
+               "closed-book")
+    rag = list(rag)[:len(examples)]
+    if rag:
+        scored = list(examples)[:len(rag)]
+        out["rag"] = _run(generate_base, generate_adapter, [r["messages"] for r in rag], scored,
+                          f"with RAG ({rag[0].get('kb', '')})",
+                          lambda t: _MARKER.sub("", t).replace(" .", ".").strip())
+    return out
+
+
 def evaluate_adapter(method: str, base_dir: Path, adapter_dir: Path,
-                     heldout: Sequence[Example], max_examples: int = MAX_EXAMPLES) -> dict:
-    """Base against adapter on up to ``max_examples`` held-out examples."""
+                     heldout: Sequence[Example], max_examples: int = MAX_EXAMPLES,
+                     rag: Sequence[dict] = ()) -> dict:
+    """Base against adapter on up to ``max_examples`` held-out examples (and the same
+    questions with RAG when ``rag`` holds their prompts, see ``read_rag_prompts``)."""
     examples = list(heldout)[:max_examples]
     if method == "reft":
-        return _evaluate_reft(base_dir, adapter_dir, examples)
+        return _evaluate_reft(base_dir, adapter_dir, examples, rag)
     from peft import PeftModel
 
     from finetune.train import load_base
@@ -121,10 +153,11 @@ def evaluate_adapter(method: str, base_dir: Path, adapter_dir: Path,
         with model.disable_adapter():
             return hf_generate(model, tok, messages)
 
-    return compare(base_fn, lambda m: hf_generate(model, tok, m), examples)
+    return compare(base_fn, lambda m: hf_generate(model, tok, m), examples, rag)
 
 
-def _evaluate_reft(base_dir: Path, adapter_dir: Path, examples: Sequence[Example]) -> dict:
+def _evaluate_reft(base_dir: Path, adapter_dir: Path, examples: Sequence[Example],
+                   rag: Sequence[dict] = ()) -> dict:
     from finetune.reft import generate, load_reft
     from finetune.train import load_base
 
@@ -132,7 +165,7 @@ def _evaluate_reft(base_dir: Path, adapter_dir: Path, examples: Sequence[Example
     model.eval()
     reft = load_reft(adapter_dir, base_dir, model=model)
     return compare(lambda m: hf_generate(model, tok, m),
-                   lambda m: generate(reft, tok, m, max_new_tokens=MAX_NEW_TOKENS), examples)
+                   lambda m: generate(reft, tok, m, max_new_tokens=MAX_NEW_TOKENS), examples, rag)
 
 
 def _evaluate_text(model, tok, examples: Sequence[Example], block_size: int = 256) -> dict:

@@ -204,10 +204,15 @@ class JobQueue:
     # --- changing ---
     def submit(self, method: str, spec: dict, base_model: str, dataset_id: str, *,
                name: str = "", data_dir: Path, models_dir: Path, kb: str = "",
-               estimate: dict | None = None) -> JobRecord:
+               estimate: dict | None = None, files: dict[str, str] | None = None
+               ) -> JobRecord:
+        """Queue a job. ``files``: name -> text written into the job's folder before the
+        record exists (inputs the worker reads, e.g. the RAG evaluation prompts)."""
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         folder = self.root / job_id
         folder.mkdir(parents=True)
+        for file_name, text in (files or {}).items():
+            (folder / file_name).write_text(text, encoding="utf-8")
         record = JobRecord(job_id, method, dict(spec), base_model, dataset_id, "queued",
                            name, str(data_dir), str(models_dir), kb, time.time(),
                            estimate=dict(estimate or {}), path=folder)

@@ -75,7 +75,7 @@ def _train_and_register(record, job_dir: Path) -> dict:
               "seconds_per_step": round(trained["seconds_per_step"], 3),
               "trainable_params": trained["trainable"], "total_params": trained["total"]}
     heldout = read_split(dataset, "heldout")
-    evaluation = _evaluate(record.method, base_dir, trained["adapter_dir"], heldout)
+    evaluation = _evaluate(record.method, base_dir, trained["adapter_dir"], heldout, job_dir)
     adapter_id = _register(record, dataset, trained["adapter_dir"], base_dir,
                            {**result, **evaluation})
     return {**result, "evaluation": evaluation, "adapter_id": adapter_id}
@@ -115,13 +115,14 @@ def _append_progress(job_dir: Path, step, total, loss, lr, elapsed) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _evaluate(method: str, base_dir: Path, adapter_dir: Path, heldout) -> dict:
+def _evaluate(method: str, base_dir: Path, adapter_dir: Path, heldout, job_dir: Path) -> dict:
     if not heldout:
         return {"eval_note": "no held-out split (fewer than 20 examples)"}
-    from finetune.evaluate import evaluate_adapter
+    from finetune.evaluate import evaluate_adapter, read_rag_prompts
 
     try:
-        return evaluate_adapter(method, base_dir, adapter_dir, heldout)
+        return evaluate_adapter(method, base_dir, adapter_dir, heldout,
+                                rag=read_rag_prompts(job_dir))
     except Exception as exc:
         log.exception("Evaluation failed")
         return {"eval_error": f"{type(exc).__name__}: {exc}"}

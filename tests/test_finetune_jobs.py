@@ -16,6 +16,8 @@ import pytest
 
 from assistant.core import Assistant
 from finetune.data import import_dataset
+from finetune.evaluate import read_rag_prompts
+from ingest.pipeline import IngestItem, drain
 from finetune.jobs import JobError, JobQueue, metrics, read_job
 from finetune.registry import AdapterRegistry
 from tests.conftest import ROOT, make_settings
@@ -62,15 +64,22 @@ def test_lora_job_through_the_facade(tmp_path, tiny):
     settings = make_settings(tmp_path)
     assistant = Assistant(settings, llm=ScriptedLLM("ok"), embedder=HashEmbedder())
     try:
+        doc = tmp_path / "facts.txt"
+        doc.write_text("\n\n".join(a for _, a in FACTS) + "\n")
+        drain(assistant.ingest([IngestItem(doc, doc.name, str(doc))]))
         src = tmp_path / "qa.jsonl"
         src.write_text("\n".join(json.dumps(r) for r in _rows()) + "\n")
-        ds = assistant.import_dataset(src)
-        assert (ds.train, ds.heldout) == (35, 5)
+        ds = assistant.import_dataset(src, kb=settings.default_kb)
+        assert (ds.train, ds.heldout) == (35, 5) and ds.extra["kb"] == settings.default_kb
         est = assistant.training_estimate("lora", _spec(max_steps=4), str(tiny))
         assert est.fits and 5e6 < est.params < 2e7
         job = assistant.start_training("lora", _spec(max_steps=4, save_steps=2), str(tiny), ds.id,
                                        name="facts")
         assert job.status in ("queued", "running")
+        rag = read_rag_prompts(job.path)  # the held-out questions with the KB's sources
+        assert len(rag) == 5 and all(r["kb"] == settings.default_kb for r in rag)
+        assert all("[1] (facts.txt" in r["messages"][1]["content"]
+                   and "Kelmo pharmacy opens at 7 am" in r["messages"][1]["content"] for r in rag)
         done = assistant.training.wait(job.id, timeout=300)
         assert done.status == "succeeded", assistant.training_log(job.id)[-3000:]
         curve = assistant.training_metrics(job.id)
@@ -81,6 +90,8 @@ def test_lora_job_through_the_facade(tmp_path, tiny):
         assert res["trainable_params"] == 2 * 2 * 4 * (64 + 64) - 2 * 4 * (64 - 32)  # q: 64x64, v: 64x32
         ev = res["evaluation"]
         assert ev["heldout"] == 5 and set(ev["base"]) == {"token_f1", "exact"}
+        assert ev["rag"]["mode"] == f"with RAG ({settings.default_kb})"
+        assert set(ev["rag"]["base"]) == set(ev["rag"]["adapter"]) == {"token_f1", "exact"}
         adapter = AdapterRegistry(settings.paths.data_dir / "adapters").get(done.adapter_id)
         assert adapter.name == "facts" and adapter.method == "lora" and adapter.base_model == str(tiny)
         assert adapter.dataset_hash == ds.hash and adapter.spec["r"] == 4
@@ -201,3 +212,21 @@ def test_a_few_steps_on_the_real_05b(tmp_path):
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert result.trainable_params == 1_081_344  # r=8 on q/k/v/o of 24 layers
     print(f"\n0.5B LoRA: {result.seconds_per_step:.2f} s/step")
+
+
+def test_compare_scores_closed_book_and_rag_prompts():
+    from finetune.data import Example
+    from finetune.evaluate import compare
+
+    examples = [Example(messages=(("user", "When does Kelmo open?"), ("assistant", "At 7 am.")))]
+    rag = [{"kb": "clinic", "messages": [{"role": "user", "content": "Sources: ... 7 am"}]}]
+
+    def adapter(messages):
+        return "At 7 am [1]." if "Sources" in messages[-1]["content"] else "At noon."
+
+    out = compare(lambda m: "I do not know.", adapter, examples, rag)
+    assert out["mode"] == "closed-book" and out["adapter"]["token_f1"] == 0.4
+    assert out["rag"]["mode"] == "with RAG (clinic)"
+    assert out["rag"]["adapter"] == {"token_f1": 1.0, "exact": 1.0}  # marker not scored
+    assert out["rag"]["base"]["token_f1"] == 0.0
+    assert compare(lambda m: "x", adapter, examples).get("rag") is None
