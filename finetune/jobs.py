@@ -236,7 +236,7 @@ class JobQueue:
 
     def resume(self, job_id: str) -> JobRecord:
         """Queue an interrupted, failed or cancelled job again; it continues from its last
-        checkpoint (methods without checkpoints start over)."""
+        checkpoint (LoRA, CPT and DPO: the Trainer's; ReFT: its saved interventions)."""
         folder = self._dir(job_id)
         record = read_job(folder)
         if record.status not in RESUMABLE:

@@ -15,12 +15,15 @@ An adapter folder holds ``reft_config.json`` and ``interventions.safetensors``::
 pyreft 0.1.0 on transformers 5 needs three shims (see STACK.md): ``compute_loss`` with
 the new signature, ``LoreftIntervention(dtype=torch.float32)``, and a finite
 ``model_max_length``. pyreft's own save (``save_intervention``) writes torch pickles;
-it is replaced here, and its trainer checkpoints are turned off.
+it is replaced here, and its trainer checkpoints are turned off: a job's checkpoints are
+the interventions saved the same way every ``save_steps`` (``train_reft(...,
+checkpoint_dir=..., resume=True)`` continues from the last one).
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -187,16 +190,24 @@ def _trainer_class():
             return None
 
     class Progress(transformers.TrainerCallback):
-        def __init__(self, on_step: OnStep | None, should_stop: Callable[[], bool] | None):
+        """Steps counted over the whole run (``done`` before a resume), a checkpoint every
+        ``save_steps``."""
+
+        def __init__(self, on_step: OnStep | None, should_stop: Callable[[], bool] | None,
+                     done: int, total: int, save_steps: int, save: Callable[[int], None]):
             self.on_step, self.should_stop = on_step, should_stop
+            self.done, self.total, self.save_steps, self.save = done, total, save_steps, save
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
             if self.on_step and "loss" in logs:
-                self.on_step(state.global_step, state.max_steps, float(logs["loss"]),
+                self.on_step(self.done + state.global_step, self.total, float(logs["loss"]),
                              float(logs.get("learning_rate", 0.0)))
 
         def on_step_end(self, args, state, control, **kw):
+            step = self.done + state.global_step
+            if step % self.save_steps == 0:
+                self.save(step)
             if self.should_stop and self.should_stop():
                 control.should_training_stop = True
 
@@ -205,10 +216,16 @@ def _trainer_class():
 
 def train_reft(base_dir: Path, examples: Sequence, spec, out_dir: Path, *,
                on_step: OnStep | None = None, should_stop: Callable[[], bool] | None = None,
-               ) -> ReftResult:
+               checkpoint_dir: Path | None = None, resume: bool = False) -> ReftResult:
     """Train LoReFT on chat ``examples`` (``Example``s or message lists) and save it to
     ``out_dir``. ``spec``: a ``finetune.specs.ReftSpec``. ``on_step(step, total, loss,
-    lr)`` after each logged step; ``should_stop()`` True ends training early (saved)."""
+    lr)`` after each logged step; ``should_stop()`` True ends training early (saved).
+
+    ``checkpoint_dir``: the interventions are saved there every ``spec.save_steps`` steps
+    (safetensors, as an adapter). ``resume``: continue from that checkpoint: its weights
+    are loaded and the remaining steps run, the learning rate picking up the linear decay
+    where it stopped (the optimizer's moments start afresh; pyreft's own trainer
+    checkpoints do not reload, see the module doc)."""
     import transformers
 
     t0 = time.perf_counter()
@@ -216,20 +233,36 @@ def train_reft(base_dir: Path, examples: Sequence, spec, out_dir: Path, *,
     reft = build_reft(model, spec.layers, spec.rank, spec.dropout)
     n = len(spec.layers)
     data = _dataset(tok, examples, spec.positions, n, spec.max_length)
+    done, total = 0, _total_steps(spec, len(data))
+    latest = Path(checkpoint_dir) / "latest" if checkpoint_dir else None
+    if resume and latest and (latest / CONFIG).is_file():
+        config = read_config(latest)
+        _load_weights(reft, latest)
+        done, total = int(config["step"]), int(config["max_steps"])
+        log.info("Resuming ReFT from step %d of %d (%s)", done, total, latest)
     Trainer, Progress = _trainer_class()
     pyreft = _pyreft()
     work = Path(tempfile.mkdtemp(prefix=".reft-run-", dir=_parent(Path(out_dir))))
+
+    def save_checkpoint(step: int) -> None:
+        if latest is not None and step < total:
+            save_reft(reft, latest, base_dir=Path(base_dir), layers=spec.layers,
+                      rank=spec.rank, positions=spec.positions,
+                      extra={"step": step, "max_steps": total})
+
     try:
         args = transformers.TrainingArguments(
             output_dir=str(work), per_device_train_batch_size=spec.micro_batch_size,
-            gradient_accumulation_steps=spec.grad_accum, num_train_epochs=spec.epochs,
-            max_steps=spec.max_steps or -1, learning_rate=spec.lr,
-            warmup_steps=float(spec.warmup_ratio), logging_steps=spec.logging_steps,
-            save_strategy="no", report_to=[], remove_unused_columns=False, seed=spec.seed,
-            use_cpu=not _cuda(), disable_tqdm=True)
+            gradient_accumulation_steps=spec.grad_accum, max_steps=total - done,
+            learning_rate=spec.lr * (total - done) / total if done else spec.lr,
+            warmup_steps=0 if done else float(spec.warmup_ratio),
+            logging_steps=spec.logging_steps, save_strategy="no", report_to=[],
+            remove_unused_columns=False, seed=spec.seed + done, use_cpu=not _cuda(),
+            disable_tqdm=True)
         trainer = Trainer(model=reft, processing_class=tok, args=args, train_dataset=data,
                           data_collator=pyreft.ReftDataCollator(_collator(tok, model)),
-                          callbacks=[Progress(on_step, should_stop)])
+                          callbacks=[Progress(on_step, should_stop, done, total,
+                                              spec.save_steps, save_checkpoint)])
         trainer.remove_callback(transformers.PrinterCallback)  # progress goes to on_step
         out = trainer.train()
     finally:
@@ -237,10 +270,19 @@ def train_reft(base_dir: Path, examples: Sequence, spec, out_dir: Path, *,
     save_reft(reft, out_dir, base_dir=Path(base_dir), layers=spec.layers, rank=spec.rank,
               positions=spec.positions)
     trainable = trainable_parameters(reft)
-    log.info("ReFT: %d steps, %d trainable parameters, %.0f s", out.global_step, trainable,
+    steps = done + out.global_step
+    log.info("ReFT: %d steps, %d trainable parameters, %.0f s", steps, trainable,
              time.perf_counter() - t0)
     return ReftResult(Path(out_dir), trainable, sum(p.numel() for p in model.parameters()),
-                      out.global_step, float(out.training_loss), time.perf_counter() - t0)
+                      steps, float(out.training_loss), time.perf_counter() - t0)
+
+
+def _total_steps(spec, n_examples: int) -> int:
+    """Optimizer steps of the whole run (as the Trainer counts them on one process)."""
+    if spec.max_steps:
+        return spec.max_steps
+    per_epoch = max(1, math.ceil(n_examples / spec.micro_batch_size) // spec.grad_accum)
+    return max(1, math.ceil(per_epoch * spec.epochs))
 
 
 def _collator(tok, model):
@@ -258,8 +300,9 @@ def _cuda() -> bool:
 
 # --- save / load ----------------------------------------------------------------------
 def save_reft(reft, out_dir: Path, *, base_dir: Path, layers: Sequence[int], rank: int,
-              positions: str) -> Path:
-    """The interventions' weights as safetensors plus ``reft_config.json`` (atomic)."""
+              positions: str, extra: dict | None = None) -> Path:
+    """The interventions' weights as safetensors plus ``reft_config.json`` (atomic;
+    ``extra``: more config fields, e.g. a checkpoint's step)."""
     from safetensors.torch import save_file
 
     tensors = {}
@@ -270,7 +313,7 @@ def save_reft(reft, out_dir: Path, *, base_dir: Path, layers: Sequence[int], ran
     config = {"format_version": FORMAT_VERSION, "method": "loreft", "layers": list(layers),
               "rank": rank, "positions": positions, "component": "block_output",
               "share_weights": True, "embed_dim": model_cfg.hidden_size,
-              "model_type": model_cfg.model_type, "base_model": str(base_dir)}
+              "model_type": model_cfg.model_type, "base_model": str(base_dir), **(extra or {})}
     out_dir = Path(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=".reft-save-", dir=_parent(out_dir)))
     try:
@@ -299,8 +342,6 @@ def load_reft(adapter_dir: Path, base_dir: Path | None = None, model=None):
     """The ReFT model saved in ``adapter_dir``, on ``base_dir`` (default: the base it was
     trained on) or on an already loaded ``model``; in eval mode, config in
     ``.docent_config``."""
-    from safetensors.torch import load_file
-
     config = read_config(adapter_dir)
     if model is None:
         base = Path(base_dir or config["base_model"])
@@ -311,15 +352,21 @@ def load_reft(adapter_dir: Path, base_dir: Path | None = None, model=None):
         raise ReftError(f"ReFT adapter {adapter_dir} was trained on a model of width "
                         f"{config['embed_dim']}, not {model.config.hidden_size}.")
     reft = build_reft(model, config["layers"], config["rank"], 0.0)
+    _load_weights(reft, adapter_dir)
+    reft.eval()
+    reft.docent_config = config
+    return reft
+
+
+def _load_weights(reft, adapter_dir: Path) -> None:
+    from safetensors.torch import load_file
+
     tensors = load_file(str(Path(adapter_dir) / WEIGHTS))
     for i, value in enumerate(reft.interventions.values()):
         state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{i}.")}
         if not state:
             raise ReftError(f"{adapter_dir} lacks the weights of intervention {i}.")
         _module(value).load_state_dict(state)
-    reft.eval()
-    reft.docent_config = config
-    return reft
 
 
 # --- generation -----------------------------------------------------------------------

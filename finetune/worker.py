@@ -84,14 +84,15 @@ def _train_and_register(record, job_dir: Path) -> dict:
 def _train(method: str, spec, base_dir: Path, examples, job_dir: Path, resume: bool) -> dict:
     if method == "reft":
         from finetune.reft import train_reft
-        from finetune.train import ProgressCallback  # noqa: F401 - same metrics format
+        from finetune.train import last_elapsed
 
-        t0 = time.time()
+        t0 = time.time() - (last_elapsed(job_dir / "metrics.jsonl") if resume else 0.0)
 
         def on_step(step, total, loss, lr):
             _append_progress(job_dir, step, total, loss, lr, time.time() - t0)
 
-        r = train_reft(base_dir, examples, spec, job_dir / "adapter", on_step=on_step)
+        r = train_reft(base_dir, examples, spec, job_dir / "adapter", on_step=on_step,
+                       checkpoint_dir=job_dir / "reft-checkpoint", resume=resume)
         return {"adapter_dir": r.adapter_dir, "steps": r.steps, "loss": r.loss,
                 "seconds": r.seconds, "seconds_per_step": r.seconds / max(1, r.steps),
                 "trainable": r.trainable_params, "total": r.base_params}

@@ -134,6 +134,33 @@ def test_resume_after_kill_9(tmp_path, tiny):
     assert "Resuming from" in again.log(job.id)
 
 
+def test_reft_job_resumes_from_its_saved_interventions_after_kill_9(tmp_path, tiny):
+    data_dir = tmp_path / "data"
+    ds = _dataset(tmp_path, data_dir)
+    queue = JobQueue(data_dir / "finetune" / "jobs")
+    spec = {"layers": [0, 1], "rank": 2, "micro_batch_size": 2, "grad_accum": 1,
+            "max_length": 64, "lr": 1e-2, "max_steps": 60, "save_steps": 5}
+    job = queue.submit("reft", spec, str(tiny), ds.id, data_dir=data_dir, models_dir=tmp_path)
+    latest = job.path / "reft-checkpoint" / "latest"
+    _wait_for(lambda: (latest / "reft_config.json").is_file(), 240, "the first ReFT checkpoint")
+    os.kill(read_job(job.path).pid, signal.SIGKILL)
+    _wait_for(lambda: queue.get(job.id).status == "interrupted", 30, "interrupted status")
+    saved = json.loads((latest / "reft_config.json").read_text())
+    killed_at = max(m["step"] for m in metrics(job.path))
+    assert saved["max_steps"] == 60 and saved["step"] % 5 == 0 and killed_at < 60
+    assert sorted(p.name for p in latest.iterdir()) == ["interventions.safetensors",
+                                                         "reft_config.json"]  # no pickles
+    queue.resume(job.id)
+    done = queue.wait(job.id, timeout=300)
+    assert done.status == "succeeded", queue.log(job.id)[-3000:]
+    steps = [m["step"] for m in metrics(job.path)]
+    restart = steps.index(saved["step"] + 1, steps.index(killed_at) + 1)
+    assert steps[restart:] == list(range(saved["step"] + 1, 61))  # continued, not restarted
+    assert f"Resuming ReFT from step {saved['step']} of 60" in queue.log(job.id)
+    assert done.result["steps"] == 60
+    assert AdapterRegistry(data_dir / "adapters").get(done.adapter_id).method == "reft"
+
+
 def test_queue_runs_one_job_at_a_time_and_cancel_works(tmp_path, tiny):
     data_dir = tmp_path / "data"
     ds = _dataset(tmp_path, data_dir)
