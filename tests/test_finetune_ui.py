@@ -102,6 +102,8 @@ def test_bad_rows_are_named_and_edits_are_validated(assistant, tmp_path):
     assert ds_id is None and "Not imported" in message
     assert "row 2" in message and "'response' is missing" in message
     assert dp.import_file(assistant, None)[1] is None
+    message, ds_id = dp.import_file(assistant, str(_faq(tmp_path)), "x", "no-such-kb")
+    assert ds_id is None and "no-such-kb" in message
 
     _, ds_id = dp.import_file(assistant, str(_faq(tmp_path)))
     headers, rows = dp.preview_table(assistant, ds_id)

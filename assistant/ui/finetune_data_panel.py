@@ -47,6 +47,9 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
             upload = gr.File(label="JSONL, CSV or parquet", file_types=FILE_TYPES,
                              elem_id="ft-upload")
             name = gr.Textbox(label="Name (optional)", max_lines=1, elem_id="ft-dataset-name")
+            about = gr.Checkbox(value=False, label="The questions are about the knowledge base "
+                                "chosen at the top (jobs then also evaluate with RAG over it)",
+                                elem_id="ft-import-about-kb")
             import_btn = gr.Button("Import dataset", variant="primary", elem_id="ft-import")
         with gr.Column():
             gr.Markdown("**Or generate from the knowledge base** chosen at the top: the "
@@ -65,8 +68,8 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
     preview = gr.Dataframe(interactive=True, wrap=True, elem_id="ft-preview")
     save_btn = gr.Button("Save edits as a new dataset", elem_id="ft-save-edits")
 
-    def do_import(path: str | None, label: str):
-        message, ds_id = import_file(assistant, path, label)
+    def do_import(path: str | None, label: str, about_kb: bool, kb: str | None):
+        message, ds_id = import_file(assistant, path, label, kb if about_kb else "")
         return message, _picker(assistant, ds_id)
 
     def do_generate(kb: str, n: float | None, refuse: bool, share: float,
@@ -85,7 +88,8 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
         headers, cells = preview_table(assistant, ds_id)
         return gr.Dataframe(value=cells, headers=headers)
 
-    import_btn.click(do_import, [upload, name], [status, dataset], api_name=False)
+    import_btn.click(do_import, [upload, name, about, kb_choice], [status, dataset],
+                     api_name=False)
     gen_btn.click(do_generate, [kb_choice, count, refusals, raft], [status, dataset],
                   api_name=False)
     save_btn.click(do_save, [dataset, preview], [status, dataset], api_name=False)
@@ -125,12 +129,15 @@ def dataset_choices(assistant: Assistant) -> list[tuple[str, str]]:
         return []
 
 
-def import_file(assistant: Assistant, path: str | None, name: str = "") -> tuple[str, str | None]:
-    """(message, dataset id or None). A bad file's message lists each wrong row."""
+def import_file(assistant: Assistant, path: str | None, name: str = "", kb: str | None = ""
+                ) -> tuple[str, str | None]:
+    """(message, dataset id or None). A bad file's message lists each wrong row. ``kb``:
+    the knowledge base the questions are about."""
     if not path:
         return "Choose a JSONL, CSV or parquet file first.", None
     try:
-        record = assistant.import_dataset(path, (name or "").strip() or Path(path).stem)
+        record = assistant.import_dataset(path, (name or "").strip() or Path(path).stem,
+                                          kb or "")
     except EXPECTED as exc:
         return f"⚠️ Not imported:\n\n```\n{exc}\n```", None
     return (f"Imported **{record.name}**: {record.train} training and {record.heldout} "
