@@ -58,7 +58,7 @@ def cmd_finetune(assistant, args) -> int:
         spec = {k[5:]: v for k, v in vars(args).items() if k.startswith("spec_") and v is not None}
         ref = Path(args.data).expanduser()
         data_id = assistant.import_dataset(ref).id if ref.is_file() else args.data
-        print(assistant.training_estimate(args.method, spec, args.base_model).describe())
+        print(assistant.training_estimate(args.method, spec, args.base_model, data_id).describe())
         job = assistant.start_training(args.method, spec, args.base_model, data_id,
                                        name=args.output, force=args.force)
         print(f"queued job {job.id}")

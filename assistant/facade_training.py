@@ -70,12 +70,18 @@ class TrainingMixin:
         return generate_dataset(self.llm, chunks, self._datasets_dir(), name or f"{base.name}-qa",
                                 opts, kb=base.name)
 
-    def training_estimate(self, method: str, spec: dict, base_model: str):
-        """Memory and time estimate (``finetune.base_models.Estimate``) before a start."""
+    def training_estimate(self, method: str, spec: dict, base_model: str,
+                          dataset_id: str | None = None):
+        """Memory and time estimate (``finetune.base_models.Estimate``) before a start;
+        with ``dataset_id`` the time per step follows its examples' length."""
         from finetune.base_models import estimate
+        from finetune.data import get_dataset, mean_tokens, read_split
         from finetune.specs import spec_from_dict
 
-        return estimate(spec_from_dict(method, spec), base_model, self.paths.data_dir / "hf-models")
+        length = (mean_tokens(read_split(get_dataset(self._datasets_dir(), dataset_id), "train"))
+                  if dataset_id else 0.0)
+        return estimate(spec_from_dict(method, spec), base_model,
+                        self.paths.data_dir / "hf-models", length)
 
     def start_training(self, method: str, spec: dict, base_model: str, dataset_id: str,
                        name: str = "", force: bool = False):
@@ -93,7 +99,7 @@ class TrainingMixin:
         if dataset.shape not in wanted:
             raise JobError(f"Method {method} needs a {' or '.join(wanted)} dataset; "
                            f"{dataset.id} is {dataset.shape}.")
-        est = self.training_estimate(method, spec, base_model)
+        est = self.training_estimate(method, spec, base_model, dataset.id)
         if not est.fits and not force:
             raise JobError(f"Not started: {est.reason}")
         rag = self._rag_eval_prompts(dataset) if method != "dpo" and dataset.heldout else ""

@@ -212,14 +212,17 @@ def count_params(name_or_path: str, cache_dir: Path) -> int:
     return total
 
 
-def estimate(spec, base: str, cache_dir: Path) -> Estimate:
+def estimate(spec, base: str, cache_dir: Path, mean_tokens: float = 0.0) -> Estimate:
     """Memory and time per optimizer step of ``spec`` on ``base``; ``fits`` is False, with
-    the reason, when the free RAM (or GPU memory) is too small."""
+    the reason, when the free RAM (or GPU memory) is too small. ``mean_tokens``: the
+    dataset's mean example length (the time scales with it; default: 256 tokens)."""
     import psutil
     import torch
 
     params = count_params(base, cache_dir)
     seq = min(getattr(spec, "block_size", 0) or spec.max_length, 256)
+    if mean_tokens and not getattr(spec, "block_size", 0):
+        seq = min(spec.max_length, max(16.0, mean_tokens))
     tokens_per_step = spec.micro_batch_size * spec.grad_accum * seq
     factor = 2.6 if getattr(spec, "beta", None) else 1.6  # DPO: chosen + rejected + reference
     memory = params * 4 * factor / 1e9 + 1.0 + spec.micro_batch_size * seq * params * 2e-12

@@ -216,3 +216,20 @@ def test_raft_samples_hold_the_oracle_among_distractors():
         assert prompt.startswith("Documents:\n[1]") and "[3]" in prompt
         oracle = next(c for c in _chunks() if c.chunk_id == e.source)
         assert oracle.text in prompt
+
+
+def test_estimate_follows_the_dataset_length(tmp_path):
+    from finetune.base_models import estimate
+    from finetune.data import Example, mean_tokens
+    from finetune.specs import LoraSpec
+
+    short = [Example(messages=(("user", "Hours?"), ("assistant", "8 to 6.")))]
+    long = [Example(messages=(("user", "word " * 150), ("assistant", "答" * 100)))]
+    assert 25 < mean_tokens(short) < 45 and 300 < mean_tokens(long) < 360
+    assert mean_tokens([]) == 0.0
+    spec = LoraSpec(max_length=512)
+    base, cache = "qwen2.5-coder-0.5b", tmp_path  # a known size: nothing is loaded
+    quick = estimate(spec, base, cache, mean_tokens(short))
+    slow = estimate(spec, base, cache, mean_tokens(long))
+    default = estimate(spec, base, cache)
+    assert quick.seconds_per_step < default.seconds_per_step < slow.seconds_per_step

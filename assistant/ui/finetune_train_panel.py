@@ -149,7 +149,7 @@ def estimate_text(assistant: Assistant, method: str, spec: dict, base: str,
                   ds_id: str | None) -> str:
     """Markdown: parameters, memory (needed and free), time per step and in all."""
     try:
-        est = assistant.training_estimate(method, spec, (base or "").strip())
+        est = assistant.training_estimate(method, spec, (base or "").strip(), ds_id or None)
     except EXPECTED as exc:
         return f"⚠️ {exc}"
     verdict = "**Fits**" if est.fits else "**Does not fit**"
