@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -228,12 +227,14 @@ def train_reft(base_dir: Path, examples: Sequence, spec, out_dir: Path, *,
     checkpoints do not reload, see the module doc)."""
     import transformers
 
+    from finetune.specs import planned_steps
+
     t0 = time.perf_counter()
     model, tok = load_base(Path(base_dir))
     reft = build_reft(model, spec.layers, spec.rank, spec.dropout)
     n = len(spec.layers)
     data = _dataset(tok, examples, spec.positions, n, spec.max_length)
-    done, total = 0, _total_steps(spec, len(data))
+    done, total = 0, planned_steps(spec.__dict__, len(data))
     latest = Path(checkpoint_dir) / "latest" if checkpoint_dir else None
     if resume and latest and (latest / CONFIG).is_file():
         config = read_config(latest)
@@ -275,14 +276,6 @@ def train_reft(base_dir: Path, examples: Sequence, spec, out_dir: Path, *,
              time.perf_counter() - t0)
     return ReftResult(Path(out_dir), trainable, sum(p.numel() for p in model.parameters()),
                       steps, float(out.training_loss), time.perf_counter() - t0)
-
-
-def _total_steps(spec, n_examples: int) -> int:
-    """Optimizer steps of the whole run (as the Trainer counts them on one process)."""
-    if spec.max_steps:
-        return spec.max_steps
-    per_epoch = max(1, math.ceil(n_examples / spec.micro_batch_size) // spec.grad_accum)
-    return max(1, math.ceil(per_epoch * spec.epochs))
 
 
 def _collator(tok, model):

@@ -15,6 +15,7 @@ LoRA rank r must be between 1 and 512 (got 0).
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -182,3 +183,17 @@ def to_dict(spec) -> dict[str, Any]:
 
 def method_of(spec) -> str:
     return next(m for m, cls in SPECS.items() if type(spec) is cls)
+
+
+def planned_steps(spec: dict, train_rows: int) -> int:
+    """Optimizer steps a run of ``spec`` (a spec's fields) takes over ``train_rows``
+    examples on one process: ``max_steps`` wins over epochs.
+
+    >>> planned_steps({"micro_batch_size": 2, "grad_accum": 4, "epochs": 1}, 180)
+    23
+    """
+    if spec.get("max_steps"):
+        return int(spec["max_steps"])
+    batches = math.ceil(train_rows / max(1, spec.get("micro_batch_size", 2)))
+    per_epoch = max(1, math.ceil(batches / max(1, spec.get("grad_accum", 4))))
+    return max(1, math.ceil(per_epoch * float(spec.get("epochs", 1.0))))

@@ -5,7 +5,6 @@ The callbacks below the builder are plain functions of the facade (tests call th
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import gradio as gr
@@ -13,7 +12,7 @@ import gradio as gr
 from assistant.core import Assistant
 from assistant.ui.finetune_data_panel import EXPECTED
 from assistant.ui.finetune_format import METHOD_LABELS, duration
-from finetune.specs import LORA_TARGETS, SPECS, qlora_unavailable_reason
+from finetune.specs import LORA_TARGETS, SPECS, planned_steps, qlora_unavailable_reason
 
 log = logging.getLogger(__name__)
 BASE_MODELS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
@@ -130,19 +129,6 @@ def spec_values(method: str, form: dict) -> dict:
             continue
         out[key] = int(value) if key in INTS else value
     return out
-
-
-def planned_steps(spec: dict, train_rows: int) -> int:
-    """Optimizer steps the Trainer will take (``max_steps`` wins over epochs).
-
-    >>> planned_steps({"micro_batch_size": 2, "grad_accum": 4, "epochs": 1}, 180)
-    23
-    """
-    if spec.get("max_steps"):
-        return int(spec["max_steps"])
-    batches = math.ceil(train_rows / max(1, spec.get("micro_batch_size", 2)))
-    per_epoch = max(1, math.ceil(batches / max(1, spec.get("grad_accum", 4))))
-    return max(1, math.ceil(per_epoch * float(spec.get("epochs", 1.0))))
 
 
 def estimate_text(assistant: Assistant, method: str, spec: dict, base: str,
