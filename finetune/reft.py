@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -246,7 +247,7 @@ def train_reft(base_dir: Path, examples: Sequence, spec, out_dir: Path, *,
     work = Path(tempfile.mkdtemp(prefix=".reft-run-", dir=_parent(Path(out_dir))))
 
     def save_checkpoint(step: int) -> None:
-        if latest is not None and step < total:
+        if latest is not None and step < total and os.environ.get("RANK", "0") == "0":
             save_reft(reft, latest, base_dir=Path(base_dir), layers=spec.layers,
                       rank=spec.rank, positions=spec.positions,
                       extra={"step": step, "max_steps": total})
