@@ -24,13 +24,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from assistant.citations import MARKER
 from finetune.data import Example
 
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 50
 RAG_PROMPTS = "rag_eval.jsonl"
-_MARKER = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 MAX_NEW_TOKENS = 64
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 _LETTER = re.compile(r"^\s*\(?([A-E])\)?(?:[\s.):,]|$)")
@@ -127,7 +127,7 @@ def compare(generate_base: Callable[[list[dict]], str], generate_adapter: Callab
         scored = list(examples)[:len(rag)]
         out["rag"] = _run(generate_base, generate_adapter, [r["messages"] for r in rag], scored,
                           f"with RAG ({rag[0].get('kb', '')})",
-                          lambda t: _MARKER.sub("", t).replace(" .", ".").strip())
+                          lambda t: MARKER.sub("", t).strip())
     return out
 
 
