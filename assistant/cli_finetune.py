@@ -24,6 +24,9 @@ def finetune_parser(sub) -> None:
     gen.add_argument("--name", default="")
     gen.add_argument("--raft", type=float, default=0.0, help="share of RAFT-style samples")
     gen.add_argument("--no-refusals", action="store_true")
+    gen.add_argument("--questions-per-chunk", type=int, default=2,
+                     help="questions asked per sampled passage (default 2: the held-out "
+                          "split then asks about passages the adapter is trained on)")
     data.add_parser("preview", help="first rows of a dataset").add_argument("id")
     data.add_parser("list", help="stored datasets")
     train = ft_sub.add_parser("train", help="queue a training job")
@@ -84,7 +87,8 @@ def _cmd_finetune_data(assistant, args) -> int:
         rec = assistant.import_dataset(args.file, args.name, args.about_kb)
     elif args.data_command == "generate":
         gen = assistant.generate_dataset(args.gen_kb or args.kb, args.n, args.name,
-                                         raft_fraction=args.raft, refusals=not args.no_refusals)
+                                         raft_fraction=args.raft, refusals=not args.no_refusals,
+                                         questions_per_chunk=args.questions_per_chunk)
         rec = drain(gen, lambda ev: print(f"\r{ev.stage} {ev.index}/{ev.total} kept {ev.kept}",
                                           end="", file=sys.stderr, flush=True))
         print(file=sys.stderr)

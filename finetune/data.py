@@ -23,6 +23,7 @@ import json
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,16 +276,37 @@ def dataset_hash(examples: Sequence[Example]) -> str:
 def heldout_split(examples: Sequence[Example], digest: str, fraction: float = 0.1,
                   minimum: int = 5, below: int = 20) -> tuple[list[Example], list[Example]]:
     """(train, heldout): ``fraction`` (at least ``minimum``) held out when there are at
-    least ``below`` examples, chosen by a shuffle seeded with the dataset hash."""
+    least ``below`` examples, chosen by a shuffle seeded with the dataset hash.
+
+    Examples whose source passage has another example are held out first, one per
+    passage, so that a held-out question asks about a passage the model is trained on
+    (in other words): closed-book scores then measure what the adapter learned from the
+    documents, not what it can guess about passages it never saw.
+
+    >>> ex = [Example(messages=(("user", f"q{i}"), ("assistant", "a")), source=f"c{i // 2}")
+    ...       for i in range(40)]
+    >>> train, held = heldout_split(ex, "0" * 16)
+    >>> len(held), len({e.source for e in held}), {e.source for e in held} <= {e.source for e in train}
+    (5, 5, True)
+    """
     n = len(examples)
     if n < below:
         return list(examples), []
     k = max(minimum, round(fraction * n))
     order = list(range(n))
     random.Random(int(digest[:16], 16)).shuffle(order)
-    held = set(order[:k])
-    return ([e for i, e in enumerate(examples) if i not in held],
-            [e for i, e in enumerate(examples) if i in held])
+    per_source = Counter(e.source for e in examples if e.source not in ("", "refusal"))
+    held: list[int] = []
+    sources: set[str] = set()
+    for i in order:  # first: one example of each passage that keeps another in training
+        src = examples[i].source
+        if len(held) < k and per_source[src] >= 2 and src not in sources:
+            held.append(i)
+            sources.add(src)
+    held += [i for i in order if i not in set(held)][: k - len(held)]
+    chosen = set(held)
+    return ([e for i, e in enumerate(examples) if i not in chosen],
+            [e for i, e in enumerate(examples) if i in chosen])
 
 
 def _slug(name: str) -> str:

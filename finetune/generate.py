@@ -59,10 +59,16 @@ class GenerateOptions:
     distractors: int = 2
     max_answer_tokens: int = 160
     temperature: float = 0.3
+    # Questions asked per sampled passage. With two, the held-out split can keep one
+    # question of a passage whose other question is trained on, so the closed-book
+    # evaluation asks about what the adapter was taught (see finetune.data.heldout_split).
+    questions_per_chunk: int = 2
 
     def __post_init__(self) -> None:
         if not 1 <= self.n <= 100_000:
             raise ValueError("Generate between 1 and 100000 pairs.")
+        if not 1 <= self.questions_per_chunk <= 5:
+            raise ValueError("questions_per_chunk is between 1 and 5.")
         if not 0 <= self.raft_fraction <= 1 or not 0 <= self.min_support <= 1:
             raise ValueError("raft_fraction and min_support are between 0 and 1.")
 
@@ -153,11 +159,14 @@ def raft_prompt(question: str, oracle: Chunk, distractors: Sequence[Chunk],
 def generate_pairs(llm, chunks: Sequence[Chunk], opts: GenerateOptions = GenerateOptions()
                    ) -> Generator[GenerationEvent, None, list[Example]]:
     """Progress events per sampled chunk; returns the kept examples (refusals included)."""
-    picked = sample_chunks(chunks, opts.n, opts.seed)
+    per = opts.questions_per_chunk
+    picked = sample_chunks(chunks, -(-opts.n // per), opts.seed)
+    total = min(opts.n, len(picked) * per)
     rng = random.Random(opts.seed)
     dedup, dropped, kept = NearDuplicates(), Counter(), []
     lang = _main_language(picked)
-    for i, gq in enumerate(generate_questions(llm, picked), start=1):
+    questions = generate_questions(llm, picked, per_chunk=per)
+    for i, gq in zip(range(1, total + 1), questions):
         reason = "no question" if gq is None else ""
         if gq is not None:
             language = _LANGUAGE_NAMES.get(detect_language(gq.chunk.text), "the passage's language")
@@ -169,7 +178,7 @@ def generate_pairs(llm, chunks: Sequence[Chunk], opts: GenerateOptions = Generat
                 kept.append(_example(gq.question, answer, gq.chunk, picked, opts, rng))
         if reason:
             dropped[reason] += 1
-        yield GenerationEvent("pairs", i, len(picked), reason or "kept", len(kept), dict(dropped))
+        yield GenerationEvent("pairs", i, total, reason or "kept", len(kept), dict(dropped))
     if opts.refusals and kept:
         kept.extend(refusal_examples(lang, max(2, len(kept) // 20)))
     return kept

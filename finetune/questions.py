@@ -44,23 +44,38 @@ def clean_question(reply: str) -> str | None:
     return None
 
 
-def prompt_for(chunk: Chunk, max_chars: int = 1500) -> list[dict]:
+def prompt_for(chunk: Chunk, avoid: Sequence[str] = (), max_chars: int = 1500) -> list[dict]:
+    """The question prompt for ``chunk``; ``avoid``: questions already written for it,
+    so that the next one asks about something else in the passage."""
     language = _LANGUAGE_NAMES.get(detect_language(chunk.text), "the passage's language")
+    ask = f"Write one question in {language} that this passage answers."
+    if avoid:
+        listed = "\n".join(f"- {q}" for q in avoid)
+        ask += (f" It must ask about a different fact than these questions:\n{listed}")
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"Passage:\n{chunk.index_text[:max_chars]}\n\n"
-                                    f"Write one question in {language} that this passage answers."},
+        {"role": "user", "content": f"Passage:\n{chunk.index_text[:max_chars]}\n\n{ask}"},
     ]
 
 
 def generate_questions(llm, chunks: Sequence[Chunk], max_tokens: int = 48,
-                       temperature: float = 0.3) -> Iterator[GeneratedQuestion | None]:
-    """One question per chunk, in order; ``None`` where the reply held no question
-    (so callers can count progress per chunk)."""
+                       temperature: float = 0.3, per_chunk: int = 1
+                       ) -> Iterator[GeneratedQuestion | None]:
+    """``per_chunk`` questions per chunk (each asked to differ from the ones before), in
+    order; ``None`` where a reply held no new question (so callers can count progress
+    per attempt)."""
     for chunk in chunks:
-        reply = "".join(llm.stream_chat(prompt_for(chunk), max_tokens, temperature))
-        q = clean_question(reply)
-        yield GeneratedQuestion(chunk, q) if q else None
+        written: list[str] = []
+        for _ in range(per_chunk):
+            # later questions sample warmer: small models otherwise repeat the first one
+            temp = max(temperature, 0.8) if written else temperature
+            reply = "".join(llm.stream_chat(prompt_for(chunk, written), max_tokens, temp))
+            q = clean_question(reply)
+            if q and q.casefold() in {w.casefold() for w in written}:
+                q = None
+            if q:
+                written.append(q)
+            yield GeneratedQuestion(chunk, q) if q else None
 
 
 def sample_chunks(chunks: Sequence[Chunk], n: int, seed: int = 0,

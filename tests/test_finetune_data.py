@@ -171,7 +171,8 @@ def test_generation_keeps_grounded_pairs_with_their_chunk():
                     "It opens at 9 am on Saturdays."),
                    ("Visitors", "Who must wear a visitor badge?",
                     "Visitors must wear a visitor badge.")])
-    events, examples = _run(generate_pairs(llm, _chunks(), GenerateOptions(n=3, refusals=True)))
+    events, examples = _run(generate_pairs(llm, _chunks(), GenerateOptions(n=3, refusals=True,
+                                                                   questions_per_chunk=1)))
     assert [e.index for e in events] == [1, 2, 3] and events[-1].kept == 3
     qa = [e for e in examples if e.source != "refusal"]
     assert {e.source for e in qa} == {"c0", "c1", "c2"}
@@ -189,7 +190,8 @@ def test_generation_filters_repetition_duplicates_and_unsupported_answers():
     chunks = _chunks()
     # the same passage in another document: the same pair again (a duplicate)
     chunks = [chunks[0], Chunk("c0b", "d9", "copy.txt", chunks[0].text, 1, 0, 10, 0), chunks[2]]
-    events, examples = _run(generate_pairs(llm, chunks, GenerateOptions(n=3, refusals=False)))
+    events, examples = _run(generate_pairs(llm, chunks, GenerateOptions(n=3, refusals=False,
+                                                                   questions_per_chunk=1)))
     assert events[-1].dropped == {"duplicate": 1, "repetitive": 1}
     assert [e.answer for e in examples] == ["Adults take 500 mg three times daily for seven days."]
 
@@ -198,9 +200,46 @@ def test_generation_filters_repetition_duplicates_and_unsupported_answers():
                    ("clinic opens", "When does the clinic open?", "It opens at 8 am on weekdays."),
                    ("Visitors", "Who must wear a visitor badge?",
                     "Every visitor must wear the visitor badge at all times in the wards.")])
-    events, examples = _run(generate_pairs(llm, _chunks(), GenerateOptions(n=3, refusals=False)))
+    events, examples = _run(generate_pairs(llm, _chunks(), GenerateOptions(n=3, refusals=False,
+                                                                   questions_per_chunk=1)))
     assert events[-1].dropped == {"unsupported": 1}
     assert {e.source for e in examples} == {"c1", "c2"}
+
+
+def test_two_questions_per_passage_and_a_heldout_question_about_a_trained_passage(tmp_path):
+    class TwoQuestionLLM(PairLLM):
+        """Asks the scripted question first, then (told to differ) a second one."""
+
+        def stream_chat(self, messages, max_tokens, temperature):
+            prompt = messages[-1]["content"]
+            if "Question:" not in prompt and "different fact" in prompt:
+                self.calls.append(list(messages))
+                key = next(k for k, *_ in self.script if k in prompt)
+                yield f"What else does the passage say about {key}?"
+                return
+            yield from super().stream_chat(messages, max_tokens, temperature)
+
+    llm = TwoQuestionLLM([("Amoxicillin", "What is the adult dose of amoxicillin?",
+                           "Adults take 500 mg three times daily for seven days."),
+                          ("clinic opens", "When does the clinic open?",
+                           "The clinic opens at 8 am on weekdays."),
+                          ("Visitors", "Who must wear a visitor badge?",
+                           "Visitors must wear a visitor badge.")])
+    events, examples = _run(generate_pairs(llm, _chunks(), GenerateOptions(n=6, refusals=False)))
+    assert [e.index for e in events] == [1, 2, 3, 4, 5, 6] and events[-1].total == 6
+    assert sorted(e.source for e in examples) == ["c0", "c0", "c1", "c1", "c2", "c2"]
+    second = [c for c in llm.calls if "different fact" in c[-1]["content"]]
+    assert len(second) == 3 and "- What is the adult dose of amoxicillin?" in second[0][-1]["content"]
+
+    # 20 passages x 2 pairs: the held-out pairs are about passages trained on
+    from finetune.data import Example, save_dataset, read_split
+    many = [Example(messages=(("user", f"Question {i} about passage {i // 2}?"),
+                              ("assistant", f"Answer {i}.")), source=f"p{i // 2}")
+            for i in range(40)]
+    record = save_dataset(tmp_path, many, "chat", "pairs", "test")
+    held, train = read_split(record, "heldout"), read_split(record, "train")
+    assert record.heldout == 5 and len({e.source for e in held}) == 5
+    assert {e.source for e in held} <= {e.source for e in train}
 
 
 def test_raft_samples_hold_the_oracle_among_distractors():
@@ -210,7 +249,7 @@ def test_raft_samples_hold_the_oracle_among_distractors():
                    ("Visitors", "Who must wear a visitor badge?",
                     "Visitors must wear a visitor badge.")])
     _, examples = _run(generate_pairs(llm, _chunks(), GenerateOptions(
-        n=3, refusals=False, raft_fraction=1.0, distractors=2)))
+        n=3, refusals=False, raft_fraction=1.0, distractors=2, questions_per_chunk=1)))
     for e in examples:
         prompt = e.question
         assert prompt.startswith("Documents:\n[1]") and "[3]" in prompt

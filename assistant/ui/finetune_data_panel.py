@@ -61,6 +61,9 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
                                                      "off-topic questions")
             raft = gr.Slider(0, 1, value=0.0, step=0.05, label="RAFT share (question with "
                              "its passage among distractors)")
+            per_passage = gr.Slider(1, 5, value=2, step=1, label="Questions per passage (with "
+                                    "two or more, held-out questions ask about trained passages)",
+                                    elem_id="ft-gen-per-passage")
             gen_btn = gr.Button("Generate from knowledge base", elem_id="ft-generate")
     status = gr.Markdown(elem_id="ft-data-status")
     gr.Markdown(f"**Preview and edit** (first {PREVIEW_ROWS} training rows; clear every cell "
@@ -72,11 +75,12 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
         message, ds_id = import_file(assistant, path, label, kb if about_kb else "")
         return message, _picker(assistant, ds_id)
 
-    def do_generate(kb: str, n: float | None, refuse: bool, share: float,
+    def do_generate(kb: str, n: float | None, refuse: bool, share: float, per: float | None,
                     progress=gr.Progress()):
         progress(0.0, desc="Generating…")
         message, ds_id = generate(assistant, kb, int(n or 200), refuse, share,
-                                  lambda ev: progress(ev.fraction, desc=_event_text(ev)))
+                                  lambda ev: progress(ev.fraction, desc=_event_text(ev)),
+                                  per_passage=int(per or 2))
         return message, _picker(assistant, ds_id)
 
     def do_save(ds_id: str | None, table):
@@ -90,7 +94,7 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
 
     import_btn.click(do_import, [upload, name, about, kb_choice], [status, dataset],
                      api_name=False)
-    gen_btn.click(do_generate, [kb_choice, count, refusals, raft], [status, dataset],
+    gen_btn.click(do_generate, [kb_choice, count, refusals, raft, per_passage], [status, dataset],
                   api_name=False)
     save_btn.click(do_save, [dataset, preview], [status, dataset], api_name=False)
     dataset.change(show, [dataset], [preview], api_name=False)
@@ -145,11 +149,12 @@ def import_file(assistant: Assistant, path: str | None, name: str = "", kb: str 
 
 
 def generate(assistant: Assistant, kb: str | None, n: int, refusals: bool, raft: float,
-             on_event: Callable | None = None) -> tuple[str, str | None]:
+             on_event: Callable | None = None, per_passage: int = 2) -> tuple[str, str | None]:
     """Drive ``generate_dataset`` to the end -> (message, dataset id or None)."""
     try:
         events = assistant.generate_dataset(kb or None, n, refusals=bool(refusals),
-                                            raft_fraction=float(raft or 0.0))
+                                            raft_fraction=float(raft or 0.0),
+                                            questions_per_chunk=int(per_passage))
         last = None
         while True:
             try:
