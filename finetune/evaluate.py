@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 50
 RAG_PROMPTS = "rag_eval.jsonl"
+EVALUATION_FILE = "evaluation.jsonl"  # every held-out question's replies and scores
+REPLIES = "replies"
 MAX_NEW_TOKENS = 64
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 _LETTER = re.compile(r"^\s*\(?([A-E])\)?(?:[\s.):,]|$)")
@@ -110,9 +112,31 @@ def _run(generate_base: Callable[[list[dict]], str], generate_adapter: Callable[
     tuned = [clean(generate_adapter(p)) for p in prompts]
     samples = [{"question": e.question[:300], "reference": e.answer[:300], "base": b[:300],
                 "adapter": a[:300]} for e, b, a in list(zip(examples, base, tuned))[:3]]
+    replies = [{"mode": mode, "question": e.question, "reference": e.answer, "base": b,
+                "adapter": a, "base_score": _one(b, e), "adapter_score": _one(a, e)}
+               for e, b, a in zip(examples, base, tuned)]
     return {"heldout": len(examples), "mode": mode, "base": score(base, examples),
             "adapter": score(tuned, examples), "samples": samples,
-            "eval_seconds": round(time.perf_counter() - t0, 1)}
+            "eval_seconds": round(time.perf_counter() - t0, 1), REPLIES: replies}
+
+
+def _one(prediction: str, example: Example) -> float:
+    """The per-question score: the option letter's correctness or token-F1."""
+    if is_multiple_choice([example]):
+        return float(choice_letter(prediction) == choice_letter(example.answer))
+    return round(token_f1(prediction, example.answer), 4)
+
+
+def write_replies(job_dir: Path, evaluation: dict) -> int:
+    """Move each question's replies and scores out of ``evaluation`` (they are too long
+    for the adapter's manifest) into ``<job>/evaluation.jsonl``; the number written."""
+    rows = evaluation.pop(REPLIES, []) + evaluation.get("rag", {}).pop(REPLIES, [])
+    if rows:
+        tmp = job_dir / (EVALUATION_FILE + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                       encoding="utf-8")
+        tmp.replace(job_dir / EVALUATION_FILE)
+    return len(rows)
 
 
 def compare(generate_base: Callable[[list[dict]], str], generate_adapter: Callable[[list[dict]], str],

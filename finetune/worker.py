@@ -119,11 +119,13 @@ def _append_progress(job_dir: Path, step, total, loss, lr, elapsed) -> None:
 def _evaluate(method: str, base_dir: Path, adapter_dir: Path, heldout, job_dir: Path) -> dict:
     if not heldout:
         return {"eval_note": "no held-out split (fewer than 20 examples)"}
-    from finetune.evaluate import evaluate_adapter, read_rag_prompts
+    from finetune.evaluate import evaluate_adapter, read_rag_prompts, write_replies
 
     try:
-        return evaluate_adapter(method, base_dir, adapter_dir, heldout,
-                                rag=read_rag_prompts(job_dir))
+        evaluation = evaluate_adapter(method, base_dir, adapter_dir, heldout,
+                                      rag=read_rag_prompts(job_dir))
+        write_replies(job_dir, evaluation)
+        return evaluation
     except Exception as exc:
         log.exception("Evaluation failed")
         return {"eval_error": f"{type(exc).__name__}: {exc}"}

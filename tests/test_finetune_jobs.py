@@ -95,7 +95,9 @@ def test_lora_job_through_the_facade(tmp_path, tiny):
         adapter = AdapterRegistry(settings.paths.data_dir / "adapters").get(done.adapter_id)
         assert adapter.name == "facts" and adapter.method == "lora" and adapter.base_model == str(tiny)
         assert adapter.dataset_hash == ds.hash and adapter.spec["r"] == 4
-        assert adapter.metrics["adapter"] == ev["adapter"]
+        assert adapter.metrics["adapter"] == ev["adapter"] and "replies" not in adapter.metrics
+        replies = (job.path / "evaluation.jsonl").read_text().splitlines()
+        assert len(replies) == 10  # 5 held-out questions, closed-book and with RAG
         assert (adapter.path / "adapter_model.safetensors").is_file()
         assert adapter.gguf or adapter.gguf_error  # converted, or why not
         assert "Resuming" not in assistant.training_log(job.id)
@@ -241,9 +243,9 @@ def test_a_few_steps_on_the_real_05b(tmp_path):
     print(f"\n0.5B LoRA: {result.seconds_per_step:.2f} s/step")
 
 
-def test_compare_scores_closed_book_and_rag_prompts():
+def test_compare_scores_closed_book_and_rag_prompts(tmp_path):
     from finetune.data import Example
-    from finetune.evaluate import compare
+    from finetune.evaluate import compare, write_replies
 
     examples = [Example(messages=(("user", "When does Kelmo open?"), ("assistant", "At 7 am.")))]
     rag = [{"kb": "clinic", "messages": [{"role": "user", "content": "Sources: ... 7 am"}]}]
@@ -257,3 +259,8 @@ def test_compare_scores_closed_book_and_rag_prompts():
     assert out["rag"]["adapter"] == {"token_f1": 1.0, "exact": 1.0}  # marker not scored
     assert out["rag"]["base"]["token_f1"] == 0.0
     assert compare(lambda m: "x", adapter, examples).get("rag") is None
+
+    assert write_replies(tmp_path, out) == 2 and "replies" not in out and "replies" not in out["rag"]
+    rows = [json.loads(line) for line in (tmp_path / "evaluation.jsonl").read_text().splitlines()]
+    assert [(r["mode"], r["adapter"], r["adapter_score"]) for r in rows] == [
+        ("closed-book", "At noon.", 0.4), ("with RAG (clinic)", "At 7 am.", 1.0)]
