@@ -303,8 +303,8 @@ def heldout_split(examples: Sequence[Example], digest: str, fraction: float = 0.
         if len(held) < k and per_source[src] >= 2 and src not in sources:
             held.append(i)
             sources.add(src)
-    held += [i for i in order if i not in set(held)][: k - len(held)]
     chosen = set(held)
+    chosen.update([i for i in order if i not in chosen][: k - len(chosen)])
     return ([e for i, e in enumerate(examples) if i not in chosen],
             [e for i, e in enumerate(examples) if i in chosen])
 
