@@ -69,13 +69,24 @@ def is_multiple_choice(examples: Sequence[Example]) -> bool:
                                   for e in examples)
 
 
-def score(predictions: Sequence[str], examples: Sequence[Example]) -> dict:
+def per_question(predictions: Sequence[str], examples: Sequence[Example]) -> list[float]:
+    """Each reply's score: the option letter's correctness when the set is multiple
+    choice, else token-F1."""
     if is_multiple_choice(examples):
-        hits = [choice_letter(p) == choice_letter(e.answer) for p, e in zip(predictions, examples)]
-        return {"accuracy": round(sum(hits) / len(hits), 4)}
-    f1 = [token_f1(p, e.answer) for p, e in zip(predictions, examples)]
+        return [float(choice_letter(p) == choice_letter(e.answer))
+                for p, e in zip(predictions, examples)]
+    return [token_f1(p, e.answer) for p, e in zip(predictions, examples)]
+
+
+def score(predictions: Sequence[str], examples: Sequence[Example],
+          values: Sequence[float] | None = None) -> dict:
+    """Averages of ``per_question`` (passed as ``values`` when already computed)."""
+    values = per_question(predictions, examples) if values is None else values
+    mean = round(sum(values) / len(values), 4)
+    if is_multiple_choice(examples):
+        return {"accuracy": mean}
     em = [exact_match(p, e.answer) for p, e in zip(predictions, examples)]
-    return {"token_f1": round(sum(f1) / len(f1), 4), "exact": round(sum(em) / len(em), 4)}
+    return {"token_f1": mean, "exact": round(sum(em) / len(em), 4)}
 
 
 def _prompt(example: Example) -> list[dict]:
@@ -110,21 +121,15 @@ def _run(generate_base: Callable[[list[dict]], str], generate_adapter: Callable[
     t0 = time.perf_counter()
     base = [clean(generate_base(p)) for p in prompts]
     tuned = [clean(generate_adapter(p)) for p in prompts]
-    samples = [{"question": e.question[:300], "reference": e.answer[:300], "base": b[:300],
-                "adapter": a[:300]} for e, b, a in list(zip(examples, base, tuned))[:3]]
+    base_scores, tuned_scores = per_question(base, examples), per_question(tuned, examples)
     replies = [{"mode": mode, "question": e.question, "reference": e.answer, "base": b,
-                "adapter": a, "base_score": _one(b, e), "adapter_score": _one(a, e)}
-               for e, b, a in zip(examples, base, tuned)]
-    return {"heldout": len(examples), "mode": mode, "base": score(base, examples),
-            "adapter": score(tuned, examples), "samples": samples,
+                "adapter": a, "base_score": round(bs, 4), "adapter_score": round(ts, 4)}
+               for e, b, a, bs, ts in zip(examples, base, tuned, base_scores, tuned_scores)]
+    samples = [{k: r[k][:300] for k in ("question", "reference", "base", "adapter")}
+               for r in replies[:3]]
+    return {"heldout": len(examples), "mode": mode, "base": score(base, examples, base_scores),
+            "adapter": score(tuned, examples, tuned_scores), "samples": samples,
             "eval_seconds": round(time.perf_counter() - t0, 1), REPLIES: replies}
-
-
-def _one(prediction: str, example: Example) -> float:
-    """The per-question score: the option letter's correctness or token-F1."""
-    if is_multiple_choice([example]):
-        return float(choice_letter(prediction) == choice_letter(example.answer))
-    return round(token_f1(prediction, example.answer), 4)
 
 
 def write_replies(job_dir: Path, evaluation: dict) -> int:
