@@ -20,7 +20,8 @@ def finetune_parser(sub) -> None:
                      "about: jobs on the dataset are then also evaluated with RAG over it")
     gen = data.add_parser("generate", help="question-answer pairs from a knowledge base")
     gen.add_argument("--kb", dest="gen_kb", help="knowledge base (default: --kb or settings)")
-    gen.add_argument("--n", type=int, default=200, help="chunks to write pairs for")
+    gen.add_argument("--n", type=int, default=200, help="pairs to ask for, before the filters "
+                     "(passages sampled: n / questions per chunk)")
     gen.add_argument("--name", default="")
     gen.add_argument("--raft", type=float, default=0.0, help="share of RAFT-style samples")
     gen.add_argument("--no-refusals", action="store_true")

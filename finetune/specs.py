@@ -76,10 +76,18 @@ class _Common:
 
 @dataclass(frozen=True)
 class LoraSpec(_Common):
-    """LoRA with peft on the attention (and optionally MLP) projections."""
+    """LoRA with peft on the attention and MLP projections.
 
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    r: int = 8
+    The defaults are the ones that taught the 0.5B its documents on a 2-core CPU (see
+    README, "Fine-tuning"): r 16 on all seven linear projections, lr 4e-4, three epochs of
+    micro-batches of two with no accumulation. Attention-only r 8 at 2e-4 gained about half
+    as much on the same held-out questions."""
+
+    lr: float = 4e-4
+    epochs: float = 3.0
+    grad_accum: int = 1
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    r: int = 16
     alpha: int = 0  # 0: 2 * r
     dropout: float = 0.05
     qlora: bool = False
@@ -108,6 +116,8 @@ class PretrainSpec(LoraSpec):
 
     block_size: int = 256
     lr: float = 1e-4
+    epochs: float = 1.0
+    grad_accum: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,6 +130,8 @@ class DpoSpec(LoraSpec):
 
     beta: float = 0.1
     lr: float = 5e-5
+    epochs: float = 1.0
+    grad_accum: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()

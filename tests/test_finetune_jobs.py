@@ -239,7 +239,7 @@ def test_a_few_steps_on_the_real_05b(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
-    assert result.trainable_params == 1_081_344  # r=8 on q/k/v/o of 24 layers
+    assert result.trainable_params == 8_798_208  # r=16 on all 7 projections of 24 layers
     print(f"\n0.5B LoRA: {result.seconds_per_step:.2f} s/step")
 
 

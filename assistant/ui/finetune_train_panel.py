@@ -93,8 +93,10 @@ def build_train_panel(assistant: Assistant, dataset: gr.Dropdown) -> TrainPanel:
     fields = [w[f] for f in FIELDS]
 
     def on_method(m: str):
+        spec = SPECS[m]()  # each method's own defaults for the shared fields
         return (gr.Group(visible=m != "reft"), gr.Row(visible=m == "reft"),
-                gr.Number(value=SPECS[m]().lr), gr.Number(visible=m == "cpt"),
+                gr.Number(value=spec.lr), gr.Number(value=spec.epochs),
+                gr.Number(value=spec.grad_accum), gr.Number(visible=m == "cpt"),
                 gr.Number(visible=m == "dpo"), "")
 
     def do_estimate(m: str, base_model: str, ds_id: str | None, *values):
@@ -106,8 +108,9 @@ def build_train_panel(assistant: Assistant, dataset: gr.Dropdown) -> TrainPanel:
                                     base_model, ds_id, label, skip)
         return message, new_id
 
-    method.change(on_method, [method], [lora_box, reft_box, w["lr"], w["block_size"],
-                                        w["beta"], estimate], api_name=False)
+    method.change(on_method, [method], [lora_box, reft_box, w["lr"], w["epochs"],
+                                        w["grad_accum"], w["block_size"], w["beta"], estimate],
+                  api_name=False)
     estimate_btn.click(do_estimate, [method, base, dataset, *fields], [estimate], api_name=False)
     started = start_btn.click(do_start, [method, base, dataset, name, force, *fields],
                               [status, job_id], api_name=False)
