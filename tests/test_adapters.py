@@ -36,14 +36,18 @@ def tiny_gguf(tiny, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lora_dir(tiny, tmp_path_factory) -> Path:
-    """A peft LoRA on q/v with random, clearly non-zero B weights (as after training)."""
+    """A peft LoRA on the default targets (attention and MLP projections) with random,
+    clearly non-zero B weights (as after training)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from finetune.specs import LoraSpec
+
     model = AutoModelForCausalLM.from_pretrained(str(tiny))
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
-                                                  target_modules=["q_proj", "v_proj"]))
+    targets = list(LoraSpec().target_modules)
+    assert "down_proj" in targets
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
     gen = torch.Generator().manual_seed(1)
     for name, weight in peft_model.named_parameters():
         if "lora_B" in name:
