@@ -161,6 +161,16 @@ def test_finetune_tab_imports_previews_and_estimates(app_server, tmp_path):
         expect(estimate).to_contain_text("494M parameters", timeout=120_000)
         expect(estimate).to_contain_text("GB")
         expect(estimate).to_contain_text("s per step")
+        # each method brings its own defaults for the shared fields
+        epochs, accum = page.locator("#ft-epochs input"), page.locator("#ft-grad-accum input")
+        expect(epochs).to_have_value("3")
+        page.locator("#ft-method").get_by_text("Continued pretraining").click()
+        expect(epochs).to_have_value("1", timeout=30_000)
+        expect(accum).to_have_value("4")
+        expect(page.locator("#ft-lr input")).to_have_value("0.0001")
+        page.locator("#ft-method").get_by_text("LoRA").click()
+        expect(epochs).to_have_value("3", timeout=30_000)
+        expect(accum).to_have_value("1")
         page.get_by_role("tab", name="Jobs", exact=True).click()
         expect(page.locator("#ft-job-details")).to_contain_text("No training jobs yet",
                                                                 timeout=30_000)

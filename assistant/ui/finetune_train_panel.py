@@ -48,13 +48,15 @@ def build_train_panel(assistant: Assistant, dataset: gr.Dropdown) -> TrainPanel:
     with gr.Row():
         w["lr"] = gr.Number(value=lora.lr, label="Learning rate", minimum=1e-7, maximum=1.0,
                             step=1e-5, elem_id="ft-lr")
-        w["epochs"] = gr.Number(value=lora.epochs, label="Epochs", minimum=0.01, maximum=1000)
+        w["epochs"] = gr.Number(value=lora.epochs, label="Epochs", minimum=0.01, maximum=1000,
+                                elem_id="ft-epochs")
         w["max_steps"] = gr.Number(value=0, precision=0, minimum=0, label="Max steps",
                                    info="> 0 overrides epochs")
         w["micro_batch_size"] = gr.Number(value=lora.micro_batch_size, precision=0, minimum=1,
                                           maximum=1024, label="Micro-batch")
         w["grad_accum"] = gr.Number(value=lora.grad_accum, precision=0, minimum=1,
-                                    maximum=1024, label="Gradient accumulation")
+                                    maximum=1024, label="Gradient accumulation",
+                                    elem_id="ft-grad-accum")
         w["max_length"] = gr.Number(value=lora.max_length, precision=0, minimum=16,
                                     maximum=32768, label="Max length (tokens)")
         w["dropout"] = gr.Number(value=lora.dropout, minimum=0, maximum=0.9, step=0.01,
