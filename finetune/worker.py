@@ -1,8 +1,10 @@
 """The training worker: ``python -m finetune.worker --job DIR``.
 
 Runs one job record (see ``finetune.jobs``): resolves the base model (dequantizing a
-GGUF once), reads the dataset, trains, then on rank 0 evaluates base against adapter on
-the held-out split, registers the adapter and converts a LoRA to GGUF. Runs unchanged
+GGUF once), reads the dataset, trains, then on rank 0 registers the adapter and converts a
+LoRA to GGUF (so chat can use it at once), and evaluates base against adapter on the
+held-out split into the adapter's metrics. A job resumed after registration goes straight
+to the evaluation. Runs unchanged
 under ``torchrun --nproc_per_node N -m finetune.worker --job DIR`` (or ``accelerate
 launch``): the Trainer picks up the distributed environment (gloo on CPU); only rank 0
 writes the record.
@@ -10,6 +12,7 @@ writes the record.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -20,6 +23,7 @@ from pathlib import Path
 from assistant.offline import go_offline
 
 log = logging.getLogger("finetune.worker")
+REGISTERED = "registered.json"  # in the job folder once the adapter is in the registry
 
 
 def _rank0() -> bool:
@@ -58,6 +62,7 @@ def _finish(job_dir: Path, **changes) -> None:
 def _train_and_register(record, job_dir: Path) -> dict:
     from finetune.base_models import hf_base
     from finetune.data import get_dataset, read_split
+    from finetune.registry import AdapterRegistry
     from finetune.specs import spec_from_dict
 
     data_dir, models_dir = Path(record.data_dir), Path(record.models_dir)
@@ -67,18 +72,34 @@ def _train_and_register(record, job_dir: Path) -> dict:
     log.info("Job %s: %s on %s, dataset %s (%d examples)", record.id, record.method,
              record.base_model, dataset.id, len(examples))
     base_dir = hf_base(record.base_model, models_dir, data_dir / "hf-models")
-    trained = _train(record.method, spec, base_dir, examples, job_dir, record.resume)
+    done = _registered(job_dir)
+    if done:  # a resumed job that had registered its adapter: only the evaluation is left
+        log.info("Job %s: adapter %s is registered; evaluating it", record.id, done["adapter_id"])
+    else:
+        trained = _train(record.method, spec, base_dir, examples, job_dir, record.resume)
+        if not _rank0():
+            return {}
+        result = {"steps": trained["steps"], "train_loss": trained["loss"],
+                  "seconds": round(trained["seconds"], 1),
+                  "seconds_per_step": round(trained["seconds_per_step"], 3),
+                  "trainable_params": trained["trainable"], "total_params": trained["total"]}
+        done = {"adapter_id": _register(record, dataset, trained["adapter_dir"], base_dir,
+                                        result), "result": result}
+        (job_dir / REGISTERED).write_text(json.dumps(done), encoding="utf-8")
     if not _rank0():
         return {}
-    result = {"steps": trained["steps"], "train_loss": trained["loss"],
-              "seconds": round(trained["seconds"], 1),
-              "seconds_per_step": round(trained["seconds_per_step"], 3),
-              "trainable_params": trained["trainable"], "total_params": trained["total"]}
+    registry = AdapterRegistry(data_dir / "adapters")
+    adapter = registry.get(done["adapter_id"])
     heldout = read_split(dataset, "heldout")
-    evaluation = _evaluate(record.method, base_dir, trained["adapter_dir"], heldout, job_dir)
-    adapter_id = _register(record, dataset, trained["adapter_dir"], base_dir,
-                           {**result, **evaluation})
-    return {**result, "evaluation": evaluation, "adapter_id": adapter_id}
+    evaluation = _evaluate(record.method, base_dir, adapter.path, heldout, job_dir)
+    registry.update_metrics(adapter.adapter_id, evaluation)
+    return {**done["result"], "evaluation": evaluation, "adapter_id": adapter.adapter_id}
+
+
+def _registered(job_dir: Path) -> dict | None:
+    """What an earlier attempt of this job registered (adapter id and training result)."""
+    path = job_dir / REGISTERED
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _train(method: str, spec, base_dir: Path, examples, job_dir: Path, resume: bool) -> dict:
@@ -106,8 +127,6 @@ def _train(method: str, spec, base_dir: Path, examples, job_dir: Path, resume: b
 
 
 def _append_progress(job_dir: Path, step, total, loss, lr, elapsed) -> None:
-    import json
-
     eta = elapsed / step * (total - step) if step else 0.0
     row = {"step": step, "total": total, "loss": round(float(loss), 5), "lr": float(lr),
            "elapsed": round(elapsed, 2), "eta": round(eta, 1),

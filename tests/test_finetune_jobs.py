@@ -60,7 +60,7 @@ def _wait_for(cond, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_lora_job_through_the_facade(tmp_path, tiny):
+def test_lora_job_through_the_facade(tmp_path, tiny, caplog):
     settings = make_settings(tmp_path)
     assistant = Assistant(settings, llm=ScriptedLLM("ok"), embedder=HashEmbedder())
     try:
@@ -103,6 +103,20 @@ def test_lora_job_through_the_facade(tmp_path, tiny):
         assert "Resuming" not in assistant.training_log(job.id)
         with pytest.raises(JobError, match="only interrupted"):
             assistant.resume_training(job.id)
+
+        # a worker restarted after the adapter was registered (killed while evaluating)
+        # goes straight to the evaluation: no second training, no second adapter
+        from finetune.worker import run_job
+
+        assert json.loads((job.path / "registered.json").read_text())["adapter_id"] == adapter.adapter_id
+        with caplog.at_level("INFO", logger="finetune.worker"):
+            assert run_job(job.path) == 0
+        again = read_job(job.path)
+        assert again.status == "succeeded" and again.adapter_id == adapter.adapter_id
+        assert [m["step"] for m in assistant.training_metrics(job.id)] == [1, 2, 3, 4]
+        assert [a.adapter_id for a in assistant.adapters.list()] == [adapter.adapter_id]
+        assert again.result["steps"] == 4 and again.result["evaluation"]["heldout"] == 5
+        assert "is registered; evaluating it" in caplog.text
     finally:
         assistant.close()
 
