@@ -89,7 +89,8 @@ def build_reft(model, layers: Sequence[int], rank: int, dropout: float = 0.0):
     bad = [x for x in layers if not 0 <= x < n_layers]
     if bad:
         raise ReftError(f"ReFT layer(s) {bad} do not exist: the model has layers 0.."
-                        f"{n_layers - 1}.")
+                        f"{n_layers - 1}. Choose layers in that range (for example "
+                        f"{n_layers // 3},{2 * n_layers // 3}).")
     hidden = model.config.hidden_size
     reps = [{"layer": int(layer), "component": "block_output", "low_rank_dimension": rank,
              "intervention": pyreft.LoreftIntervention(

@@ -141,13 +141,17 @@ class DpoSpec(LoraSpec):
 @dataclass(frozen=True)
 class ReftSpec(_Common):
     """LoReFT (pyreft): low-rank interventions on the residual stream at some layers and
-    positions; "f1+l1" = the first and last prompt token."""
+    positions; "f1+l1" = the first and last prompt token. The defaults (layers 8 and 16 of
+    the default models' 24 and 28, two epochs without accumulation) gained +21 token-F1
+    closed-book on two generated sets (see README); a smaller model needs other layers."""
 
-    layers: tuple[int, ...] = (0,)
+    layers: tuple[int, ...] = (8, 16)
     rank: int = 4
     positions: str = "f1+l1"
     dropout: float = 0.05
     lr: float = 4e-3
+    epochs: float = 2.0
+    grad_accum: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))

@@ -181,8 +181,12 @@ def test_reft_save_reload_generate_round_trip(tiny, tmp_path):
     assert llm.name == record.adapter_id and a.llm_for(None).name == "scripted"
     a.close()
 
-    with pytest.raises(R.ReftError, match="layer"):
-        R.build_reft(R.load_base(tiny)[0], [5], rank=2)
+    from finetune.specs import ReftSpec
+
+    # the default layers (8, 16) suit the default models, not this 2-layer one: a clear error
+    with pytest.raises(R.ReftError, match=r"layer\(s\) \[8, 16\] do not exist: the model has "
+                                          r"layers 0..1. Choose layers in that range"):
+        R.build_reft(R.load_base(tiny)[0], list(ReftSpec().layers), rank=2)
 
 
 def test_train_reft_reports_steps_and_saves_safetensors(tiny, tmp_path):
