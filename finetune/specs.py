@@ -75,17 +75,10 @@ class _Common:
 
 
 @dataclass(frozen=True)
-class LoraSpec(_Common):
-    """LoRA with peft on the attention and MLP projections.
+class LoraAdapterSpec(_Common):
+    """The LoRA adapter's fields, shared by supervised LoRA, continued pretraining and DPO:
+    r 16 on all seven linear projections (attention and MLP)."""
 
-    The defaults are the ones that taught the 0.5B its documents on a 2-core CPU (see
-    README, "Fine-tuning"): r 16 on all seven linear projections, lr 4e-4, three epochs of
-    micro-batches of two with no accumulation. Attention-only r 8 at 2e-4 gained about half
-    as much on the same held-out questions."""
-
-    lr: float = 4e-4
-    epochs: float = 3.0
-    grad_accum: int = 1
     target_modules: tuple[str, ...] = LORA_TARGETS
     r: int = 16
     alpha: int = 0  # 0: 2 * r
@@ -111,13 +104,23 @@ class LoraSpec(_Common):
 
 
 @dataclass(frozen=True)
-class PretrainSpec(LoraSpec):
+class LoraSpec(LoraAdapterSpec):
+    """Supervised LoRA with peft. The defaults are the ones that taught the 0.5B its
+    documents on a 2-core CPU (see README, "Fine-tuning"): r 16 on all seven linear
+    projections, lr 4e-4, three epochs of micro-batches of two with no accumulation.
+    Attention-only r 8 at 2e-4 gained about half as much on the same held-out questions."""
+
+    lr: float = 4e-4
+    epochs: float = 3.0
+    grad_accum: int = 1
+
+
+@dataclass(frozen=True)
+class PretrainSpec(LoraAdapterSpec):
     """Continued pretraining: causal-LM loss over raw text cut into blocks, with LoRA."""
 
     block_size: int = 256
     lr: float = 1e-4
-    epochs: float = 1.0
-    grad_accum: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -125,13 +128,11 @@ class PretrainSpec(LoraSpec):
 
 
 @dataclass(frozen=True)
-class DpoSpec(LoraSpec):
+class DpoSpec(LoraAdapterSpec):
     """DPO (trl) on prompt/chosen/rejected pairs, with LoRA (the frozen base is the reference)."""
 
     beta: float = 0.1
     lr: float = 5e-5
-    epochs: float = 1.0
-    grad_accum: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()

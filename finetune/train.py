@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.data import Example
-from finetune.specs import DpoSpec, LoraSpec, PretrainSpec
+from finetune.specs import DpoSpec, LoraAdapterSpec, LoraSpec, PretrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def load_base(base_dir: Path):
     return model, tok
 
 
-def lora_config(spec: LoraSpec):
+def lora_config(spec: LoraAdapterSpec):
     from peft import LoraConfig
 
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
@@ -200,8 +200,8 @@ def last_checkpoint(out_dir: Path) -> str | None:
 
 
 # --- trainers ----------------------------------------------------------------------------
-def train_lora(spec: LoraSpec, base_dir: Path, examples: Sequence[Example], job_dir: Path,
-               resume: bool = False, on_step: Callable[[dict], None] | None = None
+def train_lora(spec: LoraSpec | PretrainSpec, base_dir: Path, examples: Sequence[Example],
+               job_dir: Path, resume: bool = False, on_step: Callable[[dict], None] | None = None
                ) -> TrainResult:
     """LoRA SFT (``LoraSpec``) or continued pretraining (``PretrainSpec``)."""
     from peft import get_peft_model
