@@ -76,22 +76,13 @@ def _train_and_register(record, job_dir: Path) -> dict:
     if done:  # a resumed job that had registered its adapter: only the evaluation is left
         log.info("Job %s: adapter %s is registered; evaluating it", record.id, done["adapter_id"])
     else:
-        trained = _train(record.method, spec, base_dir, examples, job_dir, record.resume)
-        if not _rank0():
-            return {}
-        result = {"steps": trained["steps"], "train_loss": trained["loss"],
-                  "seconds": round(trained["seconds"], 1),
-                  "seconds_per_step": round(trained["seconds_per_step"], 3),
-                  "trainable_params": trained["trainable"], "total_params": trained["total"]}
-        done = {"adapter_id": _register(record, dataset, trained["adapter_dir"], base_dir,
-                                        result), "result": result}
-        (job_dir / REGISTERED).write_text(json.dumps(done), encoding="utf-8")
+        done = _train_then_register(record, spec, dataset, examples, base_dir, job_dir)
     if not _rank0():
         return {}
     registry = AdapterRegistry(data_dir / "adapters")
     adapter = registry.get(done["adapter_id"])
-    heldout = read_split(dataset, "heldout")
-    evaluation = _evaluate(record.method, base_dir, adapter.path, heldout, job_dir)
+    evaluation = _evaluate(record.method, base_dir, adapter.path,
+                           read_split(dataset, "heldout"), job_dir)
     registry.update_metrics(adapter.adapter_id, evaluation)
     return {**done["result"], "evaluation": evaluation, "adapter_id": adapter.adapter_id}
 
@@ -100,6 +91,23 @@ def _registered(job_dir: Path) -> dict | None:
     """What an earlier attempt of this job registered (adapter id and training result)."""
     path = job_dir / REGISTERED
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _train_then_register(record, spec, dataset, examples, base_dir: Path, job_dir: Path
+                         ) -> dict | None:
+    """Train; on rank 0 register the adapter and record that in the job folder (other
+    ranks: None)."""
+    trained = _train(record.method, spec, base_dir, examples, job_dir, record.resume)
+    if not _rank0():
+        return None
+    result = {"steps": trained["steps"], "train_loss": trained["loss"],
+              "seconds": round(trained["seconds"], 1),
+              "seconds_per_step": round(trained["seconds_per_step"], 3),
+              "trainable_params": trained["trainable"], "total_params": trained["total"]}
+    done = {"adapter_id": _register(record, dataset, trained["adapter_dir"], base_dir, result),
+            "result": result}
+    (job_dir / REGISTERED).write_text(json.dumps(done), encoding="utf-8")
+    return done
 
 
 def _train(method: str, spec, base_dir: Path, examples, job_dir: Path, resume: bool) -> dict:
