@@ -101,6 +101,33 @@ def _references(folder: Path) -> dict[str, list[str]]:
     return refs
 
 
+def _record_model_text(llm) -> list[str]:
+    """The pieces the model streams for the current answer (before any filter), so a
+    withheld answer can be read."""
+    pieces: list[str] = []
+    original = llm.stream_chat
+
+    def recording(*args, **kwargs):
+        for piece in original(*args, **kwargs):
+            pieces.append(piece)
+            yield piece
+
+    llm.stream_chat = recording
+    return pieces
+
+
+def _holders(assistant, sources) -> dict[str, set[str]]:
+    """For each source chunk, the documents holding its text: its own and those whose
+    identical chunk was deduplicated into it at ingestion (as ``knowledge.evaluate``
+    credits them), so citing a passage that a judged document also holds counts."""
+    out: dict[str, set[str]] = {src.chunk_id: {src.source} for src in sources}
+    for src in sources:
+        kb = assistant.library.get(src.kb)
+        for doc in kb.catalog.duplicate_sources([src.chunk_id]).get(src.chunk_id, []):
+            out[src.chunk_id].add(doc)
+    return out
+
+
 def medquad(args) -> None:
     from assistant.core import Assistant
 
@@ -110,19 +137,27 @@ def medquad(args) -> None:
     queries = [q for q in queries if q["_id"] in qrels][: args.limit or None]
     s = bench_settings(args.kb_dir, default_kb="eval", llm={"model": args.model, "temperature": 0.0})
     a = Assistant(s)
+    raw = _record_model_text(a.llm)
     rows = []
     for n, q in enumerate(queries, 1):
         t0 = time.perf_counter()
+        raw.clear()
         answer = a.answer(q["text"])
-        cited = {c.source for c in answer.citations}
+        holders = _holders(a, answer.sources)
+        cited = {doc for c in answer.citations for doc in holders.get(c.chunk_id, {c.source})}
+        given = {doc for docs in holders.values() for doc in docs}
         ref_texts = refs.get(q["_id"], [])
         body = answer.text.split("\n\n" + answer.notices[0])[0] if answer.notices else answer.text
         row = {"id": q["_id"], "refused": answer.refused, "cited_relevant": bool(cited & qrels[q["_id"]]),
-               "retrieved_relevant": any(src.source in qrels[q["_id"]] for src in answer.sources),
+               "retrieved_relevant": bool(given & qrels[q["_id"]]),
                "cited": len(cited), "f1": max((token_f1(body, r) for r in ref_texts), default=None),
                "rouge_l": max((rouge_l(body, r) for r in ref_texts), default=None),
                "seconds": time.perf_counter() - t0, "first_token_s": answer.timings.get("first_token_s"),
-               "answer": answer.text}
+               "answer": answer.text, "model_text": "".join(raw),
+               "sources": [{"n": src.number, "doc": src.source, "chunk_id": src.chunk_id,
+                            "relevant": bool(holders[src.chunk_id] & qrels[q["_id"]]),
+                            "cited": any(c.number == src.number for c in answer.citations)}
+                           for src in answer.sources]}
         rows.append(row)
         _dump(args, row)
         print(f"{n}/{len(queries)} {row['refused'] or 'answered'} cited_relevant={row['cited_relevant']} "
