@@ -20,7 +20,7 @@ from assistant.language import TraditionalStream, answer_instruction, question_l
 from assistant.llm import LLM
 from assistant.messages import say
 from assistant.profiles import MEDICAL_DISCLAIMER, Profile
-from assistant.prompts import build_messages, fit_sources, source_from_hit
+from assistant.prompts import CITE_REMINDER, build_messages, fit_sources, source_from_hit
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta, Citation, Source
 from knowledge.fusion import reciprocal_rank_fusion
@@ -103,7 +103,8 @@ class Answerer:
         system = profile.system_prompt.strip() + "\n- " + answer_instruction(run.lang)
         budget = cfg.n_ctx - cfg.max_tokens - llm.count_tokens(system + run.question) - 64
         sources = fit_sources(sources, budget, llm.count_tokens)
-        messages = build_messages(run.question, sources, system, answer_instruction(run.lang))
+        messages = build_messages(run.question, sources, system,
+                                  answer_instruction(run.lang) + " " + CITE_REMINDER)
         valid = {s.number for s in sources}
         stages = [MarkerFilter(valid)] + ([DoseFilter()] if profile.medical else [])
         stages += [TraditionalStream()] if run.lang == "zh-Hant" else []

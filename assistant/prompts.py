@@ -17,6 +17,12 @@ SYSTEM_PROMPT = (
 )
 
 
+# Repeated after the question with the language instruction, where a small model heeds
+# it best: without it 24 of the 1.5B's 36 MedQuAD answers carried no marker at all (their
+# citations were inferred from word overlap); with it 9 of 40 replies.
+CITE_REMINDER = "After each sentence, cite the source it comes from with its number, like [1]."
+
+
 def source_from_hit(number: int, hit: Hit, text: str | None = None) -> Source:
     """Source ``number`` of a prompt from a search hit (``text``: a compressed cut)."""
     c = hit.chunk

@@ -28,6 +28,9 @@ def test_prompt_numbers_sources_and_answer_streams_with_citations(setup):
     assert final.text == "Adults take 500 mg every 8 hours [1]. See also."
     prompt = llm.calls[0][-1]["content"]
     assert "[1] (handbook.pdf, page 2)" in prompt and "Question: What is the amoxicillin" in prompt
+    # the rule to cite is repeated after the question, where the small model heeds it
+    after_question = prompt.split("Question: ")[1]
+    assert "Write the answer in English" in after_question and "like [1]" in after_question
     (cite,) = final.citations
     assert (cite.number, cite.source, cite.page) == (1, "handbook.pdf", 2)
     assert "500 mg every 8 hours" in cite.quote
