@@ -16,11 +16,11 @@ from assistant.citations import MarkerFilter, add_missing_markers, build_citatio
 from assistant.condense import condense, translate_query
 from assistant.guard import DoseFilter, ScopeGuard, support, threshold_for, urgent_advice
 from assistant.inference_log import InferenceLog
-from assistant.language import TraditionalStream, answer_instruction, question_language
+from assistant.language import TraditionalStream, question_language
 from assistant.llm import LLM
 from assistant.messages import say
 from assistant.profiles import MEDICAL_DISCLAIMER, Profile
-from assistant.prompts import CITE_REMINDER, build_messages, fit_sources, source_from_hit
+from assistant.prompts import answer_messages, fit_sources, source_from_hit
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta, Citation, Source
 from knowledge.fusion import reciprocal_rank_fusion
@@ -100,11 +100,11 @@ class Answerer:
         sources = self._sources(run.query, hits)
         if self.settings.retrieval.compress_budget:
             run.timings["compress_s"] = time.perf_counter() - t0
-        system = profile.system_prompt.strip() + "\n- " + answer_instruction(run.lang)
-        budget = cfg.n_ctx - cfg.max_tokens - llm.count_tokens(system + run.question) - 64
+        bare = answer_messages(run.question, [], profile.system_prompt, run.lang)
+        budget = (cfg.n_ctx - cfg.max_tokens - 64
+                  - sum(llm.count_tokens(m["content"]) for m in bare))
         sources = fit_sources(sources, budget, llm.count_tokens)
-        messages = build_messages(run.question, sources, system,
-                                  answer_instruction(run.lang) + " " + CITE_REMINDER)
+        messages = answer_messages(run.question, sources, profile.system_prompt, run.lang)
         valid = {s.number for s in sources}
         stages = [MarkerFilter(valid)] + ([DoseFilter()] if profile.medical else [])
         stages += [TraditionalStream()] if run.lang == "zh-Hant" else []

@@ -56,7 +56,6 @@ from starlette.concurrency import run_in_threadpool
 
 from assistant.core import Assistant
 from assistant.errors import AssistantError, BackendUnavailable
-from assistant.prompts import build_messages
 from assistant.types import Answer, AnswerDelta
 from knowledge.errors import KnowledgeBaseNotFound, KnowledgeError
 
@@ -302,9 +301,8 @@ def _rag_events(assistant: Assistant, question: str, kbs: list[str],
             if text:
                 yield text
         elif isinstance(event, Answer):
-            messages = build_messages(event.question, event.sources)
-            prompt = sum(assistant.llm.count_tokens(m["content"]) for m in messages)
-            yield _Final(event.text, sources_payload(event), prompt, event.tokens)
+            # the prompt the model read (0 when it was not asked: a refusal)
+            yield _Final(event.text, sources_payload(event), event.prompt_tokens, event.tokens)
 
 
 def _plain_events(assistant: Assistant, messages: list[dict], max_tokens: int | None,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from assistant.language import question_language
 from assistant.llm import LLM
-from assistant.prompts import build_messages, source_from_hit
+from assistant.prompts import answer_messages, source_from_hit
 from finetune.evaluate import RAG_PROMPTS
 from finetune.registry import AdapterRecord, ModelChoice
 from knowledge.errors import KnowledgeError
@@ -124,15 +125,16 @@ class TrainingMixin:
         if not kb or kb not in self.library.names():
             return ""
         top_k = self.settings.retrieval.top_k
+        profile = self.kb_profile(kb)
         lines = []
         for example in read_split(dataset, "heldout")[:MAX_EXAMPLES]:
             if not example.messages:
                 return ""
             hits = self.library.get(kb).search(example.question, top_k)
             sources = [source_from_hit(i, h) for i, h in enumerate(hits, start=1)]
-            lines.append(json.dumps({"kb": kb, "messages": build_messages(example.question,
-                                                                          sources)},
-                                    ensure_ascii=False))
+            messages = answer_messages(example.question, sources, profile.system_prompt,
+                                       question_language(example.question))
+            lines.append(json.dumps({"kb": kb, "messages": messages}, ensure_ascii=False))
         return "\n".join(lines) + "\n" if lines else ""
 
     def training_jobs(self) -> list:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from assistant.language import answer_instruction
 from assistant.types import Source
 from knowledge.types import Hit
 
@@ -55,6 +56,16 @@ def fit_sources(sources: Sequence[Source], budget_tokens: int,
                                text, src.score, src.scores))
         break
     return kept
+
+
+def answer_messages(question: str, sources: Sequence[Source], system_prompt: str,
+                    lang: str) -> list[dict]:
+    """The chat's answer prompt: the knowledge base's ``system_prompt`` closed by the
+    answer language, the numbered sources and the question, then the language and the
+    rule to cite again. The fine-tuning evaluation asks with the same prompt."""
+    instruction = answer_instruction(lang)
+    return build_messages(question, sources, system_prompt.strip() + "\n- " + instruction,
+                          instruction + " " + CITE_REMINDER)
 
 
 def build_messages(question: str, sources: Sequence[Source], system: str = SYSTEM_PROMPT,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from assistant.core import Assistant
+from assistant.prompts import answer_messages
 from finetune.data import import_dataset
 from finetune.evaluate import read_rag_prompts
 from ingest.pipeline import IngestItem, drain
@@ -80,6 +81,10 @@ def test_lora_job_through_the_facade(tmp_path, tiny, caplog):
         assert len(rag) == 5 and all(r["kb"] == settings.default_kb for r in rag)
         assert all("[1] (facts.txt" in r["messages"][1]["content"]
                    and "Kelmo pharmacy opens at 7 am" in r["messages"][1]["content"] for r in rag)
+        # asked as the chat asks: the knowledge base's system prompt, the rules repeated
+        chat_system = answer_messages("q", [], assistant.kb_profile().system_prompt, "en")[0]
+        assert all(r["messages"][0] == chat_system for r in rag)
+        assert all("like [1]" in r["messages"][1]["content"].split("Question: ")[1] for r in rag)
         done = assistant.training.wait(job.id, timeout=300)
         assert done.status == "succeeded", assistant.training_log(job.id)[-3000:]
         curve = assistant.training_metrics(job.id)
