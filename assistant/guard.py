@@ -111,18 +111,26 @@ _DOSE = re.compile(
     r"(?:mg|mcg|µg|μg|g\b|ml|mL|IU|units?\b|tablets?|capsules?|drops?|puffs?|viên|giọt|"
     r"毫克|微克|克|毫升|片|粒|滴)", re.IGNORECASE)
 _MARKER = re.compile(r"\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]")
+_LEADING_MARKER = re.compile(r"\s*\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]")
 _END = re.compile(r"(?:[!?。！？]|\.(?!\d))\s*(?:\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]\s*)*")
 # a number at the end of the text whose unit may arrive in the next piece
 _PENDING = re.compile(r"\d[\d.,]*\s*(?:(?:-|to|–)\s*\d[\d.,]*\s*)?[^\W\d_]{0,8}$")
 
 
 class DoseFilter:
-    """Streams text through, but a sentence that states a dose is held until it ends and
+    r"""Streams text through, but a sentence that states a dose is held until it ends and
     dropped when it carries no ``[n]`` marker (a dose must come from a cited source).
-    Sentences without a dose stream unchanged."""
+    A marker that opens a paragraph ("[1] For adults, 500 mg ...", as small models often
+    write it) cites the whole paragraph. Sentences without a dose stream unchanged.
+
+    >>> f = DoseFilter()
+    >>> f.feed("[1] For adults: 500 mg daily.\n\nChildren take 250 mg. ") + f.flush()
+    '[1] For adults: 500 mg daily.\n\n'
+    """
 
     def __init__(self):
         self._buf = ""
+        self._paragraph = ""  # the current paragraph so far (what came through or was dropped)
         self.removed = 0
 
     def feed(self, piece: str) -> str:
@@ -132,14 +140,14 @@ class DoseFilter:
             if not _DOSE.search(self._buf):
                 pending = _PENDING.search(self._buf)
                 cut = self._sentence_start(self._buf, pending.start()) if pending else len(self._buf)
-                out.append(self._buf[:cut])
+                out.append(self._seen(self._buf[:cut]))
                 self._buf = self._buf[cut:]
                 break
             end = self._sentence_end(self._buf)
             if end is None:
                 # emit what precedes the sentence holding the dose, hold the rest
                 start = self._sentence_start(self._buf, _DOSE.search(self._buf).start())
-                out.append(self._buf[:start])
+                out.append(self._seen(self._buf[:start]))
                 self._buf = self._buf[start:]
                 break
             sentence, self._buf = self._buf[:end], self._buf[end:]
@@ -148,13 +156,19 @@ class DoseFilter:
 
     def flush(self) -> str:
         rest, self._buf = self._buf, ""
-        return self._check(rest) if _DOSE.search(rest) else rest
+        return self._check(rest) if _DOSE.search(rest) else self._seen(rest)
 
     def _check(self, sentence: str) -> str:
-        if not _DOSE.search(sentence) or _MARKER.search(sentence):
-            return sentence
+        opened_by_marker = _LEADING_MARKER.match(self._paragraph + sentence)
+        if not _DOSE.search(sentence) or _MARKER.search(sentence) or opened_by_marker:
+            return self._seen(sentence)
+        self._seen(sentence)
         self.removed += 1
         return ""
+
+    def _seen(self, text: str) -> str:
+        self._paragraph = (self._paragraph + text).rsplit("\n\n", 1)[-1]
+        return text
 
     @staticmethod
     def _sentence_end(text: str) -> int | None:

@@ -109,6 +109,18 @@ def test_medical_rules_dose_without_source_removed_and_disclaimer(tmp_path):
     a.close()
 
 
+def test_a_marker_opening_a_paragraph_cites_its_doses(tmp_path):
+    # small models often put the marker first: "[1] ... 500 mg ..." (the 0.5B does)
+    llm = ScriptedLLM("[1] For adults, the usual dose is 500 mg every 8 hours.\n\n"
+                      "Children take 250 mg twice a day.")
+    a = build(medical(tmp_path, min_similarity=-1.0), llm)
+    answer = final(a.ask("What is the amoxicillin dose?"))
+    assert "500 mg every 8 hours" in answer.text and "250 mg" not in answer.text
+    assert [c.number for c in answer.citations] == [1]
+    assert any("left out" in n for n in answer.notices)
+    a.close()
+
+
 def test_medical_answer_citing_nothing_is_withdrawn(tmp_path):
     a = build(medical(tmp_path, min_similarity=-1.0), ScriptedLLM("You probably have gout."))
     answer = final_any(a.ask("Why does my toe hurt?"))
