@@ -9,7 +9,7 @@ from assistant.core import Assistant
 from assistant.language import is_traditional, to_traditional
 from assistant.types import Answer, AnswerDelta
 from ingest.pipeline import drain
-from tests.conftest import make_settings, shared_models_dir
+from tests.conftest import make_settings
 from tests.fakes import HashEmbedder, ScriptedLLM, SequenceLLM
 from tests.helpers.docs import make_clinic_docs
 
