@@ -111,7 +111,7 @@ _DOSE = re.compile(
     r"(?:mg|mcg|µg|μg|g\b|ml|mL|IU|units?\b|tablets?|capsules?|drops?|puffs?|viên|giọt|"
     r"毫克|微克|克|毫升|片|粒|滴)", re.IGNORECASE)
 _MARKER = re.compile(r"\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]")
-_LEADING_MARKER = re.compile(r"\s*\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]")
+_LEADING_MARKER = re.compile(r"\s*" + _MARKER.pattern)
 _END = re.compile(r"(?:[!?。！？]|\.(?!\d))\s*(?:\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]\s*)*")
 # a number at the end of the text whose unit may arrive in the next piece
 _PENDING = re.compile(r"\d[\d.,]*\s*(?:(?:-|to|–)\s*\d[\d.,]*\s*)?[^\W\d_]{0,8}$")
@@ -159,10 +159,10 @@ class DoseFilter:
         return self._check(rest) if _DOSE.search(rest) else self._seen(rest)
 
     def _check(self, sentence: str) -> str:
-        opened_by_marker = _LEADING_MARKER.match(self._paragraph + sentence)
-        if not _DOSE.search(sentence) or _MARKER.search(sentence) or opened_by_marker:
-            return self._seen(sentence)
+        cited = _MARKER.search(sentence) or _LEADING_MARKER.match(self._paragraph + sentence)
         self._seen(sentence)
+        if cited or not _DOSE.search(sentence):
+            return sentence
         self.removed += 1
         return ""
 
