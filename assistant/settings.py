@@ -106,6 +106,9 @@ class RetrievalSettings(_Section):
     dense_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="Weight of the vector scores in weighted fusion.")
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
+    heading_weight: float = Field(
+        0.3, ge=0.0, lt=1.0, description="Share of the score given to a chunk's section "
+        "heading scored alone against the question (DOCX, Markdown and HTML headings; 0: off).")
     prf: bool = Field(False, description="Pseudo-relevance feedback: add terms of the top "
                       "BM25 hits to the keyword query (lowered nDCG@10 on the shared sets).")
     reranker: Literal["none", "auto", "trained", "cross-encoder"] = Field(
@@ -132,8 +135,8 @@ class RetrievalSettings(_Section):
         from knowledge.retrievers import FusionConfig, RetrievalConfig
 
         return RetrievalConfig(
-            FusionConfig(self.fusion, self.rrf_k, self.dense_weight), self.candidates,
-            self.prf, self.reranker, self.reranker_model, self.rerank_top, self.rerank_blend)
+            FusionConfig(self.fusion, self.rrf_k, self.dense_weight, self.heading_weight),
+            self.candidates, self.prf, self.reranker, self.reranker_model, self.rerank_top, self.rerank_blend)
 
 
 class IngestSettings(_Section):

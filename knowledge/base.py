@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from knowledge.bm25 import BM25Index
-from knowledge import dedup
+from knowledge import dedup, headings
 from knowledge.catalog import Catalog
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
 from knowledge.language import AUTO, detect_language, embedder_for
@@ -191,6 +193,7 @@ class KnowledgeBase:
             dup_of = self._duplicates(chunks, hashes, signatures, exclude)
             canonical = [c for i, c in enumerate(chunks) if i not in dup_of]
             vectors = self.vectors.embedder.embed_passages([c.index_text for c in canonical])
+            self._heading_vectors({c.heading for c in canonical if c.heading})
             self.catalog.add_pending(doc_id, source, origin, sha256, pages, chunks, tokens,
                                      hashes, signatures, dup_of)
             self.vectors.delete_document(doc_id)  # leftovers of a crashed attempt
@@ -319,7 +322,27 @@ class KnowledgeBase:
             raise KnowledgeError(f"Unknown retrieval mode {mode!r}: bm25, dense or hybrid.")
         return HybridRetriever([BM25Retriever(self, prf), DenseRetriever(self)],
                                fusion or self.retrieval.fusion,
-                               candidates or self.retrieval.candidates)
+                               candidates or self.retrieval.candidates, self._rescore_headings)
+
+    def _rescore_headings(self, query: str, hits: list[Hit], weight: float) -> list[Hit]:
+        """``hits`` re-scored with their headings (see ``knowledge.headings``)."""
+        if self.vectors is None or not any(h.chunk.heading for h in hits):
+            return hits
+        vectors = self._heading_vectors({h.chunk.heading for h in hits if h.chunk.heading})
+        self._refresh_bm25()
+        return headings.rescore(hits, query, self.vectors.query_vector(query), vectors.get,
+                                self.bm25.idf, weight)
+
+    def _heading_vectors(self, names: set[str]) -> dict[str, np.ndarray]:
+        """Vectors of the headings ``names``: stored at ingestion; a knowledge base built
+        before headings were scored gets them here, once each."""
+        found = self.catalog.heading_vectors(names)
+        missing = sorted(names - found.keys())
+        if missing:
+            new = dict(zip(missing, self.vectors.embedder.embed_passages(missing)))
+            self.catalog.add_heading_vectors(new)
+            found.update(new)
+        return found
 
     def reranker(self) -> Reranker:
         """The reranker the settings choose for this knowledge base (loaded once)."""

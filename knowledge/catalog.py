@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS tombstones (doc_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS pending_vectors (
     chunk_id TEXT PRIMARY KEY REFERENCES chunks(chunk_id) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS heading_vectors (heading TEXT PRIMARY KEY, vec BLOB NOT NULL);
 """
 
 _CHUNK_COLS = ('c.chunk_id, c.doc_id, d.source, c.text, c.page, c.start, c."end", '
@@ -187,7 +188,24 @@ class Catalog:
             promoted.append(heir)
         db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
         db.execute("INSERT OR IGNORE INTO tombstones VALUES (?)", (doc_id,))
+        db.execute("DELETE FROM heading_vectors WHERE heading NOT IN (SELECT heading FROM chunks)")
         return promoted
+
+    def heading_vectors(self, headings: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of those ``headings`` that have one."""
+        headings = list(headings)
+        found: dict[str, np.ndarray] = {}
+        for i in range(0, len(headings), 500):
+            part = headings[i:i + 500]
+            rows = self._query("SELECT heading, vec FROM heading_vectors "
+                               f"WHERE heading IN ({','.join('?' * len(part))})", part)
+            found.update((h, np.frombuffer(v, dtype="<f4")) for h, v in rows)
+        return found
+
+    def add_heading_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO heading_vectors VALUES (?, ?)",
+                           [(h, np.asarray(v, dtype="<f4").tobytes()) for h, v in vectors.items()])
 
     def clear_tombstone(self, doc_id: str) -> None:
         with self.transaction() as db:

@@ -29,6 +29,7 @@ CONFIGS = {
     "hybrid-weighted": ("hybrid", {"method": "weighted", "dense_weight": 0.5}),
     "hybrid-weighted-0.3": ("hybrid", {"method": "weighted", "dense_weight": 0.3}),
     "hybrid-weighted-0.7": ("hybrid", {"method": "weighted", "dense_weight": 0.7}),
+    "hybrid-weighted-noheadings": ("hybrid", {"method": "weighted", "heading_weight": 0.0}),
 }
 
 

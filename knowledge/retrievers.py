@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 from knowledge.fusion import reciprocal_rank_fusion, weighted_score_fusion
@@ -47,15 +48,20 @@ class DenseRetriever:
 @dataclass(frozen=True)
 class FusionConfig:
     """How BM25 and dense lists are combined. ``weighted`` uses min-max scores with
-    ``dense_weight`` for dense and ``1 - dense_weight`` for BM25."""
+    ``dense_weight`` for dense and ``1 - dense_weight`` for BM25. ``heading_weight``: the
+    share of the final score given to the chunks' headings scored alone
+    (``knowledge.headings``; 0 turns it off)."""
 
     method: Literal["rrf", "weighted"] = "weighted"
     rrf_k: int = 60
     dense_weight: float = 0.5
+    heading_weight: float = 0.3
 
     def __post_init__(self):
         if not 0.0 <= self.dense_weight <= 1.0:
             raise ValueError("dense_weight must be within [0, 1]")
+        if not 0.0 <= self.heading_weight < 1.0:
+            raise ValueError("heading_weight must be within [0, 1)")
         if self.rrf_k < 1:
             raise ValueError("rrf_k must be at least 1")
 
@@ -77,11 +83,19 @@ class RetrievalConfig:
     rerank_blend: float = 0.5
 
 
+Rescorer = Callable[[str, list[Hit], float], list[Hit]]
+
+
 class HybridRetriever:
+    """Each retriever's ``candidates`` best, fused; ``rescore`` (the heading field) then
+    re-scores every fused candidate before the list is cut to ``k``."""
+
     name = "hybrid"
 
-    def __init__(self, retrievers: list[Retriever], fusion: FusionConfig, candidates: int = 30):
+    def __init__(self, retrievers: list[Retriever], fusion: FusionConfig, candidates: int = 30,
+                 rescore: Rescorer | None = None):
         self.retrievers, self.fusion, self.candidates = retrievers, fusion, candidates
+        self.rescore = rescore
         self.last_timings: dict[str, float] = {}
 
     def retrieve(self, query: str, k: int) -> list[Hit]:
@@ -92,10 +106,14 @@ class HybridRetriever:
             timings[r.name] = time.perf_counter() - t
         t = time.perf_counter()
         if self.fusion.method == "rrf":
-            fused = reciprocal_rank_fusion(ranked, k=self.fusion.rrf_k, limit=k)
+            fused = reciprocal_rank_fusion(ranked, k=self.fusion.rrf_k)
         else:
             w = self.fusion.dense_weight
-            fused = weighted_score_fusion(ranked, {"dense": w, "bm25": 1.0 - w}, limit=k)
+            fused = weighted_score_fusion(ranked, {"dense": w, "bm25": 1.0 - w})
         timings["fusion"] = time.perf_counter() - t
+        if self.rescore is not None and self.fusion.heading_weight > 0:
+            t = time.perf_counter()
+            fused = self.rescore(query, fused, self.fusion.heading_weight)
+            timings["heading"] = time.perf_counter() - t
         self.last_timings = timings
-        return fused
+        return fused[:k]

@@ -24,6 +24,7 @@ class VectorIndex:
             metadata={"hnsw:space": "cosine"},
         )
         self._store = ChromaVectorStore(chroma_collection=self.collection)
+        self._last_query: tuple[str, np.ndarray] | None = None
 
     def upsert(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
         nodes = []
@@ -50,11 +51,19 @@ class VectorIndex:
         """Every chunk id in the collection (for consistency checks)."""
         return set(self.collection.get(include=[])["ids"])
 
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding; the last one is kept, so the dense search and the
+        heading scores of one search embed the query once."""
+        last = self._last_query
+        if last is None or last[0] != query:
+            last = self._last_query = (query, self.embedder.embed_queries([query])[0])
+        return last[1]
+
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """``(chunk_id, cosine similarity)`` for the ``k`` nearest chunks."""
         if self.count() == 0:
             return []
-        qvec = self.embedder.embed_queries([query])[0]
+        qvec = self.query_vector(query)
         result = self._store.query(
             VectorStoreQuery(query_embedding=qvec.tolist(), similarity_top_k=k)
         )

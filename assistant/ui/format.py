@@ -125,20 +125,21 @@ def document_choices(docs: list[DocumentRecord]) -> list[tuple[str, str]]:
     return [(f"{d.source} ({d.chunks} chunks)", d.doc_id) for d in docs]
 
 
-RETRIEVAL_HEADERS = ["#", "cited", "knowledge base", "file", "page", "bm25", "vector", "fused",
-                     "rerank", "text (query words in bold)"]
+RETRIEVAL_HEADERS = ["#", "cited", "knowledge base", "file", "page", "bm25", "vector", "heading",
+                     "fused", "rerank", "text (query words in bold)"]
 RETRIEVAL_TYPES = ["number", "str", "str", "str", "str", "number", "number", "number", "number",
-                   "markdown"]
+                   "number", "markdown"]
 
 
 def retrieval_rows(answer: Answer) -> list[list]:
-    """Why each source was given to the model: its retriever scores, and whether cited."""
+    """Why each source was given to the model: its retriever scores (``heading``: its
+    section heading scored alone, 0-1), and whether cited."""
     cited = {c.number for c in answer.citations}
     def fmt(v):
         return round(v, 4) if isinstance(v, float) else None
     query = answer.search_query or answer.question
     return [[s.number, "yes" if s.number in cited else "", s.kb, s.source, str(s.page or "—"),
-             fmt(s.scores.get("bm25")), fmt(s.scores.get("dense")),
+             fmt(s.scores.get("bm25")), fmt(s.scores.get("dense")), fmt(s.scores.get("heading")),
              fmt(s.scores.get("fused", s.score)), fmt(s.scores.get("rerank")),
              highlight(s.text[:300] + ("…" if len(s.text) > 300 else ""), query)]
             for s in answer.sources]
