@@ -89,11 +89,17 @@ class TrainingMixin:
         """Validate, estimate and queue a job -> ``finetune.jobs.JobRecord``. Refused (
         ``JobError``) when the dataset does not suit the method or the machine cannot fit
         the job (``force`` skips the memory check)."""
+        from finetune.base_models import count_layers
         from finetune.data import get_dataset
         from finetune.jobs import JobError
-        from finetune.specs import spec_from_dict, to_dict
+        from finetune.specs import missing_layers, spec_from_dict, to_dict
 
         parsed = spec_from_dict(method, spec)
+        if method == "reft":
+            n_layers = count_layers(base_model, self.paths.data_dir / "hf-models")
+            problem = missing_layers(parsed.layers, n_layers) if n_layers else ""
+            if problem:
+                raise JobError(problem)
         dataset = get_dataset(self._datasets_dir(), dataset_id)
         wanted = {"lora": ("chat",), "reft": ("chat",), "dpo": ("preference",),
                   "cpt": ("text", "chat")}[method]

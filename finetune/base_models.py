@@ -212,6 +212,23 @@ def count_params(name_or_path: str, cache_dir: Path) -> int:
     return total
 
 
+KNOWN_LAYERS = {"qwen2.5-coder-0.5b": 24, "qwen2.5-coder-1.5b": 28}
+
+
+def count_layers(name_or_path: str, cache_dir: Path) -> int | None:
+    """Transformer blocks of a base: known defaults, or the ``config.json`` of its folder
+    (a local one, or the one a GGUF was converted into); None before a GGUF's first job."""
+    if name_or_path in KNOWN_LAYERS:
+        return KNOWN_LAYERS[name_or_path]
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        folder = cache_dir / Path(name_or_path).stem
+    try:
+        return int(json.loads((folder / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def estimate(spec, base: str, cache_dir: Path, mean_tokens: float = 0.0) -> Estimate:
     """Memory and time per optimizer step of ``spec`` on ``base``; ``fits`` is False, with
     the reason, when the free RAM (or GPU memory) is too small. ``mean_tokens``: the

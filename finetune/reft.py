@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.errors import AssistantError
+from finetune.specs import missing_layers
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,9 @@ def build_reft(model, layers: Sequence[int], rank: int, dropout: float = 0.0):
     import torch
 
     pyreft = _pyreft()
-    n_layers = model.config.num_hidden_layers
-    bad = [x for x in layers if not 0 <= x < n_layers]
-    if bad:
-        raise ReftError(f"ReFT layer(s) {bad} do not exist: the model has layers 0.."
-                        f"{n_layers - 1}. Choose layers in that range (for example "
-                        f"{n_layers // 3},{2 * n_layers // 3}).")
+    problem = missing_layers(layers, model.config.num_hidden_layers)
+    if problem:
+        raise ReftError(problem)
     hidden = model.config.hidden_size
     reps = [{"layer": int(layer), "component": "block_output", "low_rank_dimension": rank,
              "intervention": pyreft.LoreftIntervention(

@@ -165,6 +165,19 @@ class ReftSpec(_Common):
                f"ReFT positions must look like 'f1', 'l1' or 'f1+l1' (got {self.positions!r}).")
 
 
+def missing_layers(layers, n_layers: int) -> str:
+    """Why ``layers`` do not fit a model of ``n_layers`` blocks ("" when they do).
+
+    >>> missing_layers((8, 30), 28)
+    'ReFT layer(s) [30] do not exist: the model has layers 0..27. Choose layers in that range (for example 9,18).'
+    """
+    bad = [x for x in layers if not 0 <= x < n_layers]
+    if not bad:
+        return ""
+    return (f"ReFT layer(s) {bad} do not exist: the model has layers 0..{n_layers - 1}. "
+            f"Choose layers in that range (for example {n_layers // 3},{2 * n_layers // 3}).")
+
+
 def _valid_positions(text: str) -> bool:
     parts = text.split("+")
     return all(len(p) >= 2 and p[0] in "fl" and p[1:].isdigit() and int(p[1:]) > 0

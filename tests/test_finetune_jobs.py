@@ -218,6 +218,22 @@ def test_start_refuses_a_dataset_of_the_wrong_shape(tmp_path, tiny):
         assistant.close()
 
 
+def test_start_refuses_reft_layers_the_base_does_not_have(tmp_path, tiny):
+    """Checked when the job is started (from the base's config or the known defaults),
+    not minutes later when the worker has loaded the model."""
+    assistant = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"), embedder=HashEmbedder())
+    try:
+        ds = _dataset(tmp_path, assistant.paths.data_dir)
+        layers = json.loads((tiny / "config.json").read_text())["num_hidden_layers"]
+        with pytest.raises(JobError, match=rf"\[{layers}\] do not exist.*0\.\.{layers - 1}"):
+            assistant.start_training("reft", {"layers": [0, layers]}, str(tiny), ds.id)
+        with pytest.raises(JobError, match=r"\[28, 30\] do not exist.*0\.\.27"):
+            assistant.start_training("reft", {"layers": [8, 28, 30]}, "qwen2.5-coder-1.5b", ds.id)
+        assert assistant.training_jobs() == []
+    finally:
+        assistant.close()
+
+
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path, tiny):
     """The same worker under torchrun: 2 processes, gloo backend, DDP on CPU."""
