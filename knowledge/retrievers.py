@@ -75,7 +75,7 @@ class RetrievalConfig:
     """
 
     fusion: FusionConfig = FusionConfig()
-    candidates: int = 30
+    candidates: int = 100
     prf: bool = False  # pseudo-relevance feedback for BM25 (measured: off)
     reranker: Literal["none", "auto", "trained", "cross-encoder"] = "none"
     reranker_model: str = ""
@@ -92,7 +92,7 @@ class HybridRetriever:
 
     name = "hybrid"
 
-    def __init__(self, retrievers: list[Retriever], fusion: FusionConfig, candidates: int = 30,
+    def __init__(self, retrievers: list[Retriever], fusion: FusionConfig, candidates: int = 100,
                  rescore: Rescorer | None = None):
         self.retrievers, self.fusion, self.candidates = retrievers, fusion, candidates
         self.rescore = rescore
