@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
 from typing import Any
 
 METHODS = ("lora", "cpt", "dpo", "reft")
@@ -165,7 +166,7 @@ class ReftSpec(_Common):
                f"ReFT positions must look like 'f1', 'l1' or 'f1+l1' (got {self.positions!r}).")
 
 
-def missing_layers(layers, n_layers: int) -> str:
+def missing_layers(layers: Sequence[int], n_layers: int) -> str:
     """Why ``layers`` do not fit a model of ``n_layers`` blocks ("" when they do).
 
     >>> missing_layers((8, 30), 28)
