@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import asdict, dataclass, fields
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 METHODS = ("lora", "cpt", "dpo", "reft")
