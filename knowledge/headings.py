@@ -50,7 +50,8 @@ def rescore(hits: Sequence[Hit], query: str, query_vector: np.ndarray,
     tokens = [distinct[x] for x in headings]
     avg = float(np.mean([len(t) for t in tokens if t] or [1]))
     terms = set(tokenize(query))
-    lexical = np.array([_bm25(terms, t, avg, idf, k1, b) for t in tokens])
+    per_heading = {x: _bm25(terms, t, avg, idf, k1, b) for x, t in distinct.items()}
+    lexical = np.array([per_heading[x] for x in headings])
     part = DENSE_SHARE * _minmax(dense) + (1 - DENSE_SHARE) * _minmax(lexical)
     score = (1 - weight) * _minmax(np.array([h.score for h in hits])) + weight * part
     out = [Hit(h.chunk, float(s), h.kb, {**h.scores, "heading": float(p), "fused": float(s)})
