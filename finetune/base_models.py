@@ -192,15 +192,18 @@ class Estimate:
                 f"s per step. {self.reason}").strip()
 
 
+def _base_folder(name_or_path: str, cache_dir: Path) -> Path:
+    """A local Hugging Face folder as given, else the folder a GGUF was converted into."""
+    folder = Path(name_or_path).expanduser()
+    return folder if folder.is_dir() else cache_dir / Path(name_or_path).stem
+
+
 def count_params(name_or_path: str, cache_dir: Path) -> int:
     """Parameters of a base: known defaults, or the safetensors headers (no weights read)."""
     if name_or_path in KNOWN_PARAMS:
         return KNOWN_PARAMS[name_or_path]
-    folder = Path(name_or_path).expanduser()
-    if not folder.is_dir():
-        folder = cache_dir / Path(name_or_path).stem
     total = 0
-    for f in folder.glob("*.safetensors"):
+    for f in _base_folder(name_or_path, cache_dir).glob("*.safetensors"):
         with f.open("rb") as fh:
             size = struct.unpack("<Q", fh.read(8))[0]
             header = json.loads(fh.read(size))
@@ -220,11 +223,9 @@ def count_layers(name_or_path: str, cache_dir: Path) -> int | None:
     (a local one, or the one a GGUF was converted into); None before a GGUF's first job."""
     if name_or_path in KNOWN_LAYERS:
         return KNOWN_LAYERS[name_or_path]
-    folder = Path(name_or_path).expanduser()
-    if not folder.is_dir():
-        folder = cache_dir / Path(name_or_path).stem
+    config = _base_folder(name_or_path, cache_dir) / "config.json"
     try:
-        return int(json.loads((folder / "config.json").read_text())["num_hidden_layers"])
+        return int(json.loads(config.read_text())["num_hidden_layers"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
