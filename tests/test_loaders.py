@@ -7,12 +7,15 @@ installs it as root) and the install hint otherwise.
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader, PdfWriter
 
 from ingest import ocr
+from ingest.chunking import ChunkingParams, chunk_pages
 from ingest.errors import IngestError
 from ingest.loaders import load, supported_extensions
 from ingest.loaders.text import decode_bytes
 from tests.helpers.docs import make_clinic_docs
+from tests.helpers.pdfgen import write_pdf
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OCR = "ocr"  # marks an expectation that needs Tesseract
@@ -23,7 +26,9 @@ CASES = {
     "pdf/two_column_acl_paper.pdf": (["Preemptive Information Extraction"], {"pages": 8}),
     "pdf/japanese_cjk_short.pdf": (["わたくしといふ現象は"], {"method": "pdfminer"}),
     "pdf/corrupted_xref.pdf": (["Beautiful is better than ugly"], {}),
-    "pdf/copy_protected.pdf": (["LayoutParser"], {}),  # AES, empty user password
+    "pdf/copy_protected.pdf": (  # AES, empty user password; its outline names the title
+        ["LayoutParser"], {"heading": "LayoutParser: A Unified Toolkit for Deep Learning Based "
+                                      "Document Image Analysis"}),
     "pdf/rotated_page_90.pdf": (["Rotated page fixture"], {}),
     "pdf/encrypted_userpw_openpassword.pdf": ("!password required", {}),
     "pdf/password_unstructured.pdf": ("!password required", {}),
@@ -115,6 +120,28 @@ def test_pdf_keeps_page_numbers(docs):
     doc = load(docs["pdf"])
     assert [p.number for p in doc.pages] == [1, 2, 3]
     assert "500 mg every 8 hours" in doc.pages[1].text
+
+
+def test_pdf_outline_gives_headings_that_carry_over_to_the_next_pages(tmp_path):
+    raw = write_pdf(tmp_path / "raw.pdf", [
+        ["Clinic handbook", "Welcome to the clinic."],
+        ["Opening hours", "We open at 8 am.", "Dosing in children", "Give 5 mg per kg."],
+        ["Children under two need a doctor."]])
+    writer = PdfWriter(clone_from=PdfReader(raw))
+    top = writer.add_outline_item(title="Clinic handbook", page_number=0)
+    writer.add_outline_item(title="Opening hours", page_number=1, parent=top)
+    writer.add_outline_item(title="Dosing in Children", page_number=1, parent=top)  # case differs
+    writer.write(tmp_path / "handbook.pdf")
+
+    chunks = chunk_pages("d", "handbook.pdf", load(tmp_path / "handbook.pdf").pages,
+                         ChunkingParams(chunk_size=50, chunk_overlap=0))
+    assert [(c.page, c.heading, c.text) for c in chunks] == [
+        (1, "Clinic handbook", "Clinic handbook\nWelcome to the clinic."),
+        (2, "Clinic handbook > Opening hours", "Opening hours\nWe open at 8 am."),
+        (2, "Clinic handbook > Dosing in Children", "Dosing in children\nGive 5 mg per kg."),
+        (3, "Clinic handbook > Dosing in Children", "Children under two need a doctor."),
+    ]
+    assert load(raw).pages[0].sections == ()  # no outline, no headings
 
 
 def test_docx_keeps_paragraphs_and_tables_in_order(docs):

@@ -1,5 +1,6 @@
 """PDF: pypdf first; per page, pdfminer.six or a GBK repair when pypdf garbles the text,
-and OCR when the page is a scan (no text layer, or a garbage OCR layer)."""
+and OCR when the page is a scan (no text layer, or a garbage OCR layer). Section
+headings come from the outline (bookmarks) when the PDF has one."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ from pathlib import Path
 from ingest import ocr
 from ingest.errors import IngestError
 from ingest.loaders import register
+from ingest.loaders.pdf_outline import read_outline, with_outline
 from ingest.quality import (
     is_ocr_garbage, join_hyphenated_lines, looks_garbled, normalize, plausibility,
     repair_gbk_mojibake,
@@ -40,6 +42,7 @@ def load_pdf(path: Path, source: str, password: str | None = None) -> LoadedDocu
         else:
             reason = "The PDF has no extractable text (no text layer and no page images)."
         warnings.insert(0, reason)
+    pages = with_outline(pages, read_outline(reader))
     return LoadedDocument(source, "pdf", tuple(pages), tuple(warnings))
 
 
