@@ -16,7 +16,7 @@ from assistant.citations import MarkerFilter, add_missing_markers, build_citatio
 from assistant.condense import condense, translate_query
 from assistant.guard import DoseFilter, ScopeGuard, support, threshold_for, urgent_advice
 from assistant.inference_log import InferenceLog
-from assistant.language import TraditionalStream, question_language
+from assistant.language import TraditionalStream, question_language, to_traditional
 from assistant.llm import LLM
 from assistant.messages import say
 from assistant.profiles import MEDICAL_DISCLAIMER, Profile
@@ -128,6 +128,9 @@ class Answerer:
             yield AnswerDelta(tail)
         run.timings["generate_s"] = time.perf_counter() - t1
         body = "".join(shown)[len(run.urgent) + 2 if run.urgent else 0:].strip()
+        dose = next((s for s in stages if isinstance(s, DoseFilter)), None)
+        if dose and dose.removed:  # the final text loses the streamed starts of dropped doses
+            body = (to_traditional(dose.text) if run.lang == "zh-Hant" else dose.text).strip()
         citations = _citations(body, sources)
         refused = ""
         if profile.medical and not citations and body:
@@ -135,7 +138,7 @@ class Answerer:
             body = say("no_evidence", run.lang, kb=", ".join(run.kbs))
             yield AnswerDelta("\n\n" + body)
         notices = []
-        if profile.medical and len(stages) > 1 and stages[1].removed:
+        if dose and dose.removed:
             notices.append(say("dose_removed", run.lang))
         notices += self._disclaimer(profile, run.lang)
         text = self._assemble(run, body, notices)

@@ -123,15 +123,33 @@ class DoseFilter:
     A marker that opens a paragraph ("[1] For adults, 500 mg ...", as small models often
     write it) cites the whole paragraph. Sentences without a dose stream unchanged.
 
+    Words of a sentence that streamed out before its dose arrived cannot be taken back
+    from the stream; ``text`` is the whole output without them, for the final answer.
+
     >>> f = DoseFilter()
     >>> f.feed("[1] For adults: 500 mg daily.\n\nChildren take 250 mg. ") + f.flush()
     '[1] For adults: 500 mg daily.\n\n'
+    >>> f = DoseFilter()
+    >>> f.feed("Rest well. Children take ") + f.feed("250 mg. Drink water.") + f.flush()
+    'Rest well. Children take Drink water.'
+    >>> f.text
+    'Rest well. Drink water.'
+    >>> f = DoseFilter()
+    >>> f.feed("Dosage\nAdults take ") + f.feed("2 tablets. Ask a nurse.") + f.flush()
+    'Dosage\nAdults take Ask a nurse.'
+    >>> f.text
+    'Dosage\nAsk a nurse.'
     """
 
     def __init__(self):
         self._buf = ""
         self._paragraph = ""  # the current paragraph so far (what came through or was dropped)
+        self._kept = ""  # the output so far, less the streamed starts of dropped sentences
         self.removed = 0
+
+    @property
+    def text(self) -> str:
+        return self._kept
 
     def feed(self, piece: str) -> str:
         self._buf += piece
@@ -140,14 +158,14 @@ class DoseFilter:
             if not _DOSE.search(self._buf):
                 pending = _PENDING.search(self._buf)
                 cut = self._sentence_start(self._buf, pending.start()) if pending else len(self._buf)
-                out.append(self._seen(self._buf[:cut]))
+                out.append(self._emit(self._buf[:cut]))
                 self._buf = self._buf[cut:]
                 break
             end = self._sentence_end(self._buf)
             if end is None:
                 # emit what precedes the sentence holding the dose, hold the rest
                 start = self._sentence_start(self._buf, _DOSE.search(self._buf).start())
-                out.append(self._seen(self._buf[:start]))
+                out.append(self._emit(self._buf[:start]))
                 self._buf = self._buf[start:]
                 break
             sentence, self._buf = self._buf[:end], self._buf[end:]
@@ -156,15 +174,20 @@ class DoseFilter:
 
     def flush(self) -> str:
         rest, self._buf = self._buf, ""
-        return self._check(rest) if _DOSE.search(rest) else self._seen(rest)
+        return self._check(rest) if _DOSE.search(rest) else self._emit(rest)
 
     def _check(self, sentence: str) -> str:
         cited = _MARKER.search(sentence) or _LEADING_MARKER.match(self._paragraph + sentence)
-        self._seen(sentence)
         if cited or not _DOSE.search(sentence):
-            return sentence
+            return self._emit(sentence)
+        self._seen(sentence)
         self.removed += 1
+        self._kept = self._kept[:self._sentence_start(self._kept, len(self._kept))]
         return ""
+
+    def _emit(self, text: str) -> str:
+        self._kept += text
+        return self._seen(text)
 
     def _seen(self, text: str) -> str:
         self._paragraph = (self._paragraph + text).rsplit("\n\n", 1)[-1]
@@ -181,5 +204,6 @@ class DoseFilter:
 
     @staticmethod
     def _sentence_start(text: str, pos: int) -> int:
+        """Start of the sentence holding ``pos``: after the last full stop or line break."""
         ends = [m.end() for m in _END.finditer(text[:pos])]
-        return ends[-1] if ends else 0
+        return max(ends[-1] if ends else 0, text.rfind("\n", 0, pos) + 1)
