@@ -7,11 +7,13 @@ a fresh knowledge base through the product (``Assistant.ingest``) and searched w
 product's defaults; a chunk is credited to the document(s) its lines come from, and
 documents are ranked by their best chunk, as ``knowledge.evaluate`` ranks them.
 
-Variants: ``plain`` (no outline: no headings), ``outline`` (a bookmark per document,
-pointing at its page: the loader finds the title on the page and starts a section).
+Variants: ``plain`` (no outline, one font size: no headings), ``outline`` (a bookmark
+per document, pointing at its page: the loader finds the title on the page and starts a
+section), ``fonts`` (no outline; titles set in 14 pt over 11 pt text: the loader detects
+them by their size).
 
     python -m benchmarks.pdf_headings [--data DIR] [--split test] [--per-pdf 40] \
-        [--variants plain,outline] [--work DIR]
+        [--variants plain,outline,fonts] [--work DIR]
 """
 from __future__ import annotations
 
@@ -31,19 +33,22 @@ def latin1(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
-def layout(docs: list[dict]) -> tuple[list[list[str]], list[tuple[int, str]], dict[str, set[str]]]:
-    """``(pages of lines, outline entries (page index, title), line -> documents)``."""
-    lines: list[str] = []
+def layout(docs: list[dict], title_size: float = 0.0
+           ) -> tuple[list[list], list[tuple[int, str]], dict[str, set[str]]]:
+    """``(pages of lines, outline entries (page index, title), line -> documents)``;
+    titles set in ``title_size`` points when given."""
+    lines: list = []
     outline, owners = [], {}
     for doc in docs:
         title = " ".join(latin1(doc.get("title", "")).split())
-        block = [title] if title else []
+        block: list = [(line, title_size) if title_size else line for line in textwrap.wrap(title, 95)]
         for para in latin1(doc["text"]).split("\n"):
             block += textwrap.wrap(para, 95)
         if title:
             outline.append((len(lines) // LINES_PER_PAGE, title))
         for line in block:
-            owners.setdefault(" ".join(line.split()), set()).add(doc["_id"])
+            text = line[0] if isinstance(line, tuple) else line
+            owners.setdefault(" ".join(text.split()), set()).add(doc["_id"])
         lines += block + [""]
     pages = [lines[i:i + LINES_PER_PAGE] for i in range(0, len(lines), LINES_PER_PAGE)]
     return pages, outline, owners
@@ -85,7 +90,7 @@ def run_variant(name: str, corpus, queries, qrels, work: Path, per_pdf: int) -> 
     owners: dict[str, set[str]] = {}
     paths = []
     for i in range(0, len(corpus), per_pdf):
-        pages, outline, own = layout(corpus[i:i + per_pdf])
+        pages, outline, own = layout(corpus[i:i + per_pdf], 14.0 if name == "fonts" else 0.0)
         for line, docs in own.items():
             owners.setdefault(line, set()).update(docs)
         paths.append(write_handbook(folder / f"handbook-{i // per_pdf + 1:03d}.pdf", pages,
@@ -124,7 +129,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "retrieval" / "medquad_liveqa")
     ap.add_argument("--split", default="test")
     ap.add_argument("--per-pdf", type=int, default=40, help="documents per PDF handbook")
-    ap.add_argument("--variants", default="plain,outline")
+    ap.add_argument("--variants", default="plain,outline,fonts")
     ap.add_argument("--work", type=Path, help="keep the PDFs and knowledge bases here")
     ap.add_argument("--docs", type=int, default=0, help="only the first N documents (a smoke run)")
     args = ap.parse_args()

@@ -144,6 +144,33 @@ def test_pdf_outline_gives_headings_that_carry_over_to_the_next_pages(tmp_path):
     assert load(raw).pages[0].sections == ()  # no outline, no headings
 
 
+BODY = ["Some body text of the handbook, set in eleven point type."] * 6
+
+
+def test_pdf_without_outline_takes_headings_from_font_sizes(tmp_path):
+    path = write_pdf(tmp_path / "leaflet.pdf", [
+        [("Amoxicillin leaflet", 16), ("What it is used for", 13), "Chest and ear infections.",
+         *BODY],
+        [*BODY, ("Dosing in", 13), ("children", 13), "Give 5 mg per kg.", *BODY],
+        [*BODY]])
+    chunks = chunk_pages("d", "leaflet.pdf", load(path).pages, ChunkingParams(400, 0))
+    assert [(c.page, c.heading, c.text.split("\n")[0]) for c in chunks] == [
+        (1, "Amoxicillin leaflet > What it is used for", "Amoxicillin leaflet"),
+        (2, "Amoxicillin leaflet > What it is used for", BODY[0]),
+        (2, "Amoxicillin leaflet > Dosing in children", "Dosing in"),  # a wrapped heading
+        (3, "Amoxicillin leaflet > Dosing in children", BODY[0]),
+    ]
+
+
+def test_pdf_font_sizes_ignore_running_headers_and_large_print(tmp_path):
+    header = ("CITY CLINIC - PATIENT INFORMATION", 14)
+    running = write_pdf(tmp_path / "running.pdf", [[header, *BODY] for _ in range(4)])
+    assert all(p.sections == () for p in load(running).pages)
+    steps = [(f"Step {i}: wash your hands", 16) for i in range(5)]
+    poster = write_pdf(tmp_path / "poster.pdf", [[x for pair in zip(steps, BODY) for x in pair]])
+    assert load(poster).pages[0].sections == ()  # half the lines in large print: not headings
+
+
 def test_docx_keeps_paragraphs_and_tables_in_order(docs):
     page = load(docs["docx"]).pages[0]
     text = page.text

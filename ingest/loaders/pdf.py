@@ -1,6 +1,6 @@
 """PDF: pypdf first; per page, pdfminer.six or a GBK repair when pypdf garbles the text,
 and OCR when the page is a scan (no text layer, or a garbage OCR layer). Section
-headings come from the outline (bookmarks) when the PDF has one."""
+headings come from the outline (bookmarks) when the PDF has one, else from font sizes."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +9,7 @@ from pathlib import Path
 from ingest import ocr
 from ingest.errors import IngestError
 from ingest.loaders import register
+from ingest.loaders.pdf_fonts import LineSizes, detect_headings
 from ingest.loaders.pdf_outline import read_outline, with_outline
 from ingest.quality import (
     is_ocr_garbage, join_hyphenated_lines, looks_garbled, normalize, plausibility,
@@ -27,12 +28,15 @@ SCAN_COVERAGE = 0.5  # an image over half the page makes it a scan
 @register(".pdf")
 def load_pdf(path: Path, source: str, password: str | None = None) -> LoadedDocument:
     reader = _open(path, password)
-    pages, warnings = [], []
+    pages, warnings, fonts = [], [], {}
     with _Pdfium(path, password) as pdfium_doc:
         for number, page in enumerate(reader.pages, start=1):
-            text, method, warning = _page_text(path, page, number, pdfium_doc, password)
+            sizes = LineSizes()
+            text, method, warning = _page_text(path, page, number, pdfium_doc, password, sizes)
             if warning:
                 warnings.append(warning)
+            if method == "pypdf":  # font sizes describe pypdf's text only
+                fonts[number] = sizes.lines()
             pages.append(Page(number, join_hyphenated_lines(text), method=method))
     if not any(p.text for p in pages):
         if any("scanned" in w for w in warnings) and not ocr.available():
@@ -42,7 +46,11 @@ def load_pdf(path: Path, source: str, password: str | None = None) -> LoadedDocu
         else:
             reason = "The PDF has no extractable text (no text layer and no page images)."
         warnings.insert(0, reason)
-    pages = with_outline(pages, read_outline(reader))
+    outline = read_outline(reader)
+    if outline:
+        pages = with_outline(pages, outline)
+    else:  # headings only where their text is found on the page
+        pages = with_outline(pages, detect_headings(fonts), require_found=True)
     return LoadedDocument(source, "pdf", tuple(pages), tuple(warnings))
 
 
@@ -70,10 +78,11 @@ def _open(path: Path, password: str | None):
         raise IngestError(f"Could not open the PDF: {type(exc).__name__}: {exc}") from exc
 
 
-def _page_text(path, page, number, pdfium_doc, password) -> tuple[str, str, str]:
-    """(text, method, warning) for one page; never raises for a bad page."""
+def _page_text(path, page, number, pdfium_doc, password, sizes: LineSizes) -> tuple[str, str, str]:
+    """(text, method, warning) for one page; never raises for a bad page. ``sizes`` sees
+    pypdf's text with its font sizes."""
     try:
-        text, method = normalize(page.extract_text() or ""), "pypdf"
+        text, method = normalize(page.extract_text(visitor_text=sizes.visit) or ""), "pypdf"
     except Exception as exc:
         log.warning("%s page %d: pypdf failed: %s", path.name, number, exc)
         text, method = "", "pypdf-failed"

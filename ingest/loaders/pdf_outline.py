@@ -66,8 +66,10 @@ def find_title(text: str, title: str, start: int = 0) -> int | None:
     return match.start() if match else None
 
 
-def with_outline(pages: list[Page], entries: list[OutlineEntry]) -> list[Page]:
-    """``pages`` with ``sections`` marking where each outline entry's heading path starts.
+def with_outline(pages: list[Page], entries: list[OutlineEntry],
+                 require_found: bool = False) -> list[Page]:
+    """``pages`` with ``sections`` marking where each outline entry's heading path starts
+    (``require_found``: entries whose title is not on their page are left out).
 
     >>> pages = [Page(1, "Preface text"), Page(2, "More.\\nGuide\\nDosing\\nTwo tablets."),
     ...          Page(3, "Three.")]
@@ -76,7 +78,7 @@ def with_outline(pages: list[Page], entries: list[OutlineEntry]) -> list[Page]:
     [(), ((6, 'Guide > Dosing'),), ((0, 'Guide > Dosing'),)]
     """
     texts = {p.number: p.text for p in pages}
-    placed = _place(texts, entries)
+    placed = _place(texts, entries, require_found)
     paths = heading_sections([(i, e.level, e.title) for i, (_, _, e) in enumerate(placed)])
     marks: dict[int, list[tuple[int, str, str]]] = {}
     for (page, offset, e), (_, path) in zip(placed, paths):
@@ -96,7 +98,8 @@ def with_outline(pages: list[Page], entries: list[OutlineEntry]) -> list[Page]:
     return out
 
 
-def _place(texts: dict[int, str], entries: list[OutlineEntry]) -> list[tuple[int, int, OutlineEntry]]:
+def _place(texts: dict[int, str], entries: list[OutlineEntry], require_found: bool
+           ) -> list[tuple[int, int, OutlineEntry]]:
     """``(page, offset, entry)`` in document order. A title not found on its page shares
     the place of the entry before it there (or the top of the page)."""
     placed, cursor = [], {}
@@ -105,6 +108,8 @@ def _place(texts: dict[int, str], entries: list[OutlineEntry]) -> list[tuple[int
             continue
         start = cursor.get(e.page, (0, 0))
         found = find_title(texts[e.page], e.title, start[1])
+        if found is None and require_found:
+            continue
         offset = found if found is not None else start[0]
         cursor[e.page] = (offset, offset + 1) if found is not None else start
         placed.append((e.page, offset, e))

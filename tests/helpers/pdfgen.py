@@ -12,8 +12,9 @@ def _escape(line: str) -> str:
     return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def write_pdf(path: Path, pages: list[list[str]]) -> Path:
-    """``pages``: for each page, its lines of (Latin-1) text."""
+def write_pdf(path: Path, pages: list[list[str | tuple[str, float]]]) -> Path:
+    """``pages``: for each page, its lines of (Latin-1) text, at 11 pt, or as
+    ``(text, size)`` at another font size (a heading)."""
     objects: list[bytes] = []
 
     def add(body: bytes) -> int:
@@ -27,7 +28,10 @@ def write_pdf(path: Path, pages: list[list[str]]) -> Path:
     for lines in pages:
         ops = ["BT", "/F1 11 Tf", "14 TL", "72 740 Td"]
         for line in lines:
-            ops.append(f"({_escape(line)}) Tj T*")
+            if isinstance(line, tuple):
+                ops.append(f"/F1 {line[1]:g} Tf ({_escape(line[0])}) Tj T* /F1 11 Tf")
+            else:
+                ops.append(f"({_escape(line)}) Tj T*")
         ops.append("ET")
         stream = "\n".join(ops).encode("latin-1")
         content = add(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
