@@ -108,7 +108,7 @@ class RetrievalSettings(_Section):
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
     heading_weight: float = Field(
         0.3, ge=0.0, lt=1.0, description="Share of the score given to a chunk's section "
-        "heading scored alone against the question (DOCX, Markdown, HTML and PDF-bookmark headings; 0: off).")
+        "heading scored alone against the question (DOCX, Markdown, HTML and PDF headings; 0: off).")
     prf: bool = Field(False, description="Pseudo-relevance feedback: add terms of the top "
                       "BM25 hits to the keyword query (lowered nDCG@10 on the shared sets).")
     reranker: Literal["none", "auto", "trained", "cross-encoder"] = Field(
