@@ -52,18 +52,25 @@ def _walk(reader, items, level: int):
 
 
 def find_title(text: str, title: str, start: int = 0) -> int | None:
-    """Offset of ``title`` in ``text`` at or after ``start``, ignoring case and spacing.
+    """Offset of ``title`` in ``text`` at or after ``start``, ignoring case and spacing;
+    at the start of a line if it is anywhere (a heading has its own line), else anywhere.
 
     >>> find_title("Intro\\n2.1  Dosing in\\nchildren\\nGive ...", "2.1 Dosing in Children")
     6
+    >>> find_title("Mind the dosing of children.\\nDosing\\nGive 5 mg per kg.", "Dosing")
+    29
     >>> find_title("no such words", "Dosing") is None
     True
     """
     chars = [c for c in title[:MAX_TITLE] if not c.isspace()]
     if not chars:
         return None
-    match = re.compile(r"\s*".join(map(re.escape, chars)), re.IGNORECASE).search(text, start)
-    return match.start() if match else None
+    pattern = r"\s*".join(map(re.escape, chars))
+    match = (re.compile(r"(?:^|(?<=\n))[ \t]*" + pattern, re.IGNORECASE).search(text, start)
+             or re.compile(pattern, re.IGNORECASE).search(text, start))
+    if not match:
+        return None
+    return match.start() + len(match.group()) - len(match.group().lstrip(" \t"))
 
 
 def with_outline(pages: list[Page], entries: list[OutlineEntry],
