@@ -91,7 +91,8 @@ def _title_like(text: str) -> bool:
 
 
 def _running_lines(pages: dict[int, list[tuple[str, float]]]) -> set[str]:
-    """Lines on more than a third of the pages (at least three): headers and footers."""
+    """Lines found on a third of the pages or more (and on three at least): running
+    headers and footers."""
     seen = Counter(text for lines in pages.values() for text in {t for t, _ in lines})
     limit = max(3, len(pages) / 3)
     return {text for text, n in seen.items() if n >= limit}

@@ -1,9 +1,10 @@
 """Section headings of a PDF from its outline (bookmarks).
 
 An outline entry names a page, not a place on it, so each title is looked for in that
-page's text (case, spacing and line breaks ignored); a title not found there starts its
-section at the top of the page. A heading carries over to the following pages until the
-next entry, as a DOCX heading does over its paragraphs.
+page's text (case, spacing and line breaks ignored); a title not found there shares the
+place of the entry before it on that page, or starts at the top of the page. A heading
+carries over to the following pages until the next entry, as a DOCX heading does over
+its paragraphs. ``pdf_fonts`` finds headings the same way for PDFs without an outline.
 """
 from __future__ import annotations
 
