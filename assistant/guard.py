@@ -134,6 +134,9 @@ class DoseFilter:
     'Rest well. Children take Drink water.'
     >>> f.text
     'Rest well. Drink water.'
+    >>> f = DoseFilter()  # a marker before the dose, in the part that already streamed
+    >>> f.feed("Per [3], stop estradiol ") + f.feed("75g patches 4 weeks before. ") + f.flush()
+    'Per [3], stop estradiol 75g patches 4 weeks before. '
     >>> f = DoseFilter()
     >>> f.feed("Dosage\nAdults take ") + f.feed("2 tablets. Ask a nurse.") + f.flush()
     'Dosage\nAdults take Ask a nurse.'
@@ -177,12 +180,15 @@ class DoseFilter:
         return self._check(rest) if _DOSE.search(rest) else self._emit(rest)
 
     def _check(self, sentence: str) -> str:
-        cited = _MARKER.search(sentence) or _LEADING_MARKER.match(self._paragraph + sentence)
+        """``sentence`` (or the rest of one whose start already streamed), if it may stand."""
+        start = self._sentence_start(self._kept, len(self._kept))
+        cited = (_MARKER.search(self._kept[start:] + sentence)
+                 or _LEADING_MARKER.match(self._paragraph + sentence))
         if cited or not _DOSE.search(sentence):
             return self._emit(sentence)
         self._seen(sentence)
         self.removed += 1
-        self._kept = self._kept[:self._sentence_start(self._kept, len(self._kept))]
+        self._kept = self._kept[:start]
         return ""
 
     def _emit(self, text: str) -> str:

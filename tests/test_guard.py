@@ -130,6 +130,16 @@ def test_a_marker_opening_a_paragraph_cites_its_doses(tmp_path):
     a.close()
 
 
+def test_a_marker_before_the_dose_in_its_sentence_cites_it(tmp_path):
+    # the marker streams out before the dose arrives; the dose is still cited
+    llm = ScriptedLLM("According to [1], adults take 500 mg every 8 hours.")
+    a = build(medical(tmp_path, min_similarity=-1.0), llm)
+    answer = final(a.ask("What is the amoxicillin dose?"))
+    assert "According to [1], adults take 500 mg every 8 hours." in answer.text
+    assert not any("left out" in n for n in answer.notices)
+    a.close()
+
+
 def test_medical_answer_citing_nothing_is_withdrawn(tmp_path):
     a = build(medical(tmp_path, min_similarity=-1.0), ScriptedLLM("You probably have gout."))
     answer = final_any(a.ask("Why does my toe hurt?"))
