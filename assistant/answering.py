@@ -133,7 +133,7 @@ class Answerer:
             body = (to_traditional(dose.text) if run.lang == "zh-Hant" else dose.text).strip()
         citations = _citations(body, sources)
         refused = ""
-        if profile.medical and not citations and body:
+        if profile.medical and not citations and (body or (dose and dose.removed)):
             refused = "unsupported"  # nothing grounded: said as "not found", sources listed
             body = say("no_evidence", run.lang, kb=", ".join(run.kbs))
             yield AnswerDelta("\n\n" + body)

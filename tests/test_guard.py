@@ -140,6 +140,15 @@ def test_a_marker_before_the_dose_in_its_sentence_cites_it(tmp_path):
     a.close()
 
 
+def test_an_answer_that_was_only_an_uncited_dose_is_said_as_not_found(tmp_path):
+    llm = ScriptedLLM("The documents do not say that 50,000 IU of vitamin D a week is safe.")
+    a = build(medical(tmp_path, min_similarity=-1.0), llm)
+    answer = final_any(a.ask("Is 50,000 IU of vitamin D a week safe?"))
+    assert answer.refused == "unsupported" and "could not find" in answer.text
+    assert "50,000" not in answer.text and answer.sources  # the nearest sources are listed
+    a.close()
+
+
 def test_medical_answer_citing_nothing_is_withdrawn(tmp_path):
     a = build(medical(tmp_path, min_similarity=-1.0), ScriptedLLM("You probably have gout."))
     answer = final_any(a.ask("Why does my toe hurt?"))
