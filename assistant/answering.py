@@ -106,7 +106,8 @@ class Answerer:
         sources = fit_sources(sources, budget, llm.count_tokens)
         messages = answer_messages(run.question, sources, profile.system_prompt, run.lang)
         valid = {s.number for s in sources}
-        stages = [MarkerFilter(valid)] + ([DoseFilter()] if profile.medical else [])
+        dose = DoseFilter() if profile.medical else None
+        stages = [MarkerFilter(valid)] + ([dose] if dose else [])
         stages += [TraditionalStream()] if run.lang == "zh-Hant" else []
         shown: list[str] = []
         if run.urgent:
@@ -128,7 +129,6 @@ class Answerer:
             yield AnswerDelta(tail)
         run.timings["generate_s"] = time.perf_counter() - t1
         body = "".join(shown)[len(run.urgent) + 2 if run.urgent else 0:].strip()
-        dose = next((s for s in stages if isinstance(s, DoseFilter)), None)
         if dose and dose.removed:  # the final text loses the streamed starts of dropped doses
             body = (to_traditional(dose.text) if run.lang == "zh-Hant" else dose.text).strip()
         citations = _citations(body, sources)

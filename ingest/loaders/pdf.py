@@ -28,14 +28,15 @@ SCAN_COVERAGE = 0.5  # an image over half the page makes it a scan
 @register(".pdf")
 def load_pdf(path: Path, source: str, password: str | None = None) -> LoadedDocument:
     reader = _open(path, password)
+    outline = read_outline(reader)
     pages, warnings, fonts = [], [], {}
     with _Pdfium(path, password) as pdfium_doc:
         for number, page in enumerate(reader.pages, start=1):
-            sizes = LineSizes()
+            sizes = None if outline else LineSizes()  # font sizes only stand in for an outline
             text, method, warning = _page_text(path, page, number, pdfium_doc, password, sizes)
             if warning:
                 warnings.append(warning)
-            if method == "pypdf":  # font sizes describe pypdf's text only
+            if sizes is not None and method == "pypdf":  # they describe pypdf's text only
                 fonts[number] = sizes.lines()
             pages.append(Page(number, join_hyphenated_lines(text), method=method))
     if not any(p.text for p in pages):
@@ -46,7 +47,6 @@ def load_pdf(path: Path, source: str, password: str | None = None) -> LoadedDocu
         else:
             reason = "The PDF has no extractable text (no text layer and no page images)."
         warnings.insert(0, reason)
-    outline = read_outline(reader)
     if outline:
         pages = with_outline(pages, outline)
     else:  # headings only where their text is found on the page
@@ -78,11 +78,13 @@ def _open(path: Path, password: str | None):
         raise IngestError(f"Could not open the PDF: {type(exc).__name__}: {exc}") from exc
 
 
-def _page_text(path, page, number, pdfium_doc, password, sizes: LineSizes) -> tuple[str, str, str]:
-    """(text, method, warning) for one page; never raises for a bad page. ``sizes`` sees
-    pypdf's text with its font sizes."""
+def _page_text(path, page, number, pdfium_doc, password,
+               sizes: LineSizes | None) -> tuple[str, str, str]:
+    """(text, method, warning) for one page; never raises for a bad page. ``sizes``, if
+    given, sees pypdf's text with its font sizes."""
     try:
-        text, method = normalize(page.extract_text(visitor_text=sizes.visit) or ""), "pypdf"
+        visitor = sizes.visit if sizes is not None else None
+        text, method = normalize(page.extract_text(visitor_text=visitor) or ""), "pypdf"
     except Exception as exc:
         log.warning("%s page %d: pypdf failed: %s", path.name, number, exc)
         text, method = "", "pypdf-failed"
