@@ -78,7 +78,8 @@ def _print_report(report) -> None:
             detail = "removed (file gone)"
         else:
             detail = f"{r.chunks} chunks, {r.pages} pages" + (
-                f", {r.duplicates} duplicate chunks" if r.duplicates else "")
+                f", {r.duplicates} duplicate chunks" if r.duplicates else "") + (
+                f" ({r.reason})" if r.reason else "")
         print(f"{r.status:9s} {r.source}: {detail}")
     print(report.summary())
 

@@ -134,8 +134,11 @@ def _section_windows(page: Page) -> list[tuple[int, int, str]]:
     return [(start, end, heading) for (start, heading), end in zip(marks, ends) if end > start]
 
 
-def doc_id_for(source: str, sha256: str) -> str:
-    return hashlib.sha256(f"{source}\0{sha256}".encode()).hexdigest()[:16]
+def doc_id_for(source: str, sha256: str, reader: str = "") -> str:
+    """A document's id: the same file read by a newer loader gets a new one, so the
+    re-read version replaces the old like a changed file does."""
+    key = f"{source}\0{sha256}" + (f"\0{reader}" if reader else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def chunk_pages(doc_id: str, source: str, pages: Sequence[Page], params: ChunkingParams,

@@ -16,7 +16,7 @@ from pathlib import Path
 from ingest.chunking import ChunkingParams, chunk_pages, doc_id_for
 from ingest.errors import IngestError
 from ingest.files import file_sha256
-from ingest.loaders import load, supported_extensions
+from ingest.loaders import load, reader_of, supported_extensions
 from ingest.types import FileResult, IngestEvent, IngestReport
 from knowledge.base import KnowledgeBase
 from knowledge.errors import KnowledgeError
@@ -73,14 +73,18 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
         raise IngestError(
             f"The file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit "
             "(setting ingest.max_file_mb).")
-    sha = file_sha256(path)
+    sha, reader = file_sha256(path), reader_of(path)
     existing = kb.find_document(source)
-    if existing is not None and existing.sha256 == sha:
+    reread = existing is not None and existing.sha256 == sha
+    if reread and existing.reader == reader:
         return FileResult(source, "unchanged", existing.chunks, existing.pages, existing.chars,
                           doc_id=existing.doc_id, duplicates=existing.duplicates)
+    if reread:
+        yield IngestEvent(source, "loading", index, total,
+                          "unchanged, read again: Docent reads this file type better now")
     doc = load(path, source, password=item.password)
     yield IngestEvent(source, "chunking", index, total)
-    doc_id = doc_id_for(source, sha)
+    doc_id = doc_id_for(source, sha, reader)
     if count is None:
         kb.ensure_embedder("\n".join(p.text for p in doc.pages[:20]))
         count = kb.count_tokens
@@ -90,10 +94,12 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
     yield IngestEvent(source, "embedding", index, total, f"{len(chunks)} chunks")
     original = path if path.suffix.lower() == ".pdf" else None  # citations render its pages
     with kb.keeping_original(doc_id, original):
-        record = kb.add_document(doc_id, source, sha, doc.page_count, chunks, origin=item.origin)
+        record = kb.add_document(doc_id, source, sha, doc.page_count, chunks,
+                                 origin=item.origin, reader=reader)
     status = "replaced" if existing is not None else "added"
+    notes = (["read again with the newer reader"] if reread else []) + list(doc.warnings)
     return FileResult(source, status, record.chunks, record.pages, record.chars,
-                      reason="; ".join(doc.warnings), doc_id=doc_id, duplicates=record.duplicates)
+                      reason="; ".join(notes), doc_id=doc_id, duplicates=record.duplicates)
 
 
 def folder_items(folder: Path, password: str | None = None) -> list[IngestItem]:

@@ -174,8 +174,9 @@ class KnowledgeBase:
 
     # --- writes -------------------------------------------------------------
     def add_document(self, doc_id: str, source: str, sha256: str, pages: int,
-                     chunks: list[Chunk], origin: str = "") -> DocumentRecord:
-        """Store ``chunks`` as one document, replacing an older version of ``source``.
+                     chunks: list[Chunk], origin: str = "", reader: str = "") -> DocumentRecord:
+        """Store ``chunks`` as one document, replacing an older version of ``source``
+        (``reader``: the loader and version that read it, see ``ingest.loaders``).
 
         Chunks that duplicate (exactly or nearly) a chunk already in the knowledge base
         are recorded as duplicates and not embedded.
@@ -195,7 +196,7 @@ class KnowledgeBase:
             vectors = self.vectors.embedder.embed_passages([c.index_text for c in canonical])
             self._heading_vectors({c.heading for c in canonical if c.heading})
             self.catalog.add_pending(doc_id, source, origin, sha256, pages, chunks, tokens,
-                                     hashes, signatures, dup_of)
+                                     hashes, signatures, dup_of, reader)
             self.vectors.delete_document(doc_id)  # leftovers of a crashed attempt
             self.vectors.upsert(canonical, vectors)
             replaces = old.doc_id if old is not None and old.doc_id != doc_id else None

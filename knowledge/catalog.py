@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS documents (
     pages INTEGER NOT NULL,
     chars INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('pending', 'ready')),
-    added_at TEXT NOT NULL
+    added_at TEXT NOT NULL,
+    reader TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -84,7 +85,15 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()  # one connection, used from several threads
+
+    def _migrate(self) -> None:
+        """Catalogs written before documents recorded their reader get the column; their
+        documents read as "" (an older reader), so they are read again when re-ingested."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(documents)")}
+        if "reader" not in columns:
+            self._db.execute("ALTER TABLE documents ADD COLUMN reader TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -134,7 +143,8 @@ class Catalog:
     # --- writes -----------------------------------------------------------------
     def add_pending(self, doc_id: str, source: str, origin: str, sha256: str, pages: int,
                     chunks: list[Chunk], tokens: list[list[str]], hashes: list[str],
-                    signatures: list[np.ndarray | None], dup_of: dict[int, str]) -> None:
+                    signatures: list[np.ndarray | None], dup_of: dict[int, str],
+                    reader: str = "") -> None:
         now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         rows, lsh = [], []
         for i, (c, t, h, sig) in enumerate(zip(chunks, tokens, hashes, signatures)):
@@ -145,8 +155,10 @@ class Catalog:
                 lsh.extend((b, k, c.chunk_id) for b, k in dedup.band_keys(sig))
         with self.transaction() as db:
             db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-            db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                       (doc_id, source, origin, sha256, pages, sum(len(c.text) for c in chunks), now))
+            db.execute("INSERT INTO documents (doc_id, source, origin, sha256, pages, chars, "
+                       "status, added_at, reader) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                       (doc_id, source, origin, sha256, pages, sum(len(c.text) for c in chunks),
+                        now, reader))
             db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             db.executemany("INSERT INTO lsh VALUES (?, ?, ?)", lsh)
 
@@ -229,7 +241,7 @@ class Catalog:
 
     # --- reads ------------------------------------------------------------------
     _DOC_SQL = ("SELECT d.doc_id, d.source, d.sha256, d.pages, COUNT(c.chunk_id), d.chars, "
-                "d.added_at, COALESCE(SUM(c.dup_of IS NOT NULL), 0), d.origin "
+                "d.added_at, COALESCE(SUM(c.dup_of IS NOT NULL), 0), d.origin, d.reader "
                 "FROM documents d LEFT JOIN chunks c USING (doc_id) WHERE d.status = 'ready' ")
 
     def documents(self) -> list[DocumentRecord]:

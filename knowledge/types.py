@@ -52,3 +52,4 @@ class DocumentRecord:
     added_at: str
     duplicates: int = 0  # chunks recorded as duplicates of chunks elsewhere (not embedded)
     origin: str = ""  # absolute path of the file it came from, when known (folder sync)
+    reader: str = ""  # the loader and version that read it ("pdf/2"; "" before they were kept)

@@ -210,3 +210,50 @@ def test_kill_9_during_ingest_loses_nothing_and_duplicates_nothing(tmp_path):
     assert sorted(d.source for d in a.documents()) == [f.name for f in files]
     assert "renamedrug" in a.search("renamedrug dose")[0].chunk.text
     a.close()
+
+
+def test_an_unchanged_file_read_by_an_older_reader_is_read_again(tmp_path, monkeypatch):
+    """A knowledge base built before the PDF reader found headings gets them when the
+    same file is ingested again; then it is unchanged."""
+    from ingest import loaders
+    from tests.helpers.pdfgen import write_pdf
+
+    a = assistant_for(tmp_path)
+    body = [f"Line {i} of the leaflet says what the syrup is for and how to take it."
+            for i in range(6)]
+    pdf = write_pdf(tmp_path / "leaflet.pdf", [[("Dosing in children", 16), *body],
+                                               [("Storage", 16), *body]])
+    with monkeypatch.context() as m:  # an older Docent, whose PDF reader found no headings
+        m.setitem(loaders._READERS, ".pdf", "pdf/1")
+        drain(a.ingest([pdf]))
+    kb = a.library.get("default")
+    (old,) = a.documents()
+    assert old.reader == "pdf/1"
+    with kb.catalog.transaction() as db:
+        db.execute("UPDATE chunks SET heading = ''")
+    (r,) = drain(a.ingest([pdf])).results
+    assert r.status == "replaced" and "read again" in r.reason
+    (new,) = a.documents()
+    assert new.reader == "pdf/2" and new.doc_id != old.doc_id
+    assert {c.heading for c in kb.document_chunks(new.doc_id)} == {"Dosing in children", "Storage"}
+    assert kb.original_path(new.doc_id).is_file() and not kb.original_path(old.doc_id).exists()
+    assert_consistent(kb)
+    assert drain(a.ingest([pdf])).results[0].status == "unchanged"
+    a.close()
+
+
+def test_a_catalog_from_before_readers_were_recorded_opens(tmp_path):
+    import sqlite3
+
+    from knowledge.catalog import SCHEMA, Catalog
+
+    path = tmp_path / "catalog.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.replace(",\n    reader TEXT NOT NULL DEFAULT ''", ""))
+    db.execute("INSERT INTO documents VALUES ('d1', 'a.txt', '', 'abc', 1, 10, 'ready', 'now')")
+    db.commit()
+    db.close()
+    catalog = Catalog(path)
+    (doc,) = catalog.documents()
+    assert (doc.source, doc.sha256, doc.reader) == ("a.txt", "abc", "")
+    catalog.close()

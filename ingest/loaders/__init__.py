@@ -2,7 +2,13 @@
 
 Each loader takes ``(path, source, password=None)`` and returns a ``LoadedDocument``,
 or raises ``IngestError`` with a reason a user can act on. Submodules register
-themselves on import (see the bottom of this file).
+themselves on import (see the bottom of this file), each with a ``version`` that is
+raised whenever what it extracts changes (text, pages, headings): a knowledge base
+records the reader of every document, and an unchanged file read by an older version
+is read again when it is ingested or synced (``reader_of``).
+
+>>> reader_of(Path("leaflet.PDF")), reader_of(Path("notes.md"))
+('pdf/2', 'text/1')
 """
 from __future__ import annotations
 
@@ -17,16 +23,23 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[..., LoadedDocument]
 _REGISTRY: dict[str, Loader] = {}
+_READERS: dict[str, str] = {}  # extension -> "<module>/<version>"
 
 
-def register(*extensions: str) -> Callable[[Loader], Loader]:
+def register(*extensions: str, version: int = 1) -> Callable[[Loader], Loader]:
     def wrap(fn: Loader) -> Loader:
         for ext in extensions:
             if ext in _REGISTRY:
                 raise ValueError(f"A loader for {ext} is already registered")
             _REGISTRY[ext] = fn
+            _READERS[ext] = f"{fn.__module__.rsplit('.', 1)[-1].removesuffix('_loader')}/{version}"
         return fn
     return wrap
+
+
+def reader_of(path: Path) -> str:
+    """The loader and version that read ``path`` ("" for an unsupported type)."""
+    return _READERS.get(path.suffix.lower(), "")
 
 
 def supported_extensions() -> list[str]:

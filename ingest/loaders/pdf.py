@@ -25,7 +25,7 @@ OCR_DPI = 300
 SCAN_COVERAGE = 0.5  # an image over half the page makes it a scan
 
 
-@register(".pdf")
+@register(".pdf", version=2)  # 2: section headings from the outline or font sizes
 def load_pdf(path: Path, source: str, password: str | None = None) -> LoadedDocument:
     reader = _open(path, password)
     outline = read_outline(reader)
