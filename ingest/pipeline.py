@@ -16,7 +16,7 @@ from pathlib import Path
 from ingest.chunking import ChunkingParams, chunk_pages, doc_id_for
 from ingest.errors import IngestError
 from ingest.files import file_sha256
-from ingest.loaders import load, reader_of, supported_extensions
+from ingest.loaders import load, read_by_current, reader_of, supported_extensions
 from ingest.types import FileResult, IngestEvent, IngestReport
 from knowledge.base import KnowledgeBase
 from knowledge.errors import KnowledgeError
@@ -76,7 +76,7 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
     sha, reader = file_sha256(path), reader_of(path)
     existing = kb.find_document(source)
     reread = existing is not None and existing.sha256 == sha
-    if reread and existing.reader == reader:
+    if reread and read_by_current(path, existing.reader):
         return FileResult(source, "unchanged", existing.chunks, existing.pages, existing.chars,
                           doc_id=existing.doc_id, duplicates=existing.duplicates)
     if reread:

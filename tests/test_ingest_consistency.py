@@ -239,6 +239,14 @@ def test_an_unchanged_file_read_by_an_older_reader_is_read_again(tmp_path, monke
     assert kb.original_path(new.doc_id).is_file() and not kb.original_path(old.doc_id).exists()
     assert_consistent(kb)
     assert drain(a.ingest([pdf])).results[0].status == "unchanged"
+    # documents stored before readers were recorded: only types whose loader changed
+    txt = tmp_path / "note.txt"
+    txt.write_text("Visitors may stay until 8 pm.", encoding="utf-8")
+    drain(a.ingest([txt]))
+    with kb.catalog.transaction() as db:
+        db.execute("UPDATE documents SET reader = ''")
+    assert [r.status for r in drain(a.ingest([txt, pdf])).results] == ["unchanged", "replaced"]
+    assert_consistent(kb)
     a.close()
 
 

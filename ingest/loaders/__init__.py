@@ -9,6 +9,8 @@ is read again when it is ingested or synced (``reader_of``).
 
 >>> reader_of(Path("leaflet.PDF")), reader_of(Path("notes.md"))
 ('pdf/2', 'text/1')
+>>> read_by_current(Path("notes.md"), ""), read_by_current(Path("leaflet.pdf"), "")
+(True, False)
 """
 from __future__ import annotations
 
@@ -40,6 +42,14 @@ def register(*extensions: str, version: int = 1) -> Callable[[Loader], Loader]:
 def reader_of(path: Path) -> str:
     """The loader and version that read ``path`` ("" for an unsupported type)."""
     return _READERS.get(path.suffix.lower(), "")
+
+
+def read_by_current(path: Path, recorded: str) -> bool:
+    """Whether a document read by ``recorded`` is what this Docent reads from ``path``.
+    Documents stored before readers were recorded ("") count as their loader's version 1,
+    so only file types whose loader changed since are read again."""
+    current = reader_of(path)
+    return recorded == current or (not recorded and current.endswith("/1"))
 
 
 def supported_extensions() -> list[str]:
