@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--questions", type=int, default=None,
                        help="how many questions to generate (default: settings)")
     kb_sub.add_parser("status", help="--kb's embedder, size and reranker")
+    kb_sub.add_parser("reread", help="read --kb's documents that an older Docent read again "
+                      "(e.g. PDFs from before section headings were found)")
     _chats_parser(sub)
     _task_parser(sub)  # document tasks
     finetune_parser(sub)  # fine-tuning (assistant/cli_finetune.py)
@@ -159,6 +161,10 @@ def _cmd_kb(assistant, args) -> int:
         return 0 if job.state == "done" else 1
     elif args.kb_command == "status":
         print(assistant.knowledge_base_status(args.kb))
+    elif args.kb_command == "reread":
+        report = drain(assistant.reread_documents(args.kb), _progress)
+        _print_report(report)
+        return 1 if report.failed else 0
     else:
         for d in assistant.documents(args.kb):
             print(f"{d.doc_id}  {d.pages:4d} pages {d.chunks:5d} chunks  {d.source}")

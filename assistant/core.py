@@ -23,7 +23,7 @@ from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta
 from finetune.registry import AdapterRegistry  # adapters
 from ingest.chunking import ChunkingParams
-from ingest.pipeline import IngestItem, folder_items, ingest_files, sync_folder
+from ingest.pipeline import IngestItem, folder_items, ingest_files, reread_documents, sync_folder
 from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
 from knowledge.errors import IndexMismatch
@@ -170,6 +170,13 @@ class Assistant(DocumentsMixin, TrainingMixin):
         """Make ``kb`` match ``folder`` (add, replace changed, delete removed files)."""
         base = self.library.get(kb or self.settings.default_kb)
         return sync_folder(base, Path(folder).expanduser(), self.chunking, self._max_bytes())
+
+    def reread_documents(self, kb: str | None = None
+                         ) -> Generator[IngestEvent, None, IngestReport]:
+        """Read again the documents of ``kb`` that an older reader read (e.g. PDFs from
+        before headings were found), from their stored originals."""
+        base = self.library.get(kb or self.settings.default_kb)
+        return reread_documents(base, self.chunking, self._max_bytes())
 
     def _max_bytes(self) -> int:
         return int(self.settings.ingest.max_file_mb * 2**20)

@@ -132,6 +132,38 @@ def sync_folder(
     return IngestReport(report.results + tuple(deleted))
 
 
+def reread_documents(
+    kb: KnowledgeBase, params: ChunkingParams, max_bytes: int = 200 * 2**20,
+    count: Callable[[str], int] | None = None,
+) -> Generator[IngestEvent, None, IngestReport]:
+    """Read again every document whose reader is older than this Docent's, from its
+    stored original (PDFs) or, unchanged, from the file it came from. One with neither
+    keeps its chunks and is reported as failed, saying to add the file again."""
+    items, missing = [], []
+    for doc in kb.documents():
+        if read_by_current(Path(doc.source), doc.reader):
+            continue
+        path = _stored_file(kb, doc)
+        if path is None:
+            missing.append(FileResult(doc.source, "failed", doc_id=doc.doc_id, reason=(
+                "Its original is not kept: add the file again to read it with the newer "
+                "reader (its passages stay as they are until then).")))
+        else:
+            items.append(IngestItem(path, doc.source, doc.origin))
+    report = yield from ingest_files(kb, items, params, max_bytes, count)
+    return IngestReport(report.results + tuple(missing))
+
+
+def _stored_file(kb: KnowledgeBase, doc) -> Path | None:
+    original = kb.original_path(doc.doc_id)
+    if original.is_file():
+        return original
+    origin = Path(doc.origin) if doc.origin else None
+    if origin is not None and origin.is_file() and file_sha256(origin) == doc.sha256:
+        return origin
+    return None
+
+
 def drain(events: Generator[IngestEvent, None, IngestReport],
           on_event: Callable[[IngestEvent], None] | None = None) -> IngestReport:
     """Run an ingestion generator to the end and return its report."""

@@ -265,3 +265,34 @@ def test_a_catalog_from_before_readers_were_recorded_opens(tmp_path):
     (doc,) = catalog.documents()
     assert (doc.source, doc.sha256, doc.reader) == ("a.txt", "abc", "")
     catalog.close()
+
+
+def test_reread_documents_uses_the_kept_originals(tmp_path, monkeypatch):
+    """Uploaded PDFs (no folder to sync) are read again from the copy the knowledge base
+    keeps; one whose copy is gone keeps its passages and says to add the file again."""
+    from ingest import loaders
+    from tests.helpers.pdfgen import write_pdf
+
+    a = assistant_for(tmp_path)
+    body = [f"Line {i} says how to store the vaccine and when to give it." for i in range(6)]
+    pdfs = [write_pdf(tmp_path / f"{name}.pdf", [[(title, 16), *body]])
+            for name, title in (("vaccine", "Vaccine storage"), ("gone", "Old leaflet"))]
+    with monkeypatch.context() as m:
+        m.setitem(loaders._READERS, ".pdf", "pdf/1")
+        drain(a.ingest(pdfs))
+    for p in pdfs:
+        p.unlink()  # uploaded from a temporary folder: only the kept originals remain
+    kb = a.library.get("default")
+    gone = next(d for d in a.documents() if d.source == "gone.pdf")
+    kb.original_path(gone.doc_id).unlink()
+    report = drain(a.reread_documents())
+    by = {r.source: r for r in report.results}
+    assert by["vaccine.pdf"].status == "replaced" and "read again" in by["vaccine.pdf"].reason
+    assert by["gone.pdf"].status == "failed" and "add the file again" in by["gone.pdf"].reason
+    readers = {d.source: d.reader for d in a.documents()}
+    assert readers == {"vaccine.pdf": "pdf/2", "gone.pdf": "pdf/1"}
+    new = next(d for d in a.documents() if d.source == "vaccine.pdf")
+    assert {c.heading for c in kb.document_chunks(new.doc_id)} == {"Vaccine storage"}
+    assert_consistent(kb)
+    assert [r.source for r in drain(a.reread_documents()).results] == ["gone.pdf"]
+    a.close()

@@ -54,6 +54,10 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
             sync_btn = gr.Button("Sync now", scale=1)
         watch = gr.Checkbox(label=f"Keep watching (sync every {WATCH_SECONDS} s while this page is open)")
         timer = gr.Timer(WATCH_SECONDS, active=False)
+    with gr.Row():
+        gr.Markdown("Documents read by an earlier Docent (PDFs from before section headings "
+                    "were found) are read again from their kept originals.")
+        reread_btn = gr.Button("Read old documents again", scale=0, elem_id="reread")
     summary = gr.Markdown(elem_id="ingest-summary")
     results = gr.Dataframe(headers=REPORT_HEADERS, label="Results", interactive=False,
                            elem_id="ingest-results")
@@ -84,6 +88,10 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
             return f"⚠️ {exc}", [], *refresh(kb)
         return _summary(report), report_rows(report), *refresh(kb)
 
+    def reread(kb: str, progress=gr.Progress()):
+        report = _run(assistant.reread_documents(kb or None), progress)
+        return _summary(report), report_rows(report), *refresh(kb)
+
     def delete(doc_id: str | None, kb: str):
         if not doc_id:
             return "Pick a document to delete.", *refresh(kb)
@@ -95,6 +103,8 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
         *refresh_status, api_name=False).then(*refresh_tasks, api_name=False)
     sync_btn.click(sync, [folder, kb_choice], outputs, api_name="sync_folder").then(
         *refresh_status, api_name=False).then(*refresh_tasks, api_name=False)
+    reread_btn.click(reread, [kb_choice], outputs, api_name="reread_documents").then(
+        *refresh_tasks, api_name=False)
     watch.change(lambda on: gr.Timer(active=on), [watch], [timer], api_name=False)
     timer.tick(sync, [folder, kb_choice], outputs, api_name=False, show_progress="hidden").then(
         *refresh_tasks, api_name=False)
