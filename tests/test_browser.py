@@ -49,6 +49,9 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         expect(page.locator("#kb-status")).to_contain_text("Reranker: none")
         expect(page.locator("#train-reranker")).to_be_visible()
         page.screenshot(path=str(tmp_path / "knowledge.png"), full_page=True)
+        page.locator("#reread").click()  # every document was read by this Docent's readers
+        expect(page.locator("#ingest-summary")).to_contain_text("Nothing to do", timeout=60_000)
+        expect(page.locator("#documents")).to_contain_text("handbook.pdf")
 
         page.get_by_role("tab", name="Chat").click()
         page.locator("#question textarea").fill(QUESTION)

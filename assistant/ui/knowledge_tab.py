@@ -54,10 +54,11 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
             sync_btn = gr.Button("Sync now", scale=1)
         watch = gr.Checkbox(label=f"Keep watching (sync every {WATCH_SECONDS} s while this page is open)")
         timer = gr.Timer(WATCH_SECONDS, active=False)
-    with gr.Row():
+    with gr.Row(equal_height=True):
         gr.Markdown("Documents read by an earlier Docent (PDFs from before section headings "
                     "were found) are read again from their kept originals.")
-        reread_btn = gr.Button("Read old documents again", scale=0, elem_id="reread")
+        reread_btn = gr.Button("Read old documents again", size="sm", scale=0, min_width=240,
+                               elem_id="reread")
     summary = gr.Markdown(elem_id="ingest-summary")
     results = gr.Dataframe(headers=REPORT_HEADERS, label="Results", interactive=False,
                            elem_id="ingest-results")
