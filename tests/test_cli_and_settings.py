@@ -76,6 +76,8 @@ def test_cli_ingest_then_ask_streams_and_prints_sources(tmp_path):
     assert "failed    broken.pdf" in out.stdout
     out = _cli(tmp_path, "--kb", "default", "kb", "docs")
     assert "handbook.pdf" in out.stdout
+    out = _cli(tmp_path, "kb", "reread")  # all read by this Docent's readers
+    assert out.returncode == 0 and "0 ingested, 0 unchanged, 0 failed" in out.stdout, out.stderr
     env_small = ["ask", "When does the pharmacy close on Saturdays?"]
     out = subprocess.run(
         [sys.executable, "-m", "assistant", *env_small], cwd=ROOT, capture_output=True, text=True,
