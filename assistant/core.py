@@ -23,7 +23,9 @@ from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta
 from finetune.registry import AdapterRegistry  # adapters
 from ingest.chunking import ChunkingParams
-from ingest.pipeline import IngestItem, folder_items, ingest_files, reread_documents, sync_folder
+from ingest.pipeline import (
+    IngestItem, folder_items, ingest_files, outdated_documents, reread_documents, sync_folder,
+)
 from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
 from knowledge.errors import IndexMismatch
@@ -114,6 +116,10 @@ class Assistant(DocumentsMixin, TrainingMixin):
         job = self.jobs.latest(TRAIN_RERANKER, base.name)
         if job is not None:
             lines.append(job.describe())
+        old = len(outdated_documents(base))
+        if old:
+            lines.append(f"{old} document(s) were read by an earlier Docent (PDFs without "
+                         "section headings): *Read old documents again* reads them anew.")
         return "\n\n".join(lines)
 
     def reranker_status(self, kb: str | None = None) -> str:

@@ -20,6 +20,7 @@ from ingest.loaders import load, read_by_current, reader_of, supported_extension
 from ingest.types import FileResult, IngestEvent, IngestReport
 from knowledge.base import KnowledgeBase
 from knowledge.errors import KnowledgeError
+from knowledge.types import DocumentRecord
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,7 @@ def reread_documents(
     stored original (PDFs) or, unchanged, from the file it came from. One with neither
     keeps its chunks and is reported as failed, saying to add the file again."""
     items, missing = [], []
-    for doc in kb.documents():
-        if read_by_current(Path(doc.source), doc.reader):
-            continue
+    for doc in outdated_documents(kb):
         path = _stored_file(kb, doc)
         if path is None:
             missing.append(FileResult(doc.source, "failed", doc_id=doc.doc_id, reason=(
@@ -154,7 +153,12 @@ def reread_documents(
     return IngestReport(report.results + tuple(missing))
 
 
-def _stored_file(kb: KnowledgeBase, doc) -> Path | None:
+def outdated_documents(kb: KnowledgeBase) -> list[DocumentRecord]:
+    """The documents an older reader read than this Docent would use for their type."""
+    return [d for d in kb.documents() if not read_by_current(Path(d.source), d.reader)]
+
+
+def _stored_file(kb: KnowledgeBase, doc: DocumentRecord) -> Path | None:
     original = kb.original_path(doc.doc_id)
     if original.is_file():
         return original

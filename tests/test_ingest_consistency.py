@@ -285,6 +285,7 @@ def test_reread_documents_uses_the_kept_originals(tmp_path, monkeypatch):
     kb = a.library.get("default")
     gone = next(d for d in a.documents() if d.source == "gone.pdf")
     kb.original_path(gone.doc_id).unlink()
+    assert "2 document(s) were read by an earlier Docent" in a.knowledge_base_status()
     report = drain(a.reread_documents())
     by = {r.source: r for r in report.results}
     assert by["vaccine.pdf"].status == "replaced" and "read again" in by["vaccine.pdf"].reason
@@ -295,4 +296,5 @@ def test_reread_documents_uses_the_kept_originals(tmp_path, monkeypatch):
     assert {c.heading for c in kb.document_chunks(new.doc_id)} == {"Vaccine storage"}
     assert_consistent(kb)
     assert [r.source for r in drain(a.reread_documents()).results] == ["gone.pdf"]
+    assert "1 document(s) were read by an earlier Docent" in a.knowledge_base_status()
     a.close()
