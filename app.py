@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
 import time
@@ -72,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_app(assistant: Assistant) -> FastAPI:
-    """One server: the OpenAI-compatible API under /v1 and the Gradio UI at /."""
+    """One server: the OpenAI-compatible API under /v1 and the Gradio UI at /.
+
+    Files the page receives (uploads, and what it serves back) go to the data dir's
+    uploads folder rather than the shared system temp dir, unless GRADIO_TEMP_DIR says
+    otherwise; the UI deletes them once old and when the server stops."""
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(assistant.settings.paths.uploads_dir))
     import gradio as gr
 
     from assistant.ui import build_ui

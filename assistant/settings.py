@@ -203,6 +203,7 @@ class Paths(BaseModel):
 
     @property
     def uploads_dir(self) -> Path:
+        """Files the web page received (Gradio's cache), kept only until they are old."""
         return self.data_dir / "uploads"
 
     @property

@@ -46,6 +46,8 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         expect(page.locator("#ingest-results")).to_contain_text("FAILED")
         expect(page.locator("#ingest-results")).to_contain_text("Not a readable PDF")
         expect(page.locator("#documents")).to_contain_text("handbook.pdf")
+        # the page's copy of an upload stays in the data dir, not the shared temp dir
+        assert list((app_server.data_dir / "uploads").rglob("handbook.pdf"))
         expect(page.locator("#kb-status")).to_contain_text("Reranker: none")
         expect(page.locator("#train-reranker")).to_be_visible()
         page.screenshot(path=str(tmp_path / "knowledge.png"), full_page=True)

@@ -10,9 +10,14 @@ from assistant.ui.finetune_tab import build_finetune_tab
 from assistant.ui.knowledge_tab import build_knowledge_tab
 
 
+# Uploaded files are ingested (a PDF's copy kept with its knowledge base) when "Add" is
+# clicked, so Gradio's copies are deleted after a day, checked hourly, and at shutdown.
+CACHE_CLEANUP = (3600, 86400)
+
+
 def build_ui(assistant: Assistant) -> gr.Blocks:
     downloads = Downloads()  # conversation exports and exam files offered for download
-    with gr.Blocks(title="Docent") as demo:
+    with gr.Blocks(title="Docent", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("# Docent\nAnswers from your own documents, with the file and page "
                     "for every claim. Everything stays on this computer.")
         kbs = assistant.knowledge_bases()
