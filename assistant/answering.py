@@ -1,7 +1,8 @@
 """One answer, start to finish: language, follow-up condensing, query translation,
 retrieval, the scope guardrail and the evidence gate, then the streamed, cited answer.
 
-``Answerer.ask`` yields ``AnswerDelta``s then one ``Answer``. What it adds to the model's
+``Answerer.ask`` yields a ``Reading`` (the sources, when the model is asked),
+``AnswerDelta``s, then one ``Answer``. What it adds to the model's
 text (urgent-care advice first, notices and the disclaimer last) is streamed too, so the
 concatenated deltas always equal ``Answer.text``.
 """
@@ -22,7 +23,7 @@ from assistant.messages import say
 from assistant.profiles import MEDICAL_DISCLAIMER, Profile
 from assistant.prompts import answer_messages, fit_sources, source_from_hit
 from assistant.settings import Settings
-from assistant.types import Answer, AnswerDelta, Citation, Source
+from assistant.types import Answer, AnswerDelta, Citation, Reading, Source
 from knowledge.fusion import reciprocal_rank_fusion
 from knowledge.library import Library
 from knowledge.types import Hit
@@ -39,7 +40,7 @@ class Answerer:
         self._guard, self._log = guard, inference_log
 
     def ask(self, llm: LLM, question: str, kbs: list[str], history: Sequence[tuple[str, str]],
-            profile: Profile, model: str) -> Iterator[AnswerDelta | Answer]:
+            profile: Profile, model: str) -> Iterator[Reading | AnswerDelta | Answer]:
         timings: dict[str, float] = {}
         lang = question_language(question)
         standalone = self._standalone(llm, question, history, timings)
@@ -94,7 +95,7 @@ class Answerer:
         return query
 
     def _generate(self, llm: LLM, run: "_Run", hits: list[Hit], profile: Profile
-                  ) -> Iterator[AnswerDelta | Answer]:
+                  ) -> Iterator[Reading | AnswerDelta | Answer]:
         cfg = self.settings.llm
         t0 = time.perf_counter()
         sources = self._sources(run.query, hits)
@@ -109,6 +110,7 @@ class Answerer:
         dose = DoseFilter() if profile.medical else None
         stages = [MarkerFilter(valid)] + ([dose] if dose else [])
         stages += [TraditionalStream()] if run.lang == "zh-Hant" else []
+        yield Reading(tuple(sources))
         shown: list[str] = []
         if run.urgent:
             shown.append(run.urgent + "\n\n")
@@ -154,7 +156,7 @@ class Answerer:
         yield answer
 
     def _finish_refusal(self, run: "_Run", reason: str, text: str, hits: list[Hit],
-                        profile: Profile) -> Iterator[AnswerDelta | Answer]:
+                        profile: Profile) -> Iterator[Reading | AnswerDelta | Answer]:
         notices = self._disclaimer(profile, run.lang)
         full = self._assemble(run, text, notices)
         yield AnswerDelta(full)

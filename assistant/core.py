@@ -20,7 +20,7 @@ from assistant.llm import LLM, LlamaCppLLM, OpenAICompatLLM
 from assistant.models import resolve_gguf
 from assistant.profiles import Profile, load_profile, preset, save_profile
 from assistant.settings import Settings
-from assistant.types import Answer, AnswerDelta
+from assistant.types import Answer, AnswerDelta, Reading
 from finetune.registry import AdapterRegistry  # adapters
 from ingest.chunking import ChunkingParams
 from ingest.pipeline import (
@@ -198,8 +198,9 @@ class Assistant(DocumentsMixin, TrainingMixin):
 
     def ask(self, question: str, kb: str | Sequence[str] | None = None,
             history: Sequence[tuple[str, str]] = (), model: str | None = None
-            ) -> Iterator[AnswerDelta | Answer]:
-        """Stream the answer as ``AnswerDelta``s, then yield the final ``Answer``.
+            ) -> Iterator[Reading | AnswerDelta | Answer]:
+        """Stream the answer: a ``Reading`` with the sources when the model is asked (it
+        reads them before its first token), ``AnswerDelta``s, then the final ``Answer``.
 
         ``history``: earlier (question, answer) turns; a follow-up is rewritten into a
         standalone query for the search (the model still sees the question as asked).
@@ -262,7 +263,7 @@ class Assistant(DocumentsMixin, TrainingMixin):
         return self.conversations.export_markdown(cid)
 
     def chat(self, cid: str, question: str, model: str | None = None
-             ) -> Iterator[AnswerDelta | Answer]:
+             ) -> Iterator[Reading | AnswerDelta | Answer]:
         """``ask`` within stored conversation ``cid``: its earlier turns (trimmed to a
         quarter of the context) are the history; the final ``Answer`` is stored before it
         is yielded. Nothing is stored when ``ask`` fails. Unknown ``cid``: raised now.
@@ -271,7 +272,7 @@ class Assistant(DocumentsMixin, TrainingMixin):
         return self._chat(info, self.conversations.turns(cid), question, model)
 
     def _chat(self, info: ConversationInfo, turns: list[Turn], question: str,
-              model: str | None) -> Iterator[AnswerDelta | Answer]:
+              model: str | None) -> Iterator[Reading | AnswerDelta | Answer]:
         budget = self.settings.llm.n_ctx // 4
         history = history_for_prompt(turns, budget, self.llm.count_tokens)
         for event in self.ask(question, _kb_names(info.kb), history, model):

@@ -40,6 +40,14 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """The numbered sources the model is about to read, yielded before its first token:
+    reading them takes most of an answer's wait on a CPU, so a page can show them."""
+
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
 class AnswerDelta:
     """A piece of streamed answer text."""
 

@@ -2,7 +2,7 @@
 import pytest
 
 from assistant.core import Assistant
-from assistant.types import Answer, AnswerDelta
+from assistant.types import Answer, AnswerDelta, Reading
 from ingest.pipeline import drain
 from tests.conftest import make_settings
 from tests.fakes import HashEmbedder, ScriptedLLM
@@ -24,6 +24,8 @@ def test_prompt_numbers_sources_and_answer_streams_with_citations(setup):
     deltas = [e.text for e in events if isinstance(e, AnswerDelta)]
     final = events[-1]
     assert isinstance(final, Answer) and len(deltas) > 3
+    # the sources come first, while the model reads them, and are the answer's sources
+    assert isinstance(events[0], Reading) and events[0].sources == final.sources
     assert "".join(deltas).strip() == final.text
     assert final.text == "Adults take 500 mg every 8 hours [1]. See also."
     prompt = llm.calls[0][-1]["content"]

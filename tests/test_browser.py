@@ -59,6 +59,10 @@ def test_upload_then_ask_shows_answer_and_citation(app_server, tmp_path):
         page.locator("#question textarea").fill(QUESTION)
         page.locator("#ask").click()
         chat = page.locator("#chat")
+        # while the model reads its sources (seconds on a CPU), the chat says which
+        expect(chat).to_contain_text("before answering", timeout=60_000)
+        expect(chat).to_contain_text("handbook.pdf, p. 2")
+        page.screenshot(path=str(tmp_path / "reading.png"), full_page=True)
         expect(chat).to_contain_text("Sources", timeout=180_000)
         expect(chat).to_contain_text("handbook.pdf")
         expect(chat).to_contain_text("500")

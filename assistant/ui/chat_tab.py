@@ -9,14 +9,16 @@ import gradio as gr
 
 from assistant.core import Assistant
 from assistant.errors import ConversationNotFound
-from assistant.types import Answer, AnswerDelta
+from assistant.types import Answer, AnswerDelta, Reading
 from assistant.ui.adapters_panel import model_choices, model_update
 from assistant.ui.citations_panel import build_citations_panel, show_turn
 from assistant.ui.conversations_panel import (
     ChatWidgets, after_answer, build_conversations_panel, connect_conversations,
 )
 from assistant.ui.downloads import Downloads
-from assistant.ui.format import RETRIEVAL_HEADERS, RETRIEVAL_TYPES, answer_view, retrieval_rows
+from assistant.ui.format import (
+    RETRIEVAL_HEADERS, RETRIEVAL_TYPES, answer_view, reading_markdown, retrieval_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,10 @@ def _respond(assistant: Assistant, message: str, history: list, kb: str,
     try:
         cid, events = _open_chat(assistant, cid, kb, message, model or None)
         for event in events:
-            if isinstance(event, AnswerDelta):
+            if isinstance(event, Reading) and not text:
+                history[-1] = {"role": "assistant", "content": reading_markdown(event.sources)}
+                yield history, "", gr.skip(), cid, answered
+            elif isinstance(event, AnswerDelta):
                 text += event.text
                 history[-1] = {"role": "assistant", "content": text}
                 yield history, "", gr.skip(), cid, answered

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from assistant.citation_view import CitationView
 from assistant.conversations import ConversationInfo, Turn
-from assistant.types import Answer, Citation
+from assistant.types import Answer, Citation, Source
 from ingest.types import IngestReport
 from knowledge.tokenize import tokenize
 from knowledge.types import DocumentRecord
@@ -31,6 +31,18 @@ def answer_markdown(text: str, citations: Sequence[Citation], refused: bool = Fa
 def answer_view(answer: Answer) -> str:
     """``answer_markdown`` of a final ``Answer`` (its ``refused`` read where present)."""
     return answer_markdown(answer.text, answer.citations, bool(getattr(answer, "refused", "")))
+
+
+def reading_markdown(sources: Sequence[Source]) -> str:
+    """What the chat shows while the model reads its sources (before the first token).
+
+    >>> src = lambda n, f, p: Source(n, "c", "kb", f, p, "text", 1.0)
+    >>> reading_markdown([src(1, "a.pdf", 2), src(2, "a.pdf", 2), src(3, "b.txt", 0)])
+    '*Reading 3 passages (a.pdf, p. 2; b.txt) before answering…*'
+    """
+    places = dict.fromkeys(f"{s.source}, p. {s.page}" if s.page else s.source for s in sources)
+    return (f"*Reading {len(sources)} passage{'s' if len(sources) != 1 else ''} "
+            f"({html.escape('; '.join(places))}) before answering…*")
 
 
 def citations_markdown(citations: Sequence[Citation]) -> str:
