@@ -90,7 +90,7 @@ class Catalog:
 
     def _migrate(self) -> None:
         """Catalogs written before documents recorded their reader get the column; their
-        documents read as "" (an older reader), so they are read again when re-ingested."""
+        documents read as "" (version 1 of their loader: ``ingest.loaders.read_by_current``)."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(documents)")}
         if "reader" not in columns:
             self._db.execute("ALTER TABLE documents ADD COLUMN reader TEXT NOT NULL DEFAULT ''")
