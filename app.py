@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except (AssistantError, KnowledgeError, ValueError, FileNotFoundError) as exc:
         print(f"Docent cannot start: {exc}\nRun `python -m assistant doctor` for details.", file=sys.stderr)
         return 2
+    # Files the page receives (uploads, and what it serves back) go to the data dir, not
+    # the shared system temp dir, unless GRADIO_TEMP_DIR says otherwise; the UI deletes
+    # them once old and when the server stops. Set here, for this process only.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.paths.uploads_dir))
     host, port = settings.server.host, settings.server.port
     if not settings.server.loopback:
         log.warning("Binding to %s: the app is reachable from other machines.", host)
@@ -73,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_app(assistant: Assistant) -> FastAPI:
-    """One server: the OpenAI-compatible API under /v1 and the Gradio UI at /.
-
-    Files the page receives (uploads, and what it serves back) go to the data dir's
-    uploads folder rather than the shared system temp dir, unless GRADIO_TEMP_DIR says
-    otherwise; the UI deletes them once old and when the server stops."""
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(assistant.settings.paths.uploads_dir))
+    """One server: the OpenAI-compatible API under /v1 and the Gradio UI at /."""
     import gradio as gr
 
     from assistant.ui import build_ui
