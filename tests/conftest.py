@@ -77,7 +77,8 @@ def app_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("app")
     docs = make_clinic_docs(base / "docs")
     docs["leaflet"] = write_pdf(base / "docs" / "leaflet.pdf", LEAFLET_PAGES)
-    env = {**os.environ, "DOCENT_DATA_DIR": str(base / "data"),
+    inherited = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}  # the app's own
+    env = {**inherited, "DOCENT_DATA_DIR": str(base / "data"),
            "DOCENT_MODELS_DIR": str(shared_models_dir()),
            "DOCENT_LLM__MODEL": "qwen2.5-coder-0.5b", "DOCENT_LLM__TEMPERATURE": "0"}
     subprocess.run([sys.executable, "-m", "assistant", "ingest", str(docs["txt"]),
