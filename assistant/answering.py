@@ -156,7 +156,7 @@ class Answerer:
         yield answer
 
     def _finish_refusal(self, run: "_Run", reason: str, text: str, hits: list[Hit],
-                        profile: Profile) -> Iterator[Reading | AnswerDelta | Answer]:
+                        profile: Profile) -> Iterator[AnswerDelta | Answer]:
         notices = self._disclaimer(profile, run.lang)
         full = self._assemble(run, text, notices)
         yield AnswerDelta(full)

@@ -94,7 +94,7 @@ def _respond(assistant: Assistant, message: str, history: list, kb: str,
     try:
         cid, events = _open_chat(assistant, cid, kb, message, model or None)
         for event in events:
-            if isinstance(event, Reading) and not text:
+            if isinstance(event, Reading):  # before the first delta
                 history[-1] = {"role": "assistant", "content": reading_markdown(event.sources)}
                 yield history, "", gr.skip(), cid, answered
             elif isinstance(event, AnswerDelta):

@@ -40,7 +40,7 @@ def reading_markdown(sources: Sequence[Source]) -> str:
     >>> reading_markdown([src(1, "a.pdf", 2), src(2, "a.pdf", 2), src(3, "b.txt", 0)])
     '*Reading 3 passages (a.pdf, p. 2; b.txt) before answering…*'
     """
-    places = dict.fromkeys(f"{s.source}, p. {s.page}" if s.page else s.source for s in sources)
+    places = dict.fromkeys(s.label for s in sources)
     return (f"*Reading {len(sources)} passage{'s' if len(sources) != 1 else ''} "
             f"({html.escape('; '.join(places))}) before answering…*")
 
