@@ -1,8 +1,14 @@
 """Persistent conversations: a SQLite file in the data dir, plus the history budget.
 
 A conversation belongs to a knowledge base and holds its turns (question, answer and
-the answer's citations). ``history_for_prompt`` picks the most recent turns that fit a
-token budget, so that the condense prompt never overflows the model's context.
+the answer's citations). Nothing is lost: a question is stored as a *pending* turn
+(``begin``) before the model is called, then the turn is *done* (``finish``), *failed*
+with its reason (``fail``) or *stopped* with what was streamed so far (``stop``). A
+process that dies mid-answer leaves pending turns; ``recover_pending`` at start-up marks
+them failed.
+
+``history_for_prompt`` picks the most recent answered turns that fit a token budget, so
+that the condense prompt never overflows the model's context.
 
 >>> words = lambda text: len(text.split())          # a fake tokenizer: one token a word
 >>> turns = [("q one", "a b c d"), ("q two", "e f")]  # cost 2 + 4 = 6, then 2 + 2 = 4
@@ -12,6 +18,9 @@ token budget, so that the condense prompt never overflows the model's context.
 [('q two', 'e f')]
 >>> history_for_prompt([("q", "one two three four five")], 4, words)
 [('q', 'one two three…')]
+>>> failed = Turn("q three", "half an ans", (), 0, "m", "", "t", status="failed", error="crash")
+>>> history_for_prompt([*turns, failed], 10, words)  # only answered turns are history
+[('q one', 'a b c d'), ('q two', 'e f')]
 """
 from __future__ import annotations
 
@@ -31,10 +40,20 @@ from assistant.types import Answer, Citation
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TITLE_CHARS = 60
+# A turn's life: 'pending' (question stored, model not done yet), then 'done' (answered),
+# 'failed' (an error ended it; ``error`` says why) or 'stopped' (the user stopped it).
+STATUSES = ("pending", "done", "failed", "stopped")
 
-_SCHEMA = """
+# Columns added by v2, declared once for a new file and for migrating a v1 file.
+_V2_COLUMNS = (
+    ("status", "TEXT NOT NULL DEFAULT 'done' "
+               f"CHECK (status IN ({', '.join(repr(s) for s in STATUSES)}))"),
+    ("error", "TEXT NOT NULL DEFAULT ''"),
+)
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, kb TEXT NOT NULL,
@@ -44,7 +63,8 @@ CREATE TABLE IF NOT EXISTS turns (
     conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
     question TEXT NOT NULL, answer TEXT NOT NULL, citations TEXT NOT NULL,
     sources INTEGER NOT NULL, model TEXT NOT NULL, search_query TEXT NOT NULL,
-    created_at TEXT NOT NULL, refused INTEGER NOT NULL DEFAULT 0);
+    created_at TEXT NOT NULL, refused INTEGER NOT NULL DEFAULT 0,
+    {", ".join(f"{name} {decl}" for name, decl in _V2_COLUMNS)});
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, seq);
 """
 
@@ -54,7 +74,9 @@ SELECT c.id, c.title, c.kb, c.created_at, c.updated_at,
 FROM conversations c
 """
 
-_TURN_COLUMNS = "question, answer, citations, sources, model, search_query, created_at, refused"
+_TURN_COLUMNS = ("question, answer, citations, sources, model, search_query, created_at, "
+                 "refused, status, error, seq")
+_SELECT_TURNS = f"SELECT {_TURN_COLUMNS} FROM turns"
 
 
 @dataclass(frozen=True)
@@ -70,13 +92,21 @@ class ConversationInfo:
 @dataclass(frozen=True)
 class Turn:
     question: str
-    answer: str
+    answer: str  # for a failed or stopped turn, what was streamed before the end
     citations: tuple[Citation, ...]
     sources: int  # how many sources the model was given
     model: str
     search_query: str
     created_at: str
     refused: bool = False
+    status: str = "done"  # one of STATUSES
+    error: str = ""  # why a failed turn failed
+    turn_id: int = 0  # the store's id for this turn; 0 for a turn that is not stored
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"Turn status must be one of {', '.join(STATUSES)}, "
+                             f"not {self.status!r}.")
 
 
 class ConversationStore:
@@ -96,12 +126,30 @@ class ConversationStore:
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
+        found = SCHEMA_VERSION if row is None else int(row[0])
+        if found > SCHEMA_VERSION:
             raise AssistantError(
                 f"{self.path} was written by a newer Docent (conversation format v{row[0]}, "
                 f"this one reads v{SCHEMA_VERSION}): update Docent or move the file away.")
+        if row is None or found < SCHEMA_VERSION:
+            self._migrate(found)
+
+    def _migrate(self, found: int) -> None:
+        """Bring the file up to SCHEMA_VERSION in place, in one transaction, keeping every
+        row. v1 -> v2: turns gain ``status`` and ``error``; a v1 turn was always stored
+        with its answer, so it becomes 'done'. Columns are added only where missing, so a
+        second process migrating the same file at once finds nothing left to do."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
+            for name, decl in _V2_COLUMNS:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE turns ADD COLUMN {name} {decl}")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+        if found < SCHEMA_VERSION:
+            log.info("Migrated %s from conversation format v%d to v%d.",
+                     self.path, found, SCHEMA_VERSION)
 
     def create(self, kb: str, title: str = "") -> ConversationInfo:
         cid, now = uuid.uuid4().hex[:12], _now()
@@ -124,29 +172,103 @@ class ConversationStore:
         return ConversationInfo(*row)
 
     def turns(self, cid: str) -> list[Turn]:
+        """Every turn of ``cid`` in order, whatever its status."""
         self.get(cid)
         with self._lock:
-            rows = self._db.execute(f"SELECT {_TURN_COLUMNS} FROM turns "
-                                    "WHERE conversation_id = ? ORDER BY seq", (cid,)).fetchall()
+            rows = self._db.execute(f"{_SELECT_TURNS} WHERE conversation_id = ? ORDER BY seq",
+                                    (cid,)).fetchall()
         return [_turn(row) for row in rows]
 
-    def append(self, cid: str, answer: Answer) -> Turn:
-        """Store ``answer`` as the next turn; an untitled conversation takes its question."""
-        info = self.get(cid)
-        turn = Turn(answer.question, answer.text, tuple(answer.citations), len(answer.sources),
-                    answer.model, answer.search_query, _now(),
-                    bool(getattr(answer, "refused", False)))
-        cites = json.dumps([asdict(c) for c in turn.citations], ensure_ascii=False)
+    # --- a turn's life: begin, then finish, fail or stop ------------------------------
+    def begin(self, cid: str, question: str, model: str) -> int:
+        """Store ``question`` as a pending turn of ``cid`` and return its ``turn_id``; call
+        it before the model is called, so that the question survives whatever follows.
+        An untitled conversation takes the question as its title."""
+        now = _now()
         with self._lock, self._db:
             self._db.execute("BEGIN")
-            self._db.execute(f"INSERT INTO turns (conversation_id, {_TURN_COLUMNS}) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (cid, turn.question, turn.answer, cites, turn.sources, turn.model,
-                              turn.search_query, turn.created_at, int(turn.refused)))
-            title = info.title or short_title(turn.question)
+            row = self._db.execute("SELECT title FROM conversations WHERE id = ?",
+                                   (cid,)).fetchone()
+            if row is None:
+                raise ConversationNotFound(f"No conversation with id {cid!r}.")
+            cursor = self._db.execute(
+                "INSERT INTO turns (conversation_id, question, answer, citations, sources, "
+                "model, search_query, created_at, status) "
+                "VALUES (?, ?, '', '[]', 0, ?, '', ?, 'pending')", (cid, question, model, now))
             self._db.execute("UPDATE conversations SET updated_at = ?, title = ? WHERE id = ?",
-                             (turn.created_at, title, cid))
-        return turn
+                             (now, row[0] or short_title(question), cid))
+            return cursor.lastrowid
+
+    def finish(self, turn_id: int, answer: Answer) -> Turn:
+        """Fill pending turn ``turn_id`` with ``answer`` (text, citations, how many sources,
+        model, search query, refused) and mark it 'done'; return the stored turn. A turn
+        that is no longer pending is left as it is and returned. A turn that is gone (its
+        conversation deleted meanwhile) is not stored again: the answer comes back as an
+        unstored turn (``turn_id`` 0)."""
+        cites = json.dumps([asdict(c) for c in answer.citations], ensure_ascii=False)
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "UPDATE turns SET answer = ?, citations = ?, sources = ?, model = ?, "
+                "search_query = ?, refused = ?, status = 'done' "
+                "WHERE seq = ? AND status = 'pending'",
+                (answer.text, cites, len(answer.sources), answer.model, answer.search_query,
+                 int(bool(getattr(answer, "refused", False))), turn_id))
+            row = self._db.execute(f"{_SELECT_TURNS} WHERE seq = ?", (turn_id,)).fetchone()
+        if row is None:
+            log.info("Turn %s is gone (its conversation was deleted?): answer not stored.",
+                     turn_id)
+            return Turn(answer.question, answer.text, tuple(answer.citations),
+                        len(answer.sources), answer.model, answer.search_query, _now(),
+                        bool(getattr(answer, "refused", False)))
+        return _turn(row)
+
+    def fail(self, turn_id: int, reason: str, partial: str = "") -> None:
+        """Mark pending turn ``turn_id`` failed because of ``reason``, keeping ``partial``
+        (what was streamed before the failure) as its answer. No-op unless pending."""
+        self._end(turn_id, "failed", partial, reason)
+
+    def stop(self, turn_id: int, partial: str) -> None:
+        """Mark pending turn ``turn_id`` stopped by the user, keeping ``partial`` (what was
+        streamed until then) as its answer. No-op unless pending."""
+        self._end(turn_id, "stopped", partial, "")
+
+    def _end(self, turn_id: int, status: str, partial: str, error: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE turns SET status = ?, answer = ?, error = ? "
+                             "WHERE seq = ? AND status = 'pending'",
+                             (status, partial, error, turn_id))
+
+    def recover_pending(self, reason: str) -> int:
+        """Mark every pending turn failed with ``reason`` and return how many there were.
+        Call it at start-up, before any answer begins: a pending turn then can only have
+        been left by a process that died while answering."""
+        with self._lock:
+            cursor = self._db.execute("UPDATE turns SET status = 'failed', error = ? "
+                                      "WHERE status = 'pending'", (reason,))
+        if cursor.rowcount:
+            log.warning("Marked %d unfinished answer(s) as failed: %s", cursor.rowcount, reason)
+        return cursor.rowcount
+
+    def last_failed(self, cid: str) -> Turn | None:
+        """The newest turn of ``cid`` if it failed (what a Retry asks again), else None."""
+        self.get(cid)
+        with self._lock:
+            row = self._db.execute(f"{_SELECT_TURNS} WHERE conversation_id = ? "
+                                   "ORDER BY seq DESC LIMIT 1", (cid,)).fetchone()
+        turn = None if row is None else _turn(row)
+        return turn if turn is not None and turn.status == "failed" else None
+
+    def remove_turn(self, turn_id: int) -> None:
+        """Delete turn ``turn_id`` (a Retry removes the failed turn, then asks again).
+        No-op for an unknown id."""
+        with self._lock:
+            self._db.execute("DELETE FROM turns WHERE seq = ?", (turn_id,))
+
+    def append(self, cid: str, answer: Answer) -> Turn:
+        """Store ``answer`` as the next, done turn; an untitled conversation takes its
+        question. The same as ``begin`` then ``finish``."""
+        return self.finish(self.begin(cid, answer.question, answer.model), answer)
 
     def rename(self, cid: str, title: str) -> ConversationInfo:
         if not title or not title.strip():
@@ -165,13 +287,15 @@ class ConversationStore:
 
     def export_markdown(self, cid: str) -> str:
         """The conversation as Markdown: title, knowledge base, each question and answer
-        with the answer's citations ("[n] file, p. X: “quote”")."""
+        with the answer's citations ("[n] file, p. X: “quote”"). A failed turn shows
+        "(no answer: reason)" after whatever was streamed, a stopped one its streamed text
+        then "(stopped)"."""
         info, turns = self.get(cid), self.turns(cid)
         started = info.created_at[:16].replace("T", " ")
         lines = [f"# {info.title or 'Untitled conversation'}", "",
                  f"Knowledge base: {info.kb} · started {started} UTC · {info.turns} questions"]
         for i, turn in enumerate(turns, start=1):
-            lines += ["", f"## {i}. {turn.question}", "", turn.answer or "(no answer)"]
+            lines += ["", f"## {i}. {turn.question}", "", *_answer_lines(turn)]
             if turn.citations:
                 lines += ["", "Sources:", ""]
                 lines += [f"- [{c.number}] {c.label}: “{c.quote}”" for c in turn.citations]
@@ -201,10 +325,13 @@ def history_for_prompt(turns: Sequence[Turn | tuple[str, str]], budget_tokens: i
                        count_tokens: Callable[[str], int]) -> list[tuple[str, str]]:
     """The most recent (question, answer) pairs whose tokens fit ``budget_tokens``, oldest
     first. Turns are kept newest first and the first that does not fit ends the history;
-    a newest answer that alone exceeds the budget is cut (its start kept, "…" added)."""
+    a newest answer that alone exceeds the budget is cut (its start kept, "…" added).
+    Only 'done' turns count: a pending, failed or stopped one has no answer worth
+    feeding back to the model."""
     kept: list[tuple[str, str]] = []
     left = budget_tokens
-    for turn in reversed(turns):
+    answered = [t for t in turns if not isinstance(t, Turn) or t.status == "done"]
+    for turn in reversed(answered):
         question, answer = (turn.question, turn.answer) if isinstance(turn, Turn) else turn
         cost = count_tokens(question) + count_tokens(answer)
         if cost > left and not kept:
@@ -242,10 +369,22 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _answer_lines(turn: Turn) -> list[str]:
+    """The Markdown lines that stand for ``turn``'s answer in an export."""
+    if turn.status == "failed":
+        note = f"(no answer: {turn.error})" if turn.error else "(no answer)"
+        return [turn.answer, "", note] if turn.answer else [note]
+    if turn.status == "stopped":
+        return [turn.answer, "", "(stopped)"] if turn.answer else ["(stopped)"]
+    return [turn.answer or "(no answer)"]
+
+
 def _turn(row: tuple) -> Turn:
-    question, answer, cites, sources, model, search_query, created_at, refused = row
+    """A ``Turn`` from a row of ``_SELECT_TURNS``."""
+    (question, answer, cites, sources, model, search_query, created_at, refused, status,
+     error, seq) = row
     known = {f.name for f in fields(Citation)}
     citations = tuple(Citation(**{k: v for k, v in c.items() if k in known})
                       for c in json.loads(cites))
     return Turn(question, answer, citations, sources, model, search_query, created_at,
-                bool(refused))
+                bool(refused), status, error, seq)

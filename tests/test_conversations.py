@@ -1,6 +1,7 @@
 """Stored conversations: the SQLite store, the history budget, ``Assistant.chat`` and the
 ``chats`` CLI, with the scripted LLM and the hash embedder."""
 import sqlite3
+import threading
 
 import pytest
 
@@ -47,11 +48,12 @@ def test_turns_survive_a_new_store_on_the_same_file(tmp_path):
     t1, t2 = again.turns(info.conversation_id)
     assert t1 == Turn("What is the amoxicillin dose for adults?", "500 mg every 8 hours [1].",
                       (CITE,), 2, "scripted", "What is the amoxicillin dose for adults? (searched)",
-                      t1.created_at)
+                      t1.created_at, turn_id=t1.turn_id)
     assert isinstance(t1.citations[0], Citation) and t2.citations == () and not t2.refused
-    assert t1.created_at < t2.created_at
+    assert t1.created_at < t2.created_at and 0 < t1.turn_id < t2.turn_id
+    assert (t1.status, t1.error, t2.status) == ("done", "", "done")
     version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()
-    assert version == ("1",)
+    assert version == ("2",)
     again.close()
 
 
@@ -85,7 +87,8 @@ def test_list_is_most_recent_first_and_rename_delete(store):
 
 def test_unknown_id_is_a_domain_error_everywhere(store):
     for call in (store.get, store.turns, store.delete, store.export_markdown,
-                 lambda cid: store.rename(cid, "x"), lambda cid: store.append(cid, _answer("q"))):
+                 lambda cid: store.rename(cid, "x"), lambda cid: store.append(cid, _answer("q")),
+                 lambda cid: store.begin(cid, "q", "m"), store.last_failed):
         with pytest.raises(ConversationNotFound, match="No conversation with id 'nope'"):
             call("nope")
     assert store.list() == []
@@ -112,6 +115,216 @@ def test_export_markdown_has_questions_answers_and_citations(store):
             "every 8 hours.”") in md
     assert "## 2. Who is on call on Tuesday?\n\nNobody is listed.\n" in md
     assert md.count("Sources:") == 1
+
+
+# --- a turn's life: pending, then done, failed or stopped -----------------------------------
+def test_begin_stores_the_question_before_the_answer_and_finish_fills_it(tmp_path):
+    path = tmp_path / "conv.sqlite3"
+    store = ConversationStore(path)
+    cid = store.create("default").conversation_id
+    turn_id = store.begin(cid, "What is the amoxicillin dose for adults?", "qwen")
+
+    # another store on the same file (a restarted app) already sees the question
+    other = ConversationStore(path)
+    (pending,) = other.turns(cid)
+    assert (pending.question, pending.answer, pending.status, pending.turn_id) == (
+        "What is the amoxicillin dose for adults?", "", "pending", turn_id)
+    assert (pending.citations, pending.sources, pending.model) == ((), 0, "qwen")
+    info = other.get(cid)
+    assert info.title == "What is the amoxicillin dose for adults?" and info.turns == 1
+    other.close()
+
+    done = store.finish(turn_id, _answer("What is the amoxicillin dose for adults?"))
+    assert store.turns(cid) == [done]
+    assert done == Turn("What is the amoxicillin dose for adults?", "500 mg every 8 hours [1].",
+                        (CITE,), 2, "scripted",
+                        "What is the amoxicillin dose for adults? (searched)",
+                        pending.created_at, False, "done", "", turn_id)
+    store.close()
+
+
+def test_finish_fail_and_stop_change_only_a_pending_turn(store):
+    cid = store.create("default").conversation_id
+    turn_id = store.begin(cid, "Opening hours?", "m")
+    done = store.finish(turn_id, _answer("Opening hours?"))
+    store.fail(turn_id, "late error", "late partial")
+    store.stop(turn_id, "late partial")
+    assert store.finish(turn_id, _answer("Opening hours?", "A different answer.", ())) == done
+    assert store.turns(cid) == [done]
+
+    failed_id = store.begin(cid, "Who is on call?", "m")
+    store.fail(failed_id, "the model crashed")
+    store.stop(failed_id, "too late")
+    assert store.finish(failed_id, _answer("Who is on call?")).status == "failed"
+    assert store.turns(cid)[1].answer == ""
+
+
+def test_a_failed_turn_keeps_its_reason_and_partial_answer(store):
+    cid = store.create("default").conversation_id
+    turn_id = store.begin(cid, "What is the dose?", "m")
+    store.fail(turn_id, "The model process crashed.", "The usual dose is")
+    (turn,) = store.turns(cid)
+    assert (turn.status, turn.error, turn.answer) == (
+        "failed", "The model process crashed.", "The usual dose is")
+    assert store.get(cid).turns == 1  # the listing counts failed turns too
+
+
+def test_a_stopped_turn_keeps_what_was_streamed(store):
+    cid = store.create("default").conversation_id
+    turn_id = store.begin(cid, "Summarise the handbook.", "m")
+    store.stop(turn_id, "The handbook covers dosing and")
+    (turn,) = store.turns(cid)
+    assert (turn.status, turn.error, turn.answer) == (
+        "stopped", "", "The handbook covers dosing and")
+
+
+def test_recover_pending_fails_what_a_dead_process_left(tmp_path):
+    path = tmp_path / "conv.sqlite3"
+    crashed = ConversationStore(path)
+    a, b = (crashed.create("default").conversation_id for _ in range(2))
+    crashed.append(a, _answer("Answered before the crash?"))
+    crashed.begin(a, "Asked when the process died?", "m")
+    crashed.begin(b, "Asked in another chat?", "m")
+    crashed.close()  # the process dies: nobody finishes the two pending turns
+
+    store = ConversationStore(path)
+    assert store.recover_pending("Docent stopped before the answer was finished.") == 2
+    assert [t.status for t in store.turns(a)] == ["done", "failed"]
+    (turn,) = store.turns(b)
+    assert (turn.status, turn.error) == ("failed",
+                                         "Docent stopped before the answer was finished.")
+    assert store.recover_pending("again") == 0
+    store.close()
+
+
+def test_retry_finds_the_failed_turn_removes_it_and_asks_again(store):
+    cid = store.create("default").conversation_id
+    assert store.last_failed(cid) is None
+    store.append(cid, _answer("Opening hours?"))
+    assert store.last_failed(cid) is None
+    turn_id = store.begin(cid, "Who is on call?", "m")
+    assert store.last_failed(cid) is None  # pending is not failed
+    store.fail(turn_id, "timeout")
+    failed = store.last_failed(cid)
+    assert (failed.turn_id, failed.question, failed.error) == (turn_id, "Who is on call?",
+                                                               "timeout")
+
+    store.remove_turn(failed.turn_id)
+    store.remove_turn(failed.turn_id)  # already gone: nothing happens
+    again = store.append(cid, _answer(failed.question, "Dr Lee [1]."))
+    assert [t.question for t in store.turns(cid)] == ["Opening hours?", "Who is on call?"]
+    assert store.turns(cid)[-1] == again and again.turn_id > turn_id
+    assert store.last_failed(cid) is None
+
+
+def test_only_the_newest_turn_is_retried(store):
+    cid = store.create("default").conversation_id
+    store.fail(store.begin(cid, "First?", "m"), "timeout")
+    store.append(cid, _answer("Second?"))
+    assert store.last_failed(cid) is None  # a later answer came: retrying would reorder
+
+
+def test_finish_after_the_conversation_was_deleted_stores_nothing(store):
+    cid = store.create("default").conversation_id
+    turn_id = store.begin(cid, "Opening hours?", "m")
+    store.delete(cid)
+    turn = store.finish(turn_id, _answer("Opening hours?"))
+    assert (turn.answer, turn.turn_id) == ("500 mg every 8 hours [1].", 0)
+    store.fail(turn_id, "gone")
+    store.stop(turn_id, "gone")
+    assert store.list() == []
+
+
+def test_history_skips_turns_without_a_full_answer(store):
+    cid = store.create("default").conversation_id
+    store.append(cid, _answer("q1?", "first answer"))
+    store.fail(store.begin(cid, "q2?", "m"), "crash", "half an")
+    store.stop(store.begin(cid, "q3?", "m"), "stopped here")
+    store.append(cid, _answer("q4?", "fourth answer"))
+    store.begin(cid, "q5?", "m")
+    assert history_for_prompt(store.turns(cid), 100, words) == [
+        ("q1?", "first answer"), ("q4?", "fourth answer")]
+
+
+def test_export_shows_failed_and_stopped_turns(store):
+    cid = store.create("default", "Dosing").conversation_id
+    store.fail(store.begin(cid, "What is the dose?", "m"), "The model process crashed.")
+    store.fail(store.begin(cid, "And for children?", "m"), "Out of memory.", "It depends on")
+    store.stop(store.begin(cid, "Summarise the handbook.", "m"), "The handbook covers")
+    store.append(cid, _answer("Opening hours?", "Nine to five.", ()))
+    md = store.export_markdown(cid)
+    assert "## 1. What is the dose?\n\n(no answer: The model process crashed.)\n" in md
+    assert "## 2. And for children?\n\nIt depends on\n\n(no answer: Out of memory.)\n" in md
+    assert "## 3. Summarise the handbook.\n\nThe handbook covers\n\n(stopped)\n" in md
+    assert "## 4. Opening hours?\n\nNine to five.\n" in md and "· 4 questions" in md
+
+
+def test_answers_from_many_threads_are_all_stored(store):
+    cid = store.create("default").conversation_id
+
+    def ask(n: int) -> None:
+        for i in range(10):
+            store.finish(store.begin(cid, f"q{n}.{i}?", "m"), _answer(f"q{n}.{i}?"))
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    turns = store.turns(cid)
+    assert len(turns) == 80 and {t.status for t in turns} == {"done"}
+    assert len({t.turn_id for t in turns}) == 80
+
+
+# the schema Docent wrote before turns had a status (format v1)
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, kb TEXT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE turns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    question TEXT NOT NULL, answer TEXT NOT NULL, citations TEXT NOT NULL,
+    sources INTEGER NOT NULL, model TEXT NOT NULL, search_query TEXT NOT NULL,
+    created_at TEXT NOT NULL, refused INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX turns_by_conversation ON turns (conversation_id, seq);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO conversations VALUES ('abc123', 'Dosing', 'default',
+    '2024-05-01T10:00:00.000000+00:00', '2024-05-01T10:01:00.000000+00:00');
+INSERT INTO turns (conversation_id, question, answer, citations, sources, model, search_query,
+                   created_at, refused)
+VALUES ('abc123', 'What is the dose?', '500 mg [1].',
+    '[{"number": 1, "source": "handbook.pdf", "page": 2, "quote": "500 mg",
+       "chunk_id": "c1", "kb": "default"}]',
+    3, 'qwen', 'amoxicillin dose', '2024-05-01T10:01:00.000000+00:00', 0);
+"""
+
+
+def test_a_v1_file_is_migrated_in_place_and_loses_nothing(tmp_path):
+    path = tmp_path / "conv.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+    db.close()
+
+    store = ConversationStore(path)
+    (info,) = store.list()
+    assert (info.conversation_id, info.title, info.turns) == ("abc123", "Dosing", 1)
+    (turn,) = store.turns("abc123")
+    assert turn == Turn("What is the dose?", "500 mg [1].",
+                        (Citation(1, "handbook.pdf", 2, "500 mg", "c1", "default"),), 3, "qwen",
+                        "amoxicillin dose", "2024-05-01T10:01:00.000000+00:00", False, "done",
+                        "", turn.turn_id)
+    failed_id = store.begin("abc123", "And for children?", "qwen")  # the new columns work
+    store.fail(failed_id, "crash")
+    assert store.last_failed("abc123").turn_id == failed_id
+    store.close()
+
+    version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()
+    assert version == ("2",)
+    again = ConversationStore(path)  # opening a migrated file again changes nothing
+    assert [t.status for t in again.turns("abc123")] == ["done", "failed"]
+    again.close()
 
 
 # --- the history budget ---------------------------------------------------------------------
