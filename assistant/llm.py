@@ -163,15 +163,8 @@ class OpenAICompatLLM(LLM):
         return models[0].id
 
     def stream_chat(self, messages, max_tokens, temperature):
-        with self._errors():
-            stream = self._client.chat.completions.create(
-                model=self.name, messages=list(messages), max_tokens=max_tokens,
-                temperature=temperature, seed=self.seed, stream=True)
-            with stream:
-                for chunk in stream:
-                    delta = chunk.choices[0].delta.content if chunk.choices else None
-                    if delta:
-                        yield delta
+        return _stream_completion(self._client, self.base_url, self.name, messages,
+                                  max_tokens, temperature, self.seed, None)
 
     def count_tokens(self, text: str) -> int:
         """About one token per 3 ASCII characters plus one per other character: above
@@ -184,16 +177,124 @@ class OpenAICompatLLM(LLM):
         other = sum(1 for ch in text if ord(ch) > 127)
         return (len(text) - other + 2) // 3 + other
 
-    @contextlib.contextmanager
     def _errors(self):
-        """Turn the client's connection and status errors into ``BackendUnavailable``."""
+        return _client_errors(self.base_url)
+
+
+def _stream_completion(client, where: str, model: str, messages, max_tokens: int,
+                       temperature: float, seed: int, extra_body: dict | None
+                       ) -> Iterator[str]:
+    """Stream a chat completion's text. A stream that ends without a finish reason (the
+    server died or dropped the connection mid-answer) raises ``BackendUnavailable``:
+    a cut answer is never passed off as complete. Closing the generator closes the
+    connection, which frees the server's slot."""
+    with _client_errors(where):
+        stream = client.chat.completions.create(
+            model=model, messages=list(messages), max_tokens=max_tokens,
+            temperature=temperature, seed=seed, stream=True, extra_body=extra_body)
+        finished = False
+        with stream:
+            for chunk in stream:
+                choice = chunk.choices[0] if chunk.choices else None
+                if choice is None:
+                    continue
+                if choice.delta and choice.delta.content:
+                    yield choice.delta.content
+                finished = finished or bool(choice.finish_reason)
+        if not finished:
+            raise BackendUnavailable(f"The model at {where} stopped in the middle of the "
+                                     "answer (its process ended or the connection broke).")
+
+
+@contextlib.contextmanager
+def _client_errors(where: str):
+    """Turn the client's connection and status errors into ``BackendUnavailable``."""
+    import openai
+
+    try:
+        yield
+    except openai.APIConnectionError as exc:
+        raise BackendUnavailable(f"Cannot reach the LLM server at {where}: {exc}") from exc
+    except openai.APIStatusError as exc:
+        raise BackendUnavailable(f"The LLM server at {where} refused the request "
+                                 f"(HTTP {exc.status_code}): {exc.message}") from exc
+    except _transport_errors() as exc:  # raised while a stream is read
+        raise BackendUnavailable(f"The connection to the LLM server at {where} broke in "
+                                 f"the middle of the answer: {exc}") from exc
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's connection errors (the ``openai`` client uses httpx, or its
+    fork httpx2 in some versions)."""
+    import importlib
+
+    found = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+class ServedLLM(LLM):
+    """The chat model served by Docent's own supervised ``llama-server``
+    (``assistant.model_server``), through its OpenAI-compatible API.
+
+    Each request waits (up to ``ready_timeout`` seconds) for the server to be ready, so
+    a question asked while it restarts after a crash is answered once it is back.
+    ``lora``: a GGUF LoRA the server applies to this model's requests only. The
+    server's prompt cache keeps each slot's last prompt, so a conversation's earlier
+    turns and the fixed system prompt are not evaluated again."""
+
+    def __init__(self, server, name: str, n_ctx: int, seed: int = 0,
+                 repeat_penalty: float = 1.1, lora: Path | None = None,
+                 request_timeout: float = 300.0, ready_timeout: float = 60.0):
+        self.server, self.name, self.n_ctx = server, name, n_ctx
+        self.seed, self.repeat_penalty, self.lora = seed, repeat_penalty, lora
+        self.request_timeout, self.ready_timeout = request_timeout, ready_timeout
+        self._clients: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, timeout: float | None = None):
         import openai
 
+        base = self.server.wait_ready(self.ready_timeout if timeout is None else timeout)
+        with self._lock:
+            if base not in self._clients:  # the port changes when the server restarts
+                self._clients = {base: openai.OpenAI(
+                    base_url=base + "/v1", api_key=self.server.api_key,
+                    timeout=self.request_timeout, max_retries=0)}
+            return base, self._clients[base]
+
+    def stream_chat(self, messages, max_tokens, temperature):
+        extra: dict = {"repeat_penalty": self.repeat_penalty, "cache_prompt": True}
+        if self.lora is not None:
+            chosen = self.server.lora_id(self.lora)
+            extra["lora"] = [{"id": i, "scale": 1.0 if i == chosen else 0.0}
+                             for i in range(len(self.server.config.loras))]
+        base, client = self._client()
+        return _stream_completion(client, base, self.name, messages, max_tokens,
+                                  temperature, self.seed, extra)
+
+    def count_tokens(self, text: str) -> int:
+        """The server's own count (``/tokenize``); the estimate of ``OpenAICompatLLM``
+        while the server is not ready, so a restart never fails a count."""
+        import httpx
+
         try:
-            yield
-        except openai.APIConnectionError as exc:
-            raise BackendUnavailable(f"Cannot reach the LLM server at {self.base_url}: "
-                                     f"{exc}") from exc
-        except openai.APIStatusError as exc:
-            raise BackendUnavailable(f"The LLM server at {self.base_url} refused the "
-                                     f"request (HTTP {exc.status_code}): {exc.message}") from exc
+            base, _ = self._client(timeout=0)
+            resp = httpx.post(base + "/tokenize", json={"content": text, "add_special": False},
+                              headers={"Authorization": f"Bearer {self.server.api_key}"},
+                              timeout=10.0)
+            resp.raise_for_status()
+            return len(resp.json()["tokens"])
+        except (BackendUnavailable, httpx.HTTPError, KeyError, ValueError):
+            return OpenAICompatLLM.count_tokens(None, text)
+
+    def with_lora(self, lora_path: Path | None, name: str = "") -> LLM:
+        """This served model with the GGUF LoRA ``lora_path`` (None: none)."""
+        path = Path(lora_path) if lora_path else None
+        return ServedLLM(self.server, name or (path.stem if path else self.name), self.n_ctx,
+                         self.seed, self.repeat_penalty, path, self.request_timeout,
+                         self.ready_timeout)

@@ -50,10 +50,26 @@ class LLMSettings(_Section):
     )
     seed: int = Field(0, ge=0, description="Sampling seed, for repeatable answers.")
     # --- remote backend (an OpenAI-compatible server instead of the local GGUF) ---
-    backend: Literal["llama-cpp", "openai"] = Field(
-        "llama-cpp", description="'llama-cpp': run the local GGUF in `model`; 'openai': send "
-        "chats to the OpenAI-compatible server at `base_url` (model, n_threads, n_gpu_layers "
-        "and repeat_penalty then do not apply; n_ctx must match the server's context).")
+    backend: Literal["llama-server", "llama-cpp", "openai"] = Field(
+        "llama-server", description="'llama-server' (default): llama.cpp's own server runs "
+        "the local GGUF in `model` as a supervised child process (a crash there costs one "
+        "answer and it is restarted); 'llama-cpp': the GGUF runs inside Docent's process; "
+        "'openai': send chats to the OpenAI-compatible server at `base_url` (model, "
+        "n_threads, n_gpu_layers and repeat_penalty then do not apply; n_ctx must match "
+        "the server's context).")
+    parallel: int = Field(
+        2, ge=1, le=64, description="llama-server: conversations answered at once "
+        "(slots, continuous batching); each has the full n_ctx. Chosen from the measured "
+        "total tokens/s with 1, 2 and 4 slots on 2 cores (README).")
+    server_binary: str = Field(
+        "", max_length=4096, description="llama-server: path to the binary; empty: the one "
+        "`make setup` built into the venv (<venv>/bin/llama-server).")
+    startup_timeout: float = Field(
+        180.0, gt=0, le=3600, description="llama-server: seconds to wait for the model to "
+        "load before the start counts as failed (and is tried again).")
+    ready_timeout: float = Field(
+        60.0, ge=0, le=3600, description="llama-server: seconds a question waits for the "
+        "model server while it (re)starts before the answer fails with a message.")
     base_url: str = Field(
         "http://127.0.0.1:8080/v1", min_length=8, max_length=2048, pattern=r"^https?://",
         description="Base URL of the OpenAI-compatible server (backend 'openai'), with /v1.")
@@ -172,6 +188,9 @@ class ServerSettings(_Section):
     api_token: str = Field(
         "", max_length=4096, description="Bearer token the OpenAI-compatible API (/v1) "
         "requires; empty: no token. Required when host is not a loopback address.")
+    max_queued_requests: int = Field(
+        16, ge=1, le=10000, description="Chat completions (/v1) handled or waiting at once; "
+        "one more is answered 429 with Retry-After instead of waiting without end.")
 
     @property
     def loopback(self) -> bool:
