@@ -21,7 +21,7 @@ go_offline()
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
-from assistant.api import build_api  # noqa: E402
+from assistant.api import build_api, build_health  # noqa: E402
 from assistant.core import Assistant  # noqa: E402
 from assistant.errors import AssistantError  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     # the shared system temp dir, unless GRADIO_TEMP_DIR says otherwise; the UI deletes
     # them once old and when the server stops. Set here, for this process only.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.paths.uploads_dir))
+    removed = clear_uploads(settings.paths.uploads_dir)
+    if removed:
+        log.info("Removed %d upload(s) a previous run left behind", removed)
     host, port = settings.server.host, settings.server.port
     if not settings.server.loopback:
         log.warning("Binding to %s: the app is reachable from other machines.", host)
@@ -84,6 +87,7 @@ def build_app(assistant: Assistant) -> FastAPI:
 
     app = FastAPI(title="Docent", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(build_api(assistant))
+    app.include_router(build_health(assistant))
     demo = build_ui(assistant)
     demo.queue(default_concurrency_limit=4)
     server = assistant.settings.server
@@ -94,6 +98,25 @@ def build_app(assistant: Assistant) -> FastAPI:
     return gr.mount_gradio_app(app, demo, path="/", server_name=server.host,
                                server_port=server.port, show_error=True, auth=auth,
                                auth_message="Password: the server's API token.")
+
+
+def clear_uploads(folder) -> int:
+    """Empty ``folder`` (the page's uploads): at start no page is open, so whatever is
+    there was left by a run that crashed or was killed. Returns how many files went."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    count = 0
+    for entry in folder.iterdir():
+        count += sum(1 for p in entry.rglob("*") if p.is_file()) if entry.is_dir() else 1
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    return count
 
 
 class _ReadyServer(uvicorn.Server):

@@ -2,8 +2,9 @@
 
 * a LoRA adapter (lora, cpt, dpo) runs in llama.cpp: its base GGUF with the adapter's
   GGUF LoRA (converted on first use when the job did not). When the base is the chat
-  model already loaded, the adapter shares it (``LlamaCppLLM.with_lora``: switched on
-  the loaded model, no reload); another base is loaded beside it.
+  model, the adapter shares it: ``ServedLLM.with_lora`` has the model server load the
+  LoRA once and apply it per request, ``LlamaCppLLM.with_lora`` switches it on the model
+  loaded in-process; another base is loaded beside it, in-process.
 * a ReFT adapter runs in transformers (``ReftLLM``) on its HF base.
 
 Only one adapter model is kept loaded at a time (memory on small machines): asking
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from assistant.llm import LLM, LlamaCppLLM
+from assistant.llm import LLM, LlamaCppLLM, ServedLLM
 from assistant.models import DEFAULT_MODELS, resolve_gguf
 from assistant.settings import Settings
 from finetune.registry import AdapterError, AdapterRecord, AdapterRegistry
@@ -59,14 +60,14 @@ class AdapterServing:
         base_gguf = self.base_gguf(record.base_model)
         cfg = self.settings.llm
         chat = self._base_llm() if self._chat_model_is(base_gguf) else None
-        if not isinstance(chat, LlamaCppLLM):
+        if not isinstance(chat, (LlamaCppLLM, ServedLLM)):  # another base: loaded here
             chat = LlamaCppLLM(base_gguf, cfg.n_ctx, cfg.n_threads, cfg.n_gpu_layers,
                                cfg.seed, cfg.repeat_penalty)
         return chat.with_lora(lora, record.adapter_id)
 
     def _chat_model_is(self, gguf: Path) -> bool:
         cfg = self.settings.llm
-        if cfg.backend != "llama-cpp":
+        if cfg.backend not in ("llama-cpp", "llama-server"):
             return False
         try:
             return resolve_gguf(cfg.model, self.paths.models_dir).resolve() == gguf.resolve()

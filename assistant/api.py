@@ -31,19 +31,21 @@ With the official client::
 
 Auth: when ``server.api_token`` is set, every request needs ``Authorization: Bearer
 <token>``. Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
-400 bad request, 401 token, 404 unknown model or knowledge base, 502 remote LLM server
-unreachable, 500 anything else (logged). An error after streaming began is sent as a
+400 bad request, 401 token, 404 unknown model or knowledge base, 429 more than
+``server.max_queued_requests`` chat completions at once (with ``Retry-After``), 502 the
+model server unreachable or crashed mid-answer, 500 anything else (logged). An error after streaming began is sent as a
 last ``data: {"error": ...}`` event.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,16 +98,17 @@ class APIError(Exception):
     """An error answered in OpenAI's shape."""
 
     def __init__(self, status: int, message: str, code: str,
-                 kind: str = "invalid_request_error"):
+                 kind: str = "invalid_request_error", headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.kind = status, message, code, kind
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": None,
                           "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 def api_error(exc: Exception) -> APIError:
@@ -170,19 +173,70 @@ def build_api(assistant: Assistant) -> APIRouter:
         ids = await run_in_threadpool(assistant.model_ids)
         return {"object": "list", "data": [_model_card(i, created) for i in ids]}
 
+    admission = Admission(assistant.settings.server.max_queued_requests)
+
     @router.post("/chat/completions")
     async def chat_completions(req: ChatRequest) -> Response:
-        model, events = await run_in_threadpool(start_turn, assistant, req)
-        first = await _next_in_thread(events)  # errors before the first token: HTTP status
-        reply = _Reply("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model)
-        if req.stream:
-            return StreamingResponse(
-                _sse(reply, first, events), media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        final = await run_in_threadpool(_collect, first, events)
-        return JSONResponse(reply.completion(final))
+        admission.enter()
+        handed_over = False
+        try:
+            model, events = await run_in_threadpool(start_turn, assistant, req)
+            first = await _next_in_thread(events)  # errors before the first token: HTTP status
+            reply = _Reply("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model)
+            if req.stream:
+                handed_over = True
+                return StreamingResponse(
+                    _sse(reply, first, events, admission.leave), media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            final = await run_in_threadpool(_collect, first, events)
+            return JSONResponse(reply.completion(final))
+        finally:
+            if not handed_over:
+                admission.leave()
 
     return router
+
+
+def build_health(assistant: Assistant) -> APIRouter:
+    """``GET /health``: ``{"status": "ok" | "degraded", "model": {"pid", "state", ...}}``;
+    "degraded" while the model process is starting or down (the app itself is up)."""
+    router = APIRouter()
+
+    @router.get("/health")
+    async def health() -> dict:
+        model = assistant.model_status()
+        return {"status": "ok" if model["state"] == "ready" else "degraded", "model": model}
+
+    return router
+
+
+class Admission:
+    """At most ``limit`` chat completions in progress or waiting; one more is refused at
+    once with 429 and ``Retry-After``, never left to time out or reset. Used from the
+    event loop only, so a plain counter is enough.
+
+    >>> a = Admission(1); a.enter()
+    >>> try:
+    ...     a.enter()
+    ... except APIError as e:
+    ...     print(e.status, e.headers)
+    429 {'Retry-After': '2'}
+    >>> a.leave(); a.enter()
+    """
+
+    def __init__(self, limit: int, retry_after_s: int = 2):
+        self.limit, self.retry_after_s, self.active = limit, retry_after_s, 0
+
+    def enter(self) -> None:
+        if self.active >= self.limit:
+            raise APIError(429, f"Docent is answering {self.active} requests, its limit "
+                           "(server.max_queued_requests): retry after the time in "
+                           "Retry-After.", "rate_limit_exceeded", "rate_limit_error",
+                           {"Retry-After": str(self.retry_after_s)})
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active = max(0, self.active - 1)
 
 
 def _model_card(model_id: str, created: int) -> dict:
@@ -365,7 +419,8 @@ def _collect(first: Any, events: Generator) -> _Final:
     raise RuntimeError("The answer ended without its final event.")
 
 
-async def _sse(reply: _Reply, first: Any, events: Generator) -> AsyncIterator[str]:
+async def _sse(reply: _Reply, first: Any, events: Generator,
+               done: Callable[[], None] = lambda: None) -> AsyncIterator[str]:
     """Server-sent events: a role chunk, content chunks, a final chunk with
     ``finish_reason`` "stop", ``sources`` and ``usage``, then ``[DONE]``."""
     try:
@@ -381,7 +436,20 @@ async def _sse(reply: _Reply, first: Any, events: Generator) -> AsyncIterator[st
     except Exception as exc:  # noqa: BLE001 - the edge: after the headers, report in the stream
         yield _data(api_error(exc).body())
     finally:
-        events.close()  # e.g. the client left: release the model at once
+        done()
+        await _close(events)  # e.g. the client left: free the model's slot at once
+
+
+async def _close(events: Generator) -> None:
+    """Close ``events``; while a worker thread is still computing its next item (the
+    client left mid-token), try again until it is done."""
+    for _ in range(1200):
+        try:
+            events.close()
+            return
+        except ValueError:  # "generator already executing"
+            await asyncio.sleep(0.1)
+    log.warning("An answer could not be closed after its client left")
 
 
 def _data(payload: dict) -> str:

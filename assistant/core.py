@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -16,7 +17,9 @@ from assistant.conversations import (ConversationInfo, ConversationStore, Turn,
 from assistant.guard import ScopeGuard
 from assistant.inference_log import InferenceLog
 from assistant.jobs import Jobs, JobStatus
-from assistant.llm import LLM, LlamaCppLLM, OpenAICompatLLM
+from assistant.llm import LLM, LlamaCppLLM, OpenAICompatLLM, ServedLLM
+from assistant.model_server import ModelServer, ServerConfig
+from assistant.errors import AssistantError, ModelNotFound
 from assistant.models import resolve_gguf
 from assistant.profiles import Profile, load_profile, preset, save_profile
 from assistant.settings import Settings
@@ -66,6 +69,12 @@ class Assistant(DocumentsMixin, TrainingMixin):
         self.inference_log = InferenceLog(log_path) if settings.answers.inference_log else None
         self.answerer = Answerer(settings, self.library, self._scope_guard, self.inference_log)
         self.conversations = ConversationStore(self.paths.data_dir / "conversations.sqlite3")
+        left = self.conversations.recover_pending(
+            "Docent stopped before this answer was finished; ask again (Retry).")
+        if left:
+            log.warning("%d question(s) left unanswered by the last run are marked failed", left)
+        self._model_server: ModelServer | None = None
+        self._stops: dict[str, threading.Event] = {}  # conversation id -> stop asked
         # adapters: the registry, the adapter models (one loaded at a time), the chosen one
         self.adapters = AdapterRegistry(self.paths.data_dir / "adapters")
         self._serving = AdapterServing(settings, self.adapters, lambda: self.llm)
@@ -77,6 +86,8 @@ class Assistant(DocumentsMixin, TrainingMixin):
         with self._llm_lock:
             if self._llm is None and self.settings.llm.backend == "openai":
                 self._llm = _remote_llm(self.settings)
+            if self._llm is None and self.settings.llm.backend == "llama-server":
+                self._llm = self._served_llm()
             if self._llm is None:
                 cfg = self.settings.llm
                 path = resolve_gguf(cfg.model, self.paths.models_dir)
@@ -86,9 +97,41 @@ class Assistant(DocumentsMixin, TrainingMixin):
                 log.info("Loaded %s in %.1f s", path.name, time.perf_counter() - t0)
             return self._llm
 
+    def _served_llm(self) -> ServedLLM:
+        """The chat model in a supervised ``llama-server`` child (started now, in the
+        background: ``warm_up`` waits for it)."""
+        cfg = self.settings.llm
+        from assistant.canary import server_binary
+
+        binary = server_binary(cfg.server_binary)
+        if binary is None:
+            raise ModelNotFound("llama-server is not built: run `make setup` (it builds it), "
+                                "or set llm.backend = 'llama-cpp'.")
+        path = resolve_gguf(cfg.model, self.paths.models_dir)
+        self._model_server = ModelServer(ServerConfig(
+            binary, path, cfg.n_ctx, cfg.parallel, cfg.n_threads, cfg.n_gpu_layers,
+            log_path=self.paths.logs_dir / "llama-server.log",
+            startup_timeout_s=cfg.startup_timeout))
+        self._model_server.start()
+        return ServedLLM(self._model_server, path.name, cfg.n_ctx, cfg.seed,
+                         cfg.repeat_penalty, request_timeout=cfg.request_timeout,
+                         ready_timeout=cfg.ready_timeout)
+
     def warm_up(self) -> None:
         """Load the chat model now rather than on the first question."""
         _ = self.llm
+        if self._model_server is not None:
+            self._model_server.wait_ready()
+
+    def model_status(self) -> dict:
+        """The chat model's process: ``{"pid": int | None, "state": "ready" | "starting" |
+        "down", ...}``. In-process and remote models are "ready" once built."""
+        if self._model_server is not None:
+            return self._model_server.status()
+        built = self._llm is not None
+        pid = os.getpid() if isinstance(self._llm, LlamaCppLLM) else None
+        return {"pid": pid, "state": "ready" if built else "down", "restarts": 0,
+                "last_exit": "", "model": getattr(self._llm, "name", self.settings.llm.model)}
 
     # --- knowledge bases ------------------------------------------------------
     def knowledge_bases(self) -> list[str]:
@@ -264,21 +307,77 @@ class Assistant(DocumentsMixin, TrainingMixin):
 
     def chat(self, cid: str, question: str, model: str | None = None
              ) -> Iterator[Reading | AnswerDelta | Answer]:
-        """``ask`` within stored conversation ``cid``: its earlier turns (trimmed to a
-        quarter of the context) are the history; the final ``Answer`` is stored before it
-        is yielded. Nothing is stored when ``ask`` fails. Unknown ``cid``: raised now.
-        ``model``: the base model or an adapter for this turn (each chat picks its own)."""
+        """``ask`` within stored conversation ``cid``: its earlier answered turns (trimmed
+        to a quarter of the context) are the history. The question is stored before the
+        model is called; the final ``Answer`` fills it before it is yielded; a failure
+        stores it as failed with the reason (then re-raises), and ``stop_answer`` or
+        closing the stream stores what was streamed as stopped. Unknown ``cid``: raised
+        now. ``model``: the base model or an adapter for this turn."""
         info = self.conversations.get(cid)
-        return self._chat(info, self.conversations.turns(cid), question, model)
+        question = question.strip()
+        if not question:
+            raise ValueError("The question is empty.")
+        return self._chat(info, question, model)
 
-    def _chat(self, info: ConversationInfo, turns: list[Turn], question: str,
-              model: str | None) -> Iterator[Reading | AnswerDelta | Answer]:
-        budget = self.settings.llm.n_ctx // 4
-        history = history_for_prompt(turns, budget, self.llm.count_tokens)
-        for event in self.ask(question, _kb_names(info.kb), history, model):
-            if isinstance(event, Answer):
-                self.conversations.append(info.conversation_id, event)
-            yield event
+    def retry(self, cid: str, model: str | None = None
+              ) -> Iterator[Reading | AnswerDelta | Answer]:
+        """Ask the last question of ``cid`` again when its answer failed or was stopped
+        (the failed turn is replaced)."""
+        failed = self.conversations.last_failed(cid)
+        if failed is None:
+            raise ValueError("The last answer of this conversation did not fail: nothing "
+                             "to retry.")
+        self.conversations.remove_turn(failed.turn_id)
+        return self.chat(cid, failed.question, model)
+
+    def stop_answer(self, cid: str) -> bool:
+        """Stop the answer being written in ``cid`` (what was streamed is kept, marked
+        stopped, and the model's slot is freed); False when none is being written."""
+        event = self._stops.get(cid)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def _chat(self, info: ConversationInfo, question: str, model: str | None
+              ) -> Iterator[Reading | AnswerDelta | Answer]:
+        cid = info.conversation_id
+        turns = self.conversations.turns(cid)
+        turn_id = self.conversations.begin(cid, question, model or self.chat_model())
+        stop = self._stops[cid] = threading.Event()
+        streamed: list[str] = []
+        finished = False
+        try:
+            budget = self.settings.llm.n_ctx // 4
+            history = history_for_prompt(turns, budget, self.llm.count_tokens)
+            events = self.ask(question, _kb_names(info.kb), history, model)
+            try:
+                for event in events:
+                    if stop.is_set():
+                        break
+                    if isinstance(event, AnswerDelta):
+                        streamed.append(event.text)
+                    elif isinstance(event, Answer):
+                        self.conversations.finish(turn_id, event)
+                        finished = True
+                    yield event
+            finally:
+                events.close()  # frees the model's slot now, not when collected
+            if not finished:
+                self.conversations.stop(turn_id, "".join(streamed))
+                finished = True
+        except GeneratorExit:
+            if not finished:
+                self.conversations.stop(turn_id, "".join(streamed))
+            raise
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, (AssistantError, ValueError)) else (
+                f"{type(exc).__name__}: {exc}")
+            self.conversations.fail(turn_id, reason, "".join(streamed))
+            raise
+        finally:
+            if self._stops.get(cid) is stop:
+                del self._stops[cid]
     # --- end conversations ----------------------------------------------------
 
     # --- HTTP API (OpenAI-compatible) ------------------------------------------
@@ -307,6 +406,8 @@ class Assistant(DocumentsMixin, TrainingMixin):
 
 
     def close(self) -> None:
+        if self._model_server is not None:
+            self._model_server.stop()
         self.library.close()
         self.conversations.close()
 

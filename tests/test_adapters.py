@@ -214,7 +214,7 @@ def served(tiny, tiny_gguf, lora_dir, tmp_path_factory):
     """An Assistant whose chat model is the tiny GGUF, with the LoRA registered."""
     settings = make_settings(tmp_path_factory.mktemp("served"), llm={
         "model": str(tiny_gguf), "n_ctx": 512, "max_tokens": 16, "temperature": 0.0,
-        "n_threads": 2})
+        "n_threads": 2, "backend": "llama-cpp"})
     a = Assistant(settings, embedder=HashEmbedder())
     record = a.adapters.register(lora_dir, method="lora", base_model=str(tiny_gguf),
                                  dataset_hash="h", spec={"r": 4}, metrics={}, name="clinic")
@@ -250,6 +250,34 @@ def test_lora_gguf_switches_without_reloading(served):
     assert [m.model_id for m in a.models()] == [a.model_ids()[0], record.adapter_id]
     with pytest.raises(AdapterError, match="No adapter"):
         a.llm_for("missing-adapter")
+
+
+def test_llama_server_loads_the_lora_and_applies_it_per_request(served, tiny_gguf,
+                                                                tmp_path):
+    """The default backend: the model server loads the adapter (one restart) and each
+    request picks it or not, so the base and the adapter answer side by side."""
+    from finetune.gguf import to_gguf_lora
+
+    _, record = served
+    gguf = to_gguf_lora(record)
+    settings = make_settings(tmp_path, llm={"model": str(tiny_gguf), "n_ctx": 512,
+                                            "max_tokens": 16, "temperature": 0.0,
+                                            "n_threads": 2, "backend": "llama-server"})
+    a = Assistant(settings, embedder=HashEmbedder())
+    try:
+        record = a.adapters.register(record.path, method="lora", base_model=str(tiny_gguf),
+                                     dataset_hash="h", spec={"r": 4}, metrics={},
+                                     name="clinic")
+        plain = _reply(a.llm_for(None))
+        adapted = _reply(a.llm_for(record.adapter_id))
+        [loaded] = a._model_server.config.loras
+        assert loaded.name == gguf.name
+        assert adapted != plain
+        assert _reply(a.llm_for(None)) == plain  # per request: the base is untouched
+        assert _reply(a.llm_for("clinic")) == adapted
+        assert a._model_server.status()["restarts"] == 0  # a reload, not a crash
+    finally:
+        a.close()
 
 
 def test_export_merged_safetensors_and_gguf_q8(served, lora_dir, tiny):

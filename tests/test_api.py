@@ -200,6 +200,33 @@ def test_server_stays_responsive_while_an_answer_streams(api):
     assert rest[-1].choices[0].finish_reason == "stop"
 
 
+def test_past_the_queue_limit_a_request_gets_429_with_retry_after(tmp_path):
+    llm = GatedLLM(REPLY)
+    a = Assistant(make_settings(tmp_path, server={"max_queued_requests": 1}), llm=llm,
+                  embedder=HashEmbedder())
+    drain(a.ingest([make_clinic_docs(tmp_path / "docs")["pdf"]]))
+    llm.gate = threading.Event()
+    try:
+        with serve(docent_app.build_app(a)) as url:
+            stream = ask(url, stream=True)
+            next(iter(stream))  # one answer holds the only place
+            body = json.dumps({"messages": [{"role": "user", "content": QUESTION}]}).encode()
+            req = urllib.request.Request(url + "/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(req, timeout=30)
+            assert refused.value.code == 429 and refused.value.headers["Retry-After"] == "2"
+            assert json.loads(refused.value.read())["error"]["code"] == "rate_limit_exceeded"
+            llm.gate.set()
+            assert list(stream)[-1].choices[0].finish_reason == "stop"
+            assert ask(url).choices[0].finish_reason == "stop"  # the place is free again
+            health = json.loads(urllib.request.urlopen(url + "/health", timeout=10).read())
+            assert health["status"] == "ok" and health["model"]["state"] == "ready"
+    finally:
+        llm.gate.set()
+        a.close()
+
+
 def test_a_failure_is_an_http_error_before_the_first_token_and_in_the_stream_after(api):
     url, _, llm = api
     with pytest.raises(openai.BadRequestError, match="question"):
