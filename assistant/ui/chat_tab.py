@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from assistant.core import Assistant
-from assistant.errors import ConversationNotFound
+from assistant.errors import AssistantError, ConversationNotFound
 from assistant.types import Answer, AnswerDelta, Reading
 from assistant.ui.adapters_panel import model_choices, model_update
 from assistant.ui.citations_panel import build_citations_panel, show_turn
@@ -17,7 +17,8 @@ from assistant.ui.conversations_panel import (
 )
 from assistant.ui.downloads import Downloads
 from assistant.ui.format import (
-    RETRIEVAL_HEADERS, RETRIEVAL_TYPES, answer_view, reading_markdown, retrieval_rows,
+    RETRIEVAL_HEADERS, RETRIEVAL_TYPES, answer_view, failed_markdown, reading_markdown,
+    retrieval_rows, stopped_markdown,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def build_chat_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown
                     show_label=False, scale=8, elem_id="question",
                 )
                 send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
+                retry = gr.Button("Retry", scale=1, elem_id="retry")
             citations = build_citations_panel(assistant, cites, chatbot)
             with gr.Accordion("Show retrieval: the sources given to the model, and why",
                               open=False):
@@ -57,14 +60,31 @@ def build_chat_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown
     def panels(open_cid: str | None, answered: list):
         return (*show_turn(answered), *after_answer(assistant, open_cid), "")
 
+    def again(history: list, kb: str, model_id: str | None, open_cid: str | None,
+              answered: list):
+        """Ask the open conversation's failed or stopped last question again."""
+        yield from _retry(assistant, history, kb, open_cid, answered, model_id)
+
+    def stop_answer(open_cid: str | None):
+        if open_cid:
+            assistant.stop_answer(open_cid)
+
     inputs = [question, chatbot, kb_choice, model, cid, cites]
     outputs = [chatbot, question, inspector, cid, cites]
     after = [*citations.outputs, conversations.listing, conversations.title,
              conversations.status]
-    send.click(respond, inputs, outputs, api_name="chat").then(
-        panels, [cid, cites], after, api_name=False)
-    question.submit(respond, inputs, outputs, api_name=False).then(
-        panels, [cid, cites], after, api_name=False)
+    asking = [send.click(respond, inputs, outputs, api_name="chat"),
+              question.submit(respond, inputs, outputs, api_name=False),
+              retry.click(again, inputs[1:], outputs, api_name=False)]
+    for event in asking:
+        event.then(panels, [cid, cites], after, api_name=False)
+    # Stop ends the answer (what streamed is kept, marked stopped; the model's slot is
+    # freed). Leaving the conversation while it streams stops it too, and its later
+    # updates are dropped, so they cannot bring the old conversation back.
+    stop.click(stop_answer, [cid], None, api_name=False)
+    for leave in (conversations.new.click, conversations.listing.input,
+                  conversations.delete.click, chatbot.clear, kb_choice.input):
+        leave(stop_answer, [cid], None, cancels=asking, api_name=False)
     return model
 
 
@@ -90,28 +110,52 @@ def _respond(assistant: Assistant, message: str, history: list, kb: str,
     answered = list(answered or []) if cid else []
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
     yield history, "", [], cid, answered
+    yield from _stream(lambda: _open_chat(assistant, cid, kb, message, model or None),
+                       history, cid, answered)
+
+
+def _retry(assistant: Assistant, history: list, kb: str, cid: str | None, answered: list,
+           model: str | None = None) -> Iterator[tuple]:
+    history, answered = list(history or []), list(answered or [])
+    if not cid or not history or history[-1].get("role") != "assistant":
+        yield history, gr.skip(), gr.skip(), cid, answered
+        return
+    history[-1] = {"role": "assistant", "content": "…"}
+    answered = answered[:-1]
+    yield history, gr.skip(), [], cid, answered
+    yield from _stream(lambda: (cid, assistant.retry(cid, model or None)), history, cid,
+                       answered)
+
+
+def _stream(start, history: list, cid: str | None, answered: list) -> Iterator[tuple]:
+    """Show the events of ``start()`` (-> ``(cid, events)``) in the last chat bubble."""
     text, done = "", False
     try:
-        cid, events = _open_chat(assistant, cid, kb, message, model or None)
+        cid, events = start()
+        yield history, gr.skip(), gr.skip(), cid, answered  # the conversation is known now
         for event in events:
             if isinstance(event, Reading):  # before the first delta
                 history[-1] = {"role": "assistant", "content": reading_markdown(event.sources)}
-                yield history, "", gr.skip(), cid, answered
+                yield history, gr.skip(), gr.skip(), cid, answered
             elif isinstance(event, AnswerDelta):
                 text += event.text
                 history[-1] = {"role": "assistant", "content": text}
-                yield history, "", gr.skip(), cid, answered
+                yield history, gr.skip(), gr.skip(), cid, answered
             elif isinstance(event, Answer):
                 history[-1] = {"role": "assistant", "content": answer_view(event)}
                 answered.append(tuple(event.citations))
                 done = True
-                yield history, "", retrieval_rows(event), cid, answered
+                yield history, gr.skip(), retrieval_rows(event), cid, answered
+        if not done:  # stopped
+            history[-1] = {"role": "assistant", "content": stopped_markdown(text)}
+            answered.append(())
+            yield history, gr.skip(), [], cid, answered
     except Exception as exc:  # the edge: turn any failure into a message, keep the app up
-        log.exception("Answering failed")
-        history[-1] = {"role": "assistant", "content": f"⚠️ Could not answer: {exc}"}
+        log.warning("Answering failed: %s", exc, exc_info=not isinstance(exc, AssistantError))
+        history[-1] = {"role": "assistant", "content": failed_markdown(str(exc), text)}
         if not done:
             answered.append(())  # keeps one entry per answer shown
-        yield history, "", [], cid, answered
+        yield history, gr.skip(), [], cid, answered
 
 
 def _open_chat(assistant: Assistant, cid: str | None, kb: str, question: str,

@@ -62,9 +62,32 @@ def turn_messages(turns: Sequence[Turn]) -> list[dict]:
     out: list[dict] = []
     for t in turns:
         out.append({"role": "user", "content": t.question})
-        out.append({"role": "assistant",
-                    "content": answer_markdown(t.answer, t.citations, t.refused)})
+        if t.status == "failed":
+            content = failed_markdown(t.error, t.answer)
+        elif t.status == "stopped":
+            content = stopped_markdown(t.answer)
+        elif t.status == "pending":
+            content = "⏳ This question is being answered (or was, in another tab)."
+        else:
+            content = answer_markdown(t.answer, t.citations, t.refused)
+        out.append({"role": "assistant", "content": content})
     return out
+
+
+def failed_markdown(reason: str, partial: str = "") -> str:
+    """A failed answer: what was streamed, then why, and that the question is kept.
+
+    >>> failed_markdown("The model server was killed", "Adults take")
+    'Adults take\n\n⚠️ **The answer failed**: The model server was killed. Your question is saved: click **Retry** to ask it again.'
+    """
+    head = f"{partial.strip()}\n\n" if partial.strip() else ""
+    return (f"{head}⚠️ **The answer failed**: {reason.rstrip('.')}. Your question is saved: "
+            "click **Retry** to ask it again.")
+
+
+def stopped_markdown(partial: str) -> str:
+    """An answer the user stopped: what was streamed, marked as stopped."""
+    return f"{partial.strip()}\n\n⏹ *Stopped.*" if partial.strip() else "⏹ *Stopped before the answer began.*"
 
 
 def conversation_choices(infos: Sequence[ConversationInfo]) -> list[tuple[str, str]]:
