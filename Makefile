@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup models llama convert-tools system-deps browser-deps doctor clean-venv canary FORCE
+.PHONY: run test setup models llama convert-tools system-deps browser-deps doctor clean-venv canary clean-llama print-llama-flags FORCE
 
 run: setup system-deps models canary
 	$(PY) app.py
@@ -51,6 +51,10 @@ CONVERT_DIR := $(VENV)/share/llama-cpp-convert
 SERVER_BUILD := $(LLAMA_DIR)/build-server
 
 llama: $(VENV)/.stamp-llama convert-tools
+
+# What the build passes to the compiler (tests/test_build.py compiles with them).
+print-llama-flags:
+	@echo '$(LLAMA_ISA_FLAGS)'
 
 # Rewritten only when the identity changes, so it dates the last change of flags.
 $(LLAMA_DIR)/build-id: FORCE
@@ -123,6 +127,10 @@ $(VENV)/.stamp-browser:
 
 doctor: setup models
 	$(PY) -m assistant doctor
+
+# Rebuild llama.cpp (binding and server) on the next set-up, e.g. after a canary failure.
+clean-llama:
+	rm -rf $(LLAMA_DIR) $(CONVERT_DIR) $(VENV)/.stamp-llama $(VENV)/.stamp-canary $(VENV)/bin/llama-server*
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m assistant {ingest,ask,doctor,kb,models,serve}``."""
+"""Command line: ``python -m assistant {ingest,ask,doctor,kb,models,canary,serve}``."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     finetune_parser(sub)  # fine-tuning (assistant/cli_finetune.py)
     models = sub.add_parser("models", help="assemble and check the default chat models")
     models.add_argument("names", nargs="*", help="default: the selected model")
+    canary = sub.add_parser("canary", help="prove the llama.cpp build runs on this CPU: each "
+                            "default model generates a few tokens in a child process")
+    canary.add_argument("--server", default="", metavar="PATH",
+                        help="llama-server to check (default: the venv's, else PATH)")
+    canary.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds each check may take (default 300)")
     return p
 
 
@@ -298,6 +304,17 @@ def _cmd_models(settings, args) -> int:
     return 0
 
 
+def _cmd_canary(settings, args) -> int:
+    """Runs llama.cpp only in child processes: a crash is reported, never suffered."""
+    from assistant.canary import canary_models, run_canary, server_binary
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    report = run_canary(canary_models(settings.paths.models_dir), server_binary(args.server or settings.llm.server_binary),
+                        args.timeout, progress)
+    print(report.render())
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if report.problems else 0
         if args.command == "models":
             return _cmd_models(settings, args)
+        if args.command == "canary":
+            return _cmd_canary(settings, args)
         from assistant.core import Assistant
 
         assistant = Assistant(settings)

@@ -96,6 +96,20 @@ def _embedders(settings: Settings, rep: Report) -> None:
         rep.problems.append(f"embedder.model {chosen} is not a folder.")
 
 
+def _canary(settings: Settings, rep: Report) -> None:
+    """llama.cpp on this CPU: each default model generates a few tokens in a child process."""
+    rep.add("llama.cpp canary:")
+    if settings.llm.backend == "openai":
+        rep.add("  skipped: backend 'openai' answers on a remote server, not with llama.cpp here")
+        return
+    from assistant.canary import canary_models, run_canary, server_binary
+
+    report = run_canary(canary_models(settings.paths.models_dir), server_binary(settings.llm.server_binary))
+    for line in report.render().splitlines():
+        rep.add("  " + line)
+    rep.problems.extend(f"{c.name}: {c.detail.splitlines()[0]}" for c in report.failures)
+
+
 def run_doctor(settings: Settings) -> Report:
     rep = Report()
     paths = settings.paths
@@ -119,6 +133,8 @@ def run_doctor(settings: Settings) -> Report:
     else:
         _models(settings, rep)
     _embedders(settings, rep)
+    rep.add("")
+    _canary(settings, rep)
     rep.add("")
     rep.add("Libraries:")
     for lib in LIBRARIES:
