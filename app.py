@@ -23,7 +23,7 @@ from fastapi import FastAPI  # noqa: E402
 
 from assistant.api import build_api, build_health  # noqa: E402
 from assistant.core import Assistant  # noqa: E402
-from assistant.errors import AssistantError  # noqa: E402
+from assistant.errors import AssistantError, BackendUnavailable  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
 from knowledge.errors import KnowledgeError  # noqa: E402
 
@@ -54,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         t0 = time.perf_counter()
         assistant = Assistant(settings)
-        assistant.warm_up()
+        try:
+            assistant.warm_up()
+        except BackendUnavailable as exc:
+            if settings.llm.backend != "llama-server":
+                raise  # a remote server that is wrong at start stays an error at start
+            # the page still serves and says so; the supervisor keeps trying the model
+            log.error("The chat model is not ready yet: %s", exc)
     except (AssistantError, KnowledgeError, ValueError, FileNotFoundError) as exc:
         print(f"Docent cannot start: {exc}\nRun `python -m assistant doctor` for details.", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -274,8 +275,22 @@ class ServedLLM(LLM):
             extra["lora"] = [{"id": i, "scale": 1.0 if i == chosen else 0.0}
                              for i in range(len(self.server.config.loras))]
         base, client = self._client()
-        return _stream_completion(client, base, self.name, messages, max_tokens,
-                                  temperature, self.seed, extra)
+        return self._explained(_stream_completion(client, base, self.name, messages,
+                                                  max_tokens, temperature, self.seed, extra),
+                               self.server.restarts)
+
+    def _explained(self, pieces: Iterator[str], restarts: int) -> Iterator[str]:
+        """``pieces``, with a failure told in the user's terms: the model's process ended
+        (how, once the supervisor has seen it) and is being restarted."""
+        try:
+            yield from pieces
+        except BackendUnavailable as exc:
+            time.sleep(0.5)  # let the supervisor see the exit, to say how it ended
+            status = self.server.status()
+            how = f" ({status['last_exit']})" if status["restarts"] > restarts else ""
+            raise BackendUnavailable(
+                f"The model's process stopped during this answer{how} and is being "
+                "restarted; the next question waits for it.") from exc
 
     def count_tokens(self, text: str) -> int:
         """The server's own count (``/tokenize``); the estimate of ``OpenAICompatLLM``

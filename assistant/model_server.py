@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import socket
 import subprocess
@@ -133,7 +134,7 @@ class ModelServer:
     def _is_ready(self) -> bool:
         """Ready, and its process still alive (the supervisor may not have seen it die
         yet); the caller holds the lock."""
-        if self._state == READY and self._proc is not None and self._proc.poll() is not None:
+        if self._state == READY and self._proc is not None and not _alive(self._proc):
             self._state = DOWN
         return self._state == READY
 
@@ -141,7 +142,7 @@ class ModelServer:
         """``{"pid", "state", "restarts", "last_exit", "model"}``, for ``/health``."""
         with self._cond:
             self._is_ready()
-            pid = self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+            pid = self._proc.pid if self._proc is not None and _alive(self._proc) else None
             return {"pid": pid, "state": self._state, "restarts": self.restarts,
                     "last_exit": self.last_exit, "model": self.config.model.name}
 
@@ -225,7 +226,11 @@ class ModelServer:
             log.error("llama-server did not answer /health within %.0f s: restarting it",
                       config.startup_timeout_s)
             _end(proc, 5.0)
-        return proc.wait()
+        while True:  # short waits: Popen.poll() elsewhere sees nothing while one blocks
+            try:
+                return proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                continue
 
     def _await_health(self, proc: subprocess.Popen, port: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -246,6 +251,21 @@ def health(base_url: str, api_key: str = "", timeout: float = 2.0) -> bool:
             return resp.status == 200 and body.get("status", "ok") == "ok"
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def _alive(proc: subprocess.Popen) -> bool:
+    """Whether ``proc`` still runs; a killed child not yet reaped (a zombie) does not.
+    ``Popen.poll`` cannot tell while another thread waits for the same child."""
+    if proc.returncode is not None:
+        return False
+    if not os.path.isdir("/proc/self"):
+        return proc.poll() is None
+    try:
+        with open(f"/proc/{proc.pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _die_with_parent() -> None:

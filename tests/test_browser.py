@@ -184,3 +184,62 @@ def test_finetune_tab_imports_previews_and_estimates(app_server, tmp_path):
         expect(page.locator("#ft-job-details")).to_contain_text("No training jobs yet",
                                                                 timeout=30_000)
         page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
+
+
+def test_stop_crash_retry_and_new_conversation_while_streaming(app_server, tmp_path):
+    """Stop keeps what streamed, marked stopped; killing the model mid-answer says so with
+    a Retry that answers once the model is back; New conversation while an answer streams
+    starts a new conversation that gets the next question."""
+    import json
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from playwright.sync_api import expect
+
+    def health() -> dict:
+        with urllib.request.urlopen(app_server.url + "/health", timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def ready() -> dict:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            h = health()
+            if h["model"]["state"] == "ready":
+                return h
+            time.sleep(0.5)
+        raise AssertionError(f"model not ready: {h}")
+
+    with browser_page() as page:
+        page.goto(app_server.url)
+        chat = page.locator("#chat")
+        ask = lambda q: (page.locator("#question textarea").fill(q),  # noqa: E731
+                         page.locator("#ask").click())
+        ask("What are the visiting hours on the ward?")
+        expect(chat).to_contain_text("before answering", timeout=60_000)
+        page.locator("#stop").click()
+        expect(chat).to_contain_text("Stopped", timeout=120_000)
+        page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
+
+        pid = ready()["model"]["pid"]
+        ask("How long should I wash my hands?")
+        expect(chat).to_contain_text("before answering", timeout=60_000)
+        os.kill(pid, signal.SIGKILL)
+        expect(chat).to_contain_text("The answer failed", timeout=120_000)
+        expect(chat).to_contain_text("Retry")
+        page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+        assert ready()["model"]["pid"] != pid  # restarted while the page stayed up
+        page.locator("#retry").click()
+        expect(chat).to_contain_text("Sources", timeout=240_000)
+        expect(chat).not_to_contain_text("The answer failed")
+
+        ask("What are the visiting hours on the ward?")
+        expect(chat).to_contain_text("before answering", timeout=60_000)
+        page.locator("#new-conversation").click()
+        expect(chat).not_to_contain_text("visiting hours", timeout=30_000)
+        ask("Which soap should I use to wash my hands?")
+        expect(chat).to_contain_text("Which soap", timeout=30_000)
+        expect(chat).not_to_contain_text("visiting hours")
+        expect(page.locator("#conversations")).to_contain_text("Which soap", timeout=240_000)
+        page.screenshot(path=str(tmp_path / "new-while-streaming.png"), full_page=True)

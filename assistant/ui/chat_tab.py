@@ -51,11 +51,15 @@ def build_chat_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown
     chat = ChatWidgets(chatbot, inspector, cid, cites, citations, kb_choice)
     connect_conversations(demo, assistant, conversations, chat, downloads)
 
+    left: set[str] = set()  # conversations the page moved away from while they streamed
+
     def respond(message: str, history: list, kb: str, model_id: str | None,
                 open_cid: str | None, answered: list):
         """One chat round in the open conversation (a new one on the first question):
         stream the answer, then show it with its sources and the retrieval behind it."""
-        yield from _respond(assistant, message, history, kb, open_cid, answered, model_id)
+        left.discard(open_cid)
+        yield from _while_shown(
+            _respond(assistant, message, history, kb, open_cid, answered, model_id), left)
 
     def panels(open_cid: str | None, answered: list):
         return (*show_turn(answered), *after_answer(assistant, open_cid), "")
@@ -63,28 +67,38 @@ def build_chat_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown
     def again(history: list, kb: str, model_id: str | None, open_cid: str | None,
               answered: list):
         """Ask the open conversation's failed or stopped last question again."""
-        yield from _retry(assistant, history, kb, open_cid, answered, model_id)
+        left.discard(open_cid)
+        yield from _while_shown(
+            _retry(assistant, history, kb, open_cid, answered, model_id), left)
 
     def stop_answer(open_cid: str | None):
         if open_cid:
+            assistant.stop_answer(open_cid)
+
+    def leave(open_cid: str | None):
+        if open_cid:
+            left.add(open_cid)
             assistant.stop_answer(open_cid)
 
     inputs = [question, chatbot, kb_choice, model, cid, cites]
     outputs = [chatbot, question, inspector, cid, cites]
     after = [*citations.outputs, conversations.listing, conversations.title,
              conversations.status]
-    asking = [send.click(respond, inputs, outputs, api_name="chat"),
-              question.submit(respond, inputs, outputs, api_name=False),
+    # "multiple": a question may be asked while a left conversation's answer winds down
+    asking = [send.click(respond, inputs, outputs, api_name="chat", trigger_mode="multiple"),
+              question.submit(respond, inputs, outputs, api_name=False,
+                              trigger_mode="multiple"),
               retry.click(again, inputs[1:], outputs, api_name=False)]
     for event in asking:
         event.then(panels, [cid, cites], after, api_name=False)
     # Stop ends the answer (what streamed is kept, marked stopped; the model's slot is
-    # freed). Leaving the conversation while it streams stops it too, and its later
-    # updates are dropped, so they cannot bring the old conversation back.
+    # freed). Leaving the conversation while it streams (New, reopen, delete, clear, another
+    # knowledge base) stops it too, and its later updates are dropped, so they cannot
+    # bring the old conversation back.
     stop.click(stop_answer, [cid], None, api_name=False)
-    for leave in (conversations.new.click, conversations.listing.input,
-                  conversations.delete.click, chatbot.clear, kb_choice.input):
-        leave(stop_answer, [cid], None, cancels=asking, api_name=False)
+    for trigger in (conversations.new.click, conversations.listing.input,
+                    conversations.delete.click, chatbot.clear, kb_choice.input):
+        trigger(leave, [cid], None, api_name=False)
     return model
 
 
@@ -125,6 +139,18 @@ def _retry(assistant: Assistant, history: list, kb: str, cid: str | None, answer
     yield history, gr.skip(), [], cid, answered
     yield from _stream(lambda: (cid, assistant.retry(cid, model or None)), history, cid,
                        answered)
+
+
+def _while_shown(updates: Iterator[tuple], left: set[str]) -> Iterator[tuple]:
+    """Pass the chat ``updates`` on until their conversation (the 4th output) is one the
+    page left; then close them (the answer is stored as stopped) and send nothing more,
+    so the conversation now shown stays."""
+    for update in updates:
+        if update[3] is not None and update[3] in left:
+            updates.close()
+            yield (gr.skip(),) * len(update)  # the last update is repeated at the end
+            return
+        yield update
 
 
 def _stream(start, history: list, cid: str | None, answered: list) -> Iterator[tuple]:

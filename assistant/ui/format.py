@@ -87,7 +87,8 @@ def failed_markdown(reason: str, partial: str = "") -> str:
 
 def stopped_markdown(partial: str) -> str:
     """An answer the user stopped: what was streamed, marked as stopped."""
-    return f"{partial.strip()}\n\n⏹ *Stopped.*" if partial.strip() else "⏹ *Stopped before the answer began.*"
+    return (f"{partial.strip()}\n\n*(Stopped.)*" if partial.strip()
+            else "*(Stopped before the answer began.)*")
 
 
 def conversation_choices(infos: Sequence[ConversationInfo]) -> list[tuple[str, str]]:
