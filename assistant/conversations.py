@@ -251,13 +251,14 @@ class ConversationStore:
         return cursor.rowcount
 
     def last_failed(self, cid: str) -> Turn | None:
-        """The newest turn of ``cid`` if it failed (what a Retry asks again), else None."""
+        """The newest turn of ``cid`` if it failed or was stopped (what a Retry asks
+        again), else None."""
         self.get(cid)
         with self._lock:
             row = self._db.execute(f"{_SELECT_TURNS} WHERE conversation_id = ? "
                                    "ORDER BY seq DESC LIMIT 1", (cid,)).fetchone()
         turn = None if row is None else _turn(row)
-        return turn if turn is not None and turn.status == "failed" else None
+        return turn if turn is not None and turn.status in ("failed", "stopped") else None
 
     def remove_turn(self, turn_id: int) -> None:
         """Delete turn ``turn_id`` (a Retry removes the failed turn, then asks again).

@@ -325,8 +325,8 @@ class Assistant(DocumentsMixin, TrainingMixin):
         (the failed turn is replaced)."""
         failed = self.conversations.last_failed(cid)
         if failed is None:
-            raise ValueError("The last answer of this conversation did not fail: nothing "
-                             "to retry.")
+            raise ValueError("The last answer of this conversation was neither failed nor "
+                             "stopped: nothing to retry.")
         self.conversations.remove_turn(failed.turn_id)
         return self.chat(cid, failed.question, model)
 

@@ -176,6 +176,9 @@ def test_stop_keeps_what_was_streamed_marked_stopped(docent):
     [turn] = docent.conversation_turns(cid)
     assert turn.status == "stopped" and turn.answer == "".join(seen)
     assert not docent.stop_answer(cid)  # nothing is being written any more
+    final = list(docent.retry(cid))[-1]  # a stopped answer can be asked again
+    [turn] = docent.conversation_turns(cid)
+    assert isinstance(final, Answer) and turn.status == "done" and turn.answer == final.text
 
 
 def test_health_reports_the_model_process(docent, fake_server):
