@@ -270,8 +270,10 @@ class ServedLLM(LLM):
 
     def stream_chat(self, messages, max_tokens, temperature):
         extra: dict = {"repeat_penalty": self.repeat_penalty, "cache_prompt": True}
-        if self.lora is not None:
-            chosen = self.server.lora_id(self.lora)
+        # every request names the scale of every loaded adapter: one that names none
+        # gets the server's start-up scales, which apply them all
+        chosen = self.server.lora_id(self.lora) if self.lora is not None else None
+        if self.server.config.loras:
             extra["lora"] = [{"id": i, "scale": 1.0 if i == chosen else 0.0}
                              for i in range(len(self.server.config.loras))]
         base, client = self._client()
