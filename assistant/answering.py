@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 from assistant.citations import MarkerFilter, add_missing_markers, build_citations, marker_numbers
 from assistant.condense import condense, translate_query
+from assistant.step_checks import check_condensed, check_translation
 from assistant.guard import DoseFilter, ScopeGuard, support, threshold_for, urgent_advice
 from assistant.inference_log import InferenceLog
-from assistant.language import TraditionalStream, question_language, to_traditional
+from assistant.language import (LatinOnlyStream, TraditionalStream, question_language,
+                                to_traditional)
 from assistant.llm import LLM
 from assistant.messages import say
 from assistant.profiles import MEDICAL_DISCLAIMER, Profile
@@ -42,9 +44,10 @@ class Answerer:
     def ask(self, llm: LLM, question: str, kbs: list[str], history: Sequence[tuple[str, str]],
             profile: Profile, model: str) -> Iterator[Reading | AnswerDelta | Answer]:
         timings: dict[str, float] = {}
+        steps: list[str] = []  # which intermediate outputs were used, for the log
         lang = question_language(question)
-        standalone = self._standalone(llm, question, history, timings)
-        query = self._translated(llm, standalone, kbs, lang, timings)
+        standalone = self._standalone(llm, question, history, timings, steps)
+        query = self._translated(llm, standalone, kbs, lang, timings, steps)
         t0 = time.perf_counter()
         top_k = self.settings.retrieval.top_k
         # a translated query is searched beside the original: documents in the question's
@@ -57,7 +60,7 @@ class Answerer:
                                   self.settings.answers.min_similarity)
         supported = threshold is None or (best is not None and best >= threshold)
         urgent = urgent_advice(question, lang) if profile.medical else ""
-        run = _Run(question, query, lang, kbs, model, timings, best, urgent)
+        run = _Run(question, query, lang, kbs, model, timings, best, urgent, steps)
         if profile.scope:
             t0 = time.perf_counter()
             verdict = self._guard().check(profile.subject, standalone, supported and bool(hits))
@@ -75,24 +78,38 @@ class Answerer:
     # --- steps ----------------------------------------------------------------------
     @staticmethod
     def _standalone(llm: LLM, question: str, history: Sequence[tuple[str, str]],
-                    timings: dict[str, float]) -> str:
-        """The question rewritten to stand alone (judged by the guardrail as such)."""
+                    timings: dict[str, float], steps: list[str]) -> str:
+        """The question rewritten to stand alone (judged by the guardrail as such); the
+        question itself when the rewrite fails its checks (``step_checks``)."""
         if not history:
             return question
         t0 = time.perf_counter()
-        query = condense(llm, history, question)
+        rewrite = condense(llm, history, question)
         timings["condense_s"] = time.perf_counter() - t0
-        return query
+        if rewrite == question:
+            return question
+        check = check_condensed(question, rewrite)
+        steps.append(f"condense {'used' if check.ok else 'rejected'}: {rewrite!r}"
+                     + ("" if check.ok else f" ({check.reason}); the question is used"))
+        return rewrite if check.ok else question
 
     def _translated(self, llm: LLM, query: str, kbs: list[str], lang: str,
-                    timings: dict[str, float]) -> str:
-        """``query`` in the knowledge base's language, for keyword and vector search."""
+                    timings: dict[str, float], steps: list[str]) -> str:
+        """``query`` in the knowledge base's language, for keyword and vector search;
+        ``query`` itself when the translation fails its checks (it is searched anyway,
+        through the dense retriever and BM25 on its own words)."""
         kb_lang = _KB_LANG.get(self.library.get(kbs[0]).manifest.language or "")
-        if kb_lang and kb_lang != lang.split("-")[0]:
-            t0 = time.perf_counter()
-            query = translate_query(llm, query, kb_lang)
-            timings["translate_s"] = time.perf_counter() - t0
-        return query
+        if not kb_lang or kb_lang == lang.split("-")[0]:
+            return query
+        t0 = time.perf_counter()
+        translation = translate_query(llm, query, kb_lang)
+        timings["translate_s"] = time.perf_counter() - t0
+        if translation == query:
+            return query
+        check = check_translation(query, translation, kb_lang)
+        steps.append(f"translate {'used' if check.ok else 'rejected'}: {translation!r}"
+                     + ("" if check.ok else f" ({check.reason}); the question is searched"))
+        return translation if check.ok else query
 
     def _generate(self, llm: LLM, run: "_Run", hits: list[Hit], profile: Profile
                   ) -> Iterator[Reading | AnswerDelta | Answer]:
@@ -110,6 +127,10 @@ class Answerer:
         dose = DoseFilter() if profile.medical else None
         stages = [MarkerFilter(valid)] + ([dose] if dose else [])
         stages += [TraditionalStream()] if run.lang == "zh-Hant" else []
+        latin = LatinOnlyStream() if run.lang in ("en", "vi") else None
+        stages += [latin] if latin else []
+        if latin:
+            llm = llm.latin_only()  # CJK tokens cannot be sampled (where the backend can)
         yield Reading(tuple(sources))
         shown: list[str] = []
         if run.urgent:
@@ -130,6 +151,9 @@ class Answerer:
             shown.append(tail)
             yield AnswerDelta(tail)
         run.timings["generate_s"] = time.perf_counter() - t1
+        if latin and latin.removed:
+            run.steps += (f"script: {latin.removed} East Asian characters removed from the "
+                          f"{run.lang} answer",)
         body = "".join(shown)[len(run.urgent) + 2 if run.urgent else 0:].strip()
         if dose and dose.removed:  # the final text loses the streamed starts of dropped doses
             body = (to_traditional(dose.text) if run.lang == "zh-Hant" else dose.text).strip()
@@ -151,7 +175,7 @@ class Answerer:
         answer = Answer(run.question, text, tuple(citations) if not refused else (), tuple(sources),
                         run.model, run.timings, tokens=tokens, search_query=run.query,
                         refused=refused, language=run.lang, notices=tuple(notices),
-                        prompt_tokens=prompt_tokens, support=run.support)
+                        prompt_tokens=prompt_tokens, support=run.support, steps=run.steps)
         self._record(answer, run)
         yield answer
 
@@ -163,7 +187,7 @@ class Answerer:
         sources = tuple(source_from_hit(i, h) for i, h in enumerate(hits, start=1))
         answer = Answer(run.question, full, (), sources, run.model, run.timings,
                         search_query=run.query, refused=reason, language=run.lang,
-                        notices=tuple(notices), support=run.support)
+                        notices=tuple(notices), support=run.support, steps=run.steps)
         self._record(answer, run)
         yield answer
 
@@ -195,9 +219,11 @@ class _Run:
     """What one answer has found out so far (mutable on purpose: timings fill in)."""
 
     def __init__(self, question: str, query: str, lang: str, kbs: list[str], model: str,
-                 timings: dict[str, float], best: float | None, urgent: str):
+                 timings: dict[str, float], best: float | None, urgent: str,
+                 steps: list[str]):
         self.question, self.query, self.lang, self.kbs = question, query, lang, kbs
         self.model, self.timings, self.support, self.urgent = model, timings, best, urgent
+        self.steps = tuple(steps)
 
 
 def _citations(body: str, sources: list[Source]) -> list[Citation]:

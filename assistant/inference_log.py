@@ -25,6 +25,7 @@ class InferenceLog:
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "question": answer.question,
             "search_query": answer.search_query,
+            "steps": list(answer.steps),
             "knowledge_bases": kbs,
             "language": answer.language,
             "refused": answer.refused,

@@ -71,3 +71,6 @@ class Answer:
     notices: tuple[str, ...] = ()  # lines added to the model's text (disclaimer, ...)
     prompt_tokens: int = 0
     support: float | None = None  # the best source's similarity (what the gate judged)
+    # the model's intermediate outputs (a condensed follow-up, a translated query), each
+    # "used" or "rejected" with why: the search then used the question itself
+    steps: tuple[str, ...] = ()
