@@ -1,6 +1,7 @@
 """``Assistant``: the one facade the UI, the CLI, the HTTP API and the tests call."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -24,6 +25,7 @@ from assistant.models import resolve_gguf
 from assistant.profiles import Profile, load_profile, preset, save_profile
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta, Reading
+from assistant.vocab import cjk_token_ids
 from finetune.registry import AdapterRegistry  # adapters
 from ingest.chunking import ChunkingParams
 from ingest.pipeline import (
@@ -113,9 +115,12 @@ class Assistant(DocumentsMixin, TrainingMixin):
             log_path=self.paths.logs_dir / "llama-server.log",
             startup_timeout_s=cfg.startup_timeout))
         self._model_server.start()
+        cache = self.paths.data_dir / "cache"
+        cjk = functools.lru_cache(maxsize=1)(lambda: cjk_token_ids(path, cache))
+        threading.Thread(target=cjk, name="cjk-tokens", daemon=True).start()  # ~10 s once
         return ServedLLM(self._model_server, path.name, cfg.n_ctx, cfg.seed,
                          cfg.repeat_penalty, request_timeout=cfg.request_timeout,
-                         ready_timeout=cfg.ready_timeout)
+                         ready_timeout=cfg.ready_timeout, cjk_tokens=cjk)
 
     def warm_up(self) -> None:
         """Load the chat model now rather than on the first question."""

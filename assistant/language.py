@@ -79,3 +79,30 @@ class TraditionalStream:
     def flush(self) -> str:
         ready, self._buf = self._buf, ""
         return to_traditional(ready) if ready else ""
+
+
+# Han, kana, Hangul and CJK punctuation: never part of a Vietnamese or English answer.
+_EAST_ASIAN = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+                         r"\uac00-\ud7af\uf900-\ufaff]+")
+
+
+class LatinOnlyStream:
+    """Drops East Asian characters from a Vietnamese or English answer as it streams:
+    the net under decoding-time prevention (``LLM.latin_only``), for backends that
+    cannot bias tokens. ``removed`` counts what it dropped.
+
+    >>> s = LatinOnlyStream()
+    >>> s.feed("Mệt mỏi và呕吐 [1]."), s.removed
+    ('Mệt mỏi và [1].', 2)
+    """
+
+    def __init__(self):
+        self.removed = 0
+
+    def feed(self, piece: str) -> str:
+        kept = _EAST_ASIAN.sub("", piece)
+        self.removed += len(piece) - len(kept)
+        return kept
+
+    def flush(self) -> str:
+        return ""

@@ -6,12 +6,13 @@ GGUF with one lock around the one model (llama.cpp contexts are not thread-safe)
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from assistant.errors import BackendUnavailable, ModelNotFound
@@ -32,6 +33,12 @@ class LLM(ABC):
 
     @abstractmethod
     def count_tokens(self, text: str) -> int: ...
+
+    def latin_only(self) -> LLM:
+        """This model kept from writing CJK, kana or Hangul while it generates (for a
+        Vietnamese or English answer), where the backend allows it; otherwise itself,
+        and the answer's own script filter is the only guard."""
+        return self
 
 
 class LlamaCppLLM(LLM):
@@ -250,12 +257,26 @@ class ServedLLM(LLM):
 
     def __init__(self, server, name: str, n_ctx: int, seed: int = 0,
                  repeat_penalty: float = 1.1, lora: Path | None = None,
-                 request_timeout: float = 300.0, ready_timeout: float = 60.0):
+                 request_timeout: float = 300.0, ready_timeout: float = 60.0,
+                 cjk_tokens: Callable[[], Sequence[int]] | None = None):
         self.server, self.name, self.n_ctx = server, name, n_ctx
         self.seed, self.repeat_penalty, self.lora = seed, repeat_penalty, lora
         self.request_timeout, self.ready_timeout = request_timeout, ready_timeout
         self._clients: dict[str, object] = {}
         self._lock = threading.Lock()
+        self._cjk_tokens = cjk_tokens  # the model's CJK token ids (see assistant.vocab)
+        self._bias: list | None = None  # set on the latin_only() view
+
+    def latin_only(self) -> LLM:
+        """The same model whose requests give every CJK token a bias of -inf."""
+        if self._cjk_tokens is None:
+            return self
+        ids = self._cjk_tokens()
+        if not ids:
+            return self
+        view = copy.copy(self)
+        view._bias = [[i, False] for i in ids]
+        return view
 
     def _client(self, timeout: float | None = None):
         import openai
@@ -270,6 +291,8 @@ class ServedLLM(LLM):
 
     def stream_chat(self, messages, max_tokens, temperature):
         extra: dict = {"repeat_penalty": self.repeat_penalty, "cache_prompt": True}
+        if self._bias:
+            extra["logit_bias"] = self._bias
         # every request names the scale of every loaded adapter: one that names none
         # gets the server's start-up scales, which apply them all
         chosen = self.server.lora_id(self.lora) if self.lora is not None else None
@@ -314,4 +337,4 @@ class ServedLLM(LLM):
         path = Path(lora_path) if lora_path else None
         return ServedLLM(self.server, name or (path.stem if path else self.name), self.n_ctx,
                          self.seed, self.repeat_penalty, path, self.request_timeout,
-                         self.ready_timeout)
+                         self.ready_timeout, self._cjk_tokens)
