@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from assistant.citations import MarkerFilter, add_missing_markers, build_citations, marker_numbers
 from assistant.condense import condense, translate_query
-from assistant.step_checks import check_condensed, check_translation
+from assistant.step_checks import check_condensed, check_translation, content_words
 from assistant.guard import DoseFilter, ScopeGuard, support, threshold_for, urgent_advice
 from assistant.inference_log import InferenceLog
 from assistant.language import (LatinOnlyStream, TraditionalStream, question_language,
@@ -33,6 +33,9 @@ from knowledge.types import Hit
 log = logging.getLogger(__name__)
 
 _KB_LANG = {"en": "en", "zh": "zh", "vi": "vi"}  # manifest language -> comparable code
+# A follow-up with at least this many content words has a subject of its own (fewer:
+# elliptical, like "And for children?", and judged through its rewrite only).
+OWN_WORDS = 3
 
 
 class Answerer:
@@ -64,6 +67,15 @@ class Answerer:
         if profile.scope:
             t0 = time.perf_counter()
             verdict = self._guard().check(profile.subject, standalone, supported and bool(hits))
+            if verdict.in_scope and standalone != question and \
+                    len(content_words(question)) >= OWN_WORDS:
+                # a follow-up with a subject of its own is judged on its own words too:
+                # a rewrite may have lent it the conversation's medical context
+                own = self._guard().check(profile.subject, question, False)
+                if not own.in_scope:
+                    verdict = own
+                    steps.append("guardrail: the follow-up's own words are out of scope")
+                    run.steps = tuple(steps)
             timings["scope_s"] = time.perf_counter() - t0
             if not verdict.in_scope:
                 text = say("out_of_scope", lang, scope=profile.scope, kb=", ".join(kbs))

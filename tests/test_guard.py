@@ -108,6 +108,25 @@ def test_a_rewrite_that_changes_the_topic_is_not_used_and_the_follow_up_is_judge
     assert "football" in slip.steps[0]
 
 
+def test_a_follow_up_with_its_own_subject_is_judged_on_its_own_words(e5_guarded):
+    """The rewrite keeps the follow-up's words but lends it the conversation's medical
+    context; the follow-up's own words decide."""
+    a, llm = e5_guarded
+    history = [("Người lớn uống amoxicillin liều bao nhiêu?", "500 mg mỗi 8 giờ [1].")]
+    llm.calls.clear()
+    llm.replies = ["Khi đang uống amoxicillin, nói đến áp suất, lốp xe máy nên bơm bao "
+                   "nhiêu?", "While taking amoxicillin, how much should I inflate my "
+                   "motorbike tyres?", "Bơm 2 bar [1]."]
+    slip = final(a.ask("Nói đến áp suất, lốp xe máy nên bơm bao nhiêu?", history=history))
+    assert slip.refused == "out_of_scope" and len(llm.calls) == 2  # rewrite, translation
+    assert slip.steps[-1] == "guardrail: the follow-up's own words are out of scope"
+    llm.calls.clear()  # an elliptical follow-up is judged through its rewrite only
+    llm.replies = ["Trẻ em uống amoxicillin liều bao nhiêu?",
+                   "What is the amoxicillin dose for children?", "Theo cân nặng [1]."]
+    legit = final(a.ask("Còn trẻ em thì sao?", history=history))
+    assert legit.refused != "out_of_scope"
+
+
 def test_a_translation_that_answers_instead_is_not_searched(tmp_path):
     invented = "Adults usually take 500 mg of amoxicillin every 8 hours for 7 days."
     llm = SequenceLLM([invented, "Người lớn uống 500 mg mỗi 8 giờ [1]."])
