@@ -115,6 +115,7 @@ def _cmd_sync(assistant, args) -> int:
 
 
 def _cmd_ask(assistant, args) -> int:
+    from assistant.messages import say
     from assistant.types import Answer, AnswerDelta
 
     final = None
@@ -133,6 +134,10 @@ def _cmd_ask(assistant, args) -> int:
         print("\nSources:")
         for c in final.citations:
             print(f"  [{c.number}] {c.label}: \"{c.quote}\"")
+    elif final and final.refused in ("no_evidence", "unsupported") and final.sources:
+        print(f"\n{say('closest', final.language or 'en')}:")
+        for s in final.sources[:3]:
+            print(f"  {s.label}: \"{' '.join(s.text.split())[:200]}\"")
     elif final:
         print("\n(no source was cited)")
     if cid:

@@ -143,7 +143,7 @@ class Answerer:
         stages += [latin] if latin else []
         if latin:
             llm = llm.latin_only()  # CJK tokens cannot be sampled (where the backend can)
-        yield Reading(tuple(sources))
+        yield Reading(tuple(sources), run.lang)
         shown: list[str] = []
         if run.urgent:
             shown.append(run.urgent + "\n\n")

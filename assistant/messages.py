@@ -38,6 +38,11 @@ _TEXTS["disclaimer"] = {
     "vi": "Docent trả lời dựa trên tài liệu của bạn và không phải là bác sĩ: hãy hỏi ý kiến "
           "nhân viên y tế trước khi quyết định về sức khỏe.",
 }
+_TEXTS["closest"] = {
+    "en": "Closest passages", "zh-Hans": "最接近的段落", "vi": "Những đoạn gần nhất"}
+_TEXTS["draft"] = {
+    "en": "draft: checked against its sources when complete",
+    "zh-Hans": "草稿：完成后会与来源核对", "vi": "bản nháp: sẽ được đối chiếu với nguồn khi hoàn tất"}
 _SCOPES = {"medical": {"en": "health and medicine", "zh-Hans": "健康和医学", "vi": "sức khỏe và y học"}}
 
 

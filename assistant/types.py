@@ -45,6 +45,7 @@ class Reading:
     reading them takes most of an answer's wait on a CPU, so a page can show them."""
 
     sources: tuple[Source, ...]
+    language: str = ""  # the question's, which the answer is written in
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,10 @@ def test_gate_abstains_in_the_question_language_without_calling_the_model(tmp_pa
     assert len(llm.calls) == 1  # the query translation into the documents' English; no answer
     assert answer.search_query == "How much amoxicillin?"
     assert answer.sources and not answer.citations  # the nearest passages are shown
+    from assistant.ui.format import answer_view
+
+    view = answer_view(answer)  # ... really listed, under a heading in Vietnamese
+    assert "**Những đoạn gần nhất**" in view and "handbook.pdf" in view
     a.close()
 
 

@@ -17,7 +17,8 @@ from assistant.ui.conversations_panel import (
 )
 from assistant.ui.downloads import Downloads
 from assistant.ui.format import (
-    RETRIEVAL_HEADERS, RETRIEVAL_TYPES, answer_view, failed_markdown, reading_markdown,
+    RETRIEVAL_HEADERS, RETRIEVAL_TYPES, answer_view, draft_markdown, failed_markdown,
+    reading_markdown,
     retrieval_rows, stopped_markdown,
 )
 
@@ -155,17 +156,18 @@ def _while_shown(updates: Iterator[tuple], left: set[str]) -> Iterator[tuple]:
 
 def _stream(start, history: list, cid: str | None, answered: list) -> Iterator[tuple]:
     """Show the events of ``start()`` (-> ``(cid, events)``) in the last chat bubble."""
-    text, done = "", False
+    text, done, lang = "", False, "en"
     try:
         cid, events = start()
         yield history, gr.skip(), gr.skip(), cid, answered  # the conversation is known now
         for event in events:
             if isinstance(event, Reading):  # before the first delta
+                lang = event.language or lang
                 history[-1] = {"role": "assistant", "content": reading_markdown(event.sources)}
                 yield history, gr.skip(), gr.skip(), cid, answered
             elif isinstance(event, AnswerDelta):
-                text += event.text
-                history[-1] = {"role": "assistant", "content": text}
+                text += event.text  # a draft until the final answer replaces it
+                history[-1] = {"role": "assistant", "content": draft_markdown(text, lang)}
                 yield history, gr.skip(), gr.skip(), cid, answered
             elif isinstance(event, Answer):
                 history[-1] = {"role": "assistant", "content": answer_view(event)}

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from assistant.citation_view import CitationView
 from assistant.conversations import ConversationInfo, Turn
+from assistant.messages import say
 from assistant.types import Answer, Citation, Source
 from ingest.types import IngestReport
 from knowledge.tokenize import tokenize
@@ -29,8 +30,38 @@ def answer_markdown(text: str, citations: Sequence[Citation], refused: bool = Fa
 
 
 def answer_view(answer: Answer) -> str:
-    """``answer_markdown`` of a final ``Answer`` (its ``refused`` read where present)."""
-    return answer_markdown(answer.text, answer.citations, bool(getattr(answer, "refused", "")))
+    """``answer_markdown`` of a final ``Answer`` (its ``refused`` read where present); an
+    answer withheld for want of evidence lists the closest passages it promises."""
+    refused = getattr(answer, "refused", "")
+    view = answer_markdown(answer.text, answer.citations, bool(refused))
+    if refused in ("no_evidence", "unsupported") and answer.sources:
+        view += closest_markdown(answer.sources, answer.language or "en")
+    return view
+
+
+def closest_markdown(sources: Sequence[Source], lang: str, count: int = 3,
+                     chars: int = 240) -> str:
+    """The first ``count`` sources as a list under a heading in the question's language.
+
+    >>> src = Source(1, "c", "kb", "asthma.docx", 0, "Children with asthma cough at night.", 1.0)
+    >>> print(closest_markdown([src], "vi"))
+    <BLANKLINE>
+    <BLANKLINE>
+    ---
+    **Những đoạn gần nhất**
+    - **asthma.docx**: “Children with asthma cough at night.”
+    """
+    lines = ["", "", "---", f"**{say('closest', lang)}**"]
+    for s in sources[:count]:
+        text = " ".join(s.text.split())
+        text = text if len(text) <= chars else text[:chars].rsplit(" ", 1)[0] + "…"
+        lines.append(f"- **{html.escape(s.label)}**: “{html.escape(text)}”")
+    return "\n".join(lines)
+
+
+def draft_markdown(text: str, lang: str) -> str:
+    """Streamed text that may still be withheld, shown as a draft until it is final."""
+    return f"*({say('draft', lang)})*\n\n{text}"
 
 
 def reading_markdown(sources: Sequence[Source]) -> str:
@@ -77,8 +108,10 @@ def turn_messages(turns: Sequence[Turn]) -> list[dict]:
 def failed_markdown(reason: str, partial: str = "") -> str:
     """A failed answer: what was streamed, then why, and that the question is kept.
 
-    >>> failed_markdown("The model server was killed", "Adults take")
-    'Adults take\n\n⚠️ **The answer failed**: The model server was killed. Your question is saved: click **Retry** to ask it again.'
+    >>> print(failed_markdown("The model server was killed", "Adults take"))
+    Adults take
+    <BLANKLINE>
+    ⚠️ **The answer failed**: The model server was killed. Your question is saved: click **Retry** to ask it again.
     """
     head = f"{partial.strip()}\n\n" if partial.strip() else ""
     return (f"{head}⚠️ **The answer failed**: {reason.rstrip('.')}. Your question is saved: "
