@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 from assistant.citations import MarkerFilter, add_missing_markers, build_citations, marker_numbers
 from assistant.condense import condense, translate_query
-from assistant.step_checks import check_condensed, check_translation, content_words
+from assistant.step_checks import (StepCheck, check_condensed, check_translation,
+                                   content_words)
 from assistant.guard import DoseFilter, ScopeGuard, support, threshold_for, urgent_advice
 from assistant.inference_log import InferenceLog
 from assistant.language import (LatinOnlyStream, TraditionalStream, question_language,
@@ -98,12 +99,7 @@ class Answerer:
         t0 = time.perf_counter()
         rewrite = condense(llm, history, question)
         timings["condense_s"] = time.perf_counter() - t0
-        if rewrite == question:
-            return question
-        check = check_condensed(question, rewrite)
-        steps.append(f"condense {'used' if check.ok else 'rejected'}: {rewrite!r}"
-                     + ("" if check.ok else f" ({check.reason}); the question is used"))
-        return rewrite if check.ok else question
+        return _vetted("condense", question, rewrite, check_condensed, steps)
 
     def _translated(self, llm: LLM, query: str, kbs: list[str], lang: str,
                     timings: dict[str, float], steps: list[str]) -> str:
@@ -116,12 +112,8 @@ class Answerer:
         t0 = time.perf_counter()
         translation = translate_query(llm, query, kb_lang)
         timings["translate_s"] = time.perf_counter() - t0
-        if translation == query:
-            return query
-        check = check_translation(query, translation, kb_lang)
-        steps.append(f"translate {'used' if check.ok else 'rejected'}: {translation!r}"
-                     + ("" if check.ok else f" ({check.reason}); the question is searched"))
-        return translation if check.ok else query
+        return _vetted("translate", query, translation,
+                       lambda q, t: check_translation(q, t, kb_lang), steps)
 
     def _generate(self, llm: LLM, run: "_Run", hits: list[Hit], profile: Profile
                   ) -> Iterator[Reading | AnswerDelta | Answer]:
@@ -261,6 +253,25 @@ def _interleave(lists: list[list[Hit]], k: int) -> list[Hit]:
         return lists[0][:k]
     return reciprocal_rank_fusion({f"query{i}": hits for i, hits in enumerate(lists)},
                                   k=59, limit=k)  # 59: ranks count from 1 there
+
+
+def _vetted(step: str, original: str, output: str,
+            check: Callable[[str, str], StepCheck], steps: list[str]) -> str:
+    """The model's ``output`` for ``step`` when it passes ``check``, else ``original``;
+    noted in ``steps`` either way (unless the model gave ``original`` back).
+
+    >>> steps = []
+    >>> _vetted("translate", "Q?", "An answer.", lambda q, t: StepCheck(False, "no"), steps)
+    'Q?'
+    >>> steps
+    ["translate rejected: 'An answer.' (no); the question is used instead"]
+    """
+    if output == original:
+        return original
+    verdict = check(original, output)
+    steps.append(f"{step} {'used' if verdict.ok else 'rejected'}: {output!r}"
+                 + ("" if verdict.ok else f" ({verdict.reason}); the question is used instead"))
+    return output if verdict.ok else original
 
 
 def _through(stages, piece: str) -> str:

@@ -139,7 +139,7 @@ def test_a_translation_that_answers_instead_is_not_searched(tmp_path):
     answer = final(a.ask(question))
     assert answer.search_query == question  # the question's own words, not the invention
     assert answer.steps == (f"translate rejected: {invented!r} (not a question); the "
-                            "question is searched",)
+                            "question is used instead",)
     assert answer.sources and answer.sources[0].source == "handbook.pdf"
     logged = a.inference_log.entries()[-1]
     assert logged["search_query"] == question and logged["steps"] == list(answer.steps)
