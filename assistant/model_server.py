@@ -57,7 +57,10 @@ class ServerConfig:
         args = [str(self.binary), "-m", str(self.model), "--host", "127.0.0.1",
                 "--port", str(port), "--api-key", api_key,
                 "-c", str(self.n_ctx * self.parallel), "-np", str(self.parallel),
-                "-ngl", str(self.n_gpu_layers), "--no-webui"]
+                "-ngl", str(self.n_gpu_layers), "--no-webui",
+                # as llama-cpp-python runs it: flash attention was slower on 2 CPU cores,
+                # and answers stay those measured in-process
+                "-fa", "off"]
         if self.threads:
             args += ["-t", str(self.threads), "-tb", str(self.threads)]
         for lora in self.loras:

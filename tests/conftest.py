@@ -69,8 +69,9 @@ LEAFLET_PAGES = [
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
-    """The real app (0.5B model for speed) in a subprocess, with visitors.txt and a
-    two-page leaflet.pdf (hand hygiene) ingested beforehand through the CLI."""
+    """The real app with the default 1.5B model, as a user runs it, in a subprocess, with
+    visitors.txt and a two-page leaflet.pdf (hand hygiene) ingested beforehand through
+    the CLI."""
     from tests.helpers.docs import make_clinic_docs
     from tests.helpers.pdfgen import write_pdf
 
@@ -80,7 +81,7 @@ def app_server(tmp_path_factory):
     inherited = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}  # the app's own
     env = {**inherited, "DOCENT_DATA_DIR": str(base / "data"),
            "DOCENT_MODELS_DIR": str(shared_models_dir()),
-           "DOCENT_LLM__MODEL": "qwen2.5-coder-0.5b", "DOCENT_LLM__TEMPERATURE": "0"}
+           "DOCENT_LLM__MODEL": "qwen2.5-coder-1.5b", "DOCENT_LLM__TEMPERATURE": "0"}
     subprocess.run([sys.executable, "-m", "assistant", "ingest", str(docs["txt"]),
                     str(docs["leaflet"])],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)

@@ -371,11 +371,11 @@ def _wait_for(url: str, proc: subprocess.Popen, log, timeout: float = 180) -> No
 
 @pytest.mark.slow
 def test_real_app_serves_the_api(app_server):
-    """The app subprocess (0.5B, visitors.txt ingested): /v1 next to the page."""
+    """The app subprocess (the default 1.5B, visitors.txt ingested): /v1 next to the page."""
     c = client(app_server.url)
-    assert [m.id for m in c.models.list()] == ["qwen2.5-coder-0.5b"]
+    assert [m.id for m in c.models.list()] == ["qwen2.5-coder-1.5b"]
     chunks = list(c.chat.completions.create(
-        model="qwen2.5-coder-0.5b", stream=True,
+        model="qwen2.5-coder-1.5b", stream=True,
         messages=[{"role": "user", "content": "What are the visiting hours on the ward?"}]))
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
     assert "2" in text and "7" in text

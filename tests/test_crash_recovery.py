@@ -37,7 +37,7 @@ def test_killing_the_model_mid_answer_costs_one_answer_not_the_app(app_server):
     assert before["status"] == "ok" and isinstance(before["model"]["pid"], int)
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
     stream = client.chat.completions.create(
-        model="qwen2.5-coder-0.5b", stream=True, max_tokens=400, temperature=0,
+        model=client.models.list().data[0].id, stream=True, max_tokens=400, temperature=0,
         messages=[{"role": "user", "content": "Count from one to two hundred in words."}],
         extra_body={"rag": False})
     chunks = iter(stream)
@@ -55,7 +55,7 @@ def test_killing_the_model_mid_answer_costs_one_answer_not_the_app(app_server):
     assert after["model"]["pid"] != before["model"]["pid"]
     assert after["model"]["restarts"] >= 1 and "SIGKILL" in after["model"]["last_exit"]
     reply = client.chat.completions.create(
-        model="qwen2.5-coder-0.5b", max_tokens=16, temperature=0,
+        model=client.models.list().data[0].id, max_tokens=16, temperature=0,
         messages=[{"role": "user", "content": "Say hello."}], extra_body={"rag": False})
     assert reply.choices[0].message.content.strip()
 

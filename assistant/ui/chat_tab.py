@@ -126,7 +126,7 @@ def _respond(assistant: Assistant, message: str, history: list, kb: str,
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
     yield history, "", [], cid, answered
     yield from _stream(lambda: _open_chat(assistant, cid, kb, message, model or None),
-                       history, cid, answered)
+                       history, cid, answered, "")
 
 
 def _retry(assistant: Assistant, history: list, kb: str, cid: str | None, answered: list,
@@ -139,7 +139,7 @@ def _retry(assistant: Assistant, history: list, kb: str, cid: str | None, answer
     answered = answered[:-1]
     yield history, gr.skip(), [], cid, answered
     yield from _stream(lambda: (cid, assistant.retry(cid, model or None)), history, cid,
-                       answered)
+                       answered, gr.skip())
 
 
 def _while_shown(updates: Iterator[tuple], left: set[str]) -> Iterator[tuple]:
@@ -154,36 +154,37 @@ def _while_shown(updates: Iterator[tuple], left: set[str]) -> Iterator[tuple]:
         yield update
 
 
-def _stream(start, history: list, cid: str | None, answered: list) -> Iterator[tuple]:
-    """Show the events of ``start()`` (-> ``(cid, events)``) in the last chat bubble."""
+def _stream(start, history: list, cid: str | None, answered: list, box) -> Iterator[tuple]:
+    """Show the events of ``start()`` (-> ``(cid, events)``) in the last chat bubble;
+    ``box``: what the question box shows meanwhile ("" or unchanged)."""
     text, done, lang = "", False, "en"
     try:
         cid, events = start()
-        yield history, gr.skip(), gr.skip(), cid, answered  # the conversation is known now
+        yield history, box, gr.skip(), cid, answered  # the conversation is known now
         for event in events:
             if isinstance(event, Reading):  # before the first delta
                 lang = event.language or lang
                 history[-1] = {"role": "assistant", "content": reading_markdown(event.sources)}
-                yield history, gr.skip(), gr.skip(), cid, answered
+                yield history, box, gr.skip(), cid, answered
             elif isinstance(event, AnswerDelta):
                 text += event.text  # a draft until the final answer replaces it
                 history[-1] = {"role": "assistant", "content": draft_markdown(text, lang)}
-                yield history, gr.skip(), gr.skip(), cid, answered
+                yield history, box, gr.skip(), cid, answered
             elif isinstance(event, Answer):
                 history[-1] = {"role": "assistant", "content": answer_view(event)}
                 answered.append(tuple(event.citations))
                 done = True
-                yield history, gr.skip(), retrieval_rows(event), cid, answered
+                yield history, box, retrieval_rows(event), cid, answered
         if not done:  # stopped
             history[-1] = {"role": "assistant", "content": stopped_markdown(text)}
             answered.append(())
-            yield history, gr.skip(), [], cid, answered
+            yield history, box, [], cid, answered
     except Exception as exc:  # the edge: turn any failure into a message, keep the app up
         log.warning("Answering failed: %s", exc, exc_info=not isinstance(exc, AssistantError))
         history[-1] = {"role": "assistant", "content": failed_markdown(str(exc), text)}
         if not done:
             answered.append(())  # keeps one entry per answer shown
-        yield history, gr.skip(), [], cid, answered
+        yield history, box, [], cid, answered
 
 
 def _open_chat(assistant: Assistant, cid: str | None, kb: str, question: str,
