@@ -24,6 +24,7 @@ from fastapi import FastAPI  # noqa: E402
 from assistant.api import build_api, build_health  # noqa: E402
 from assistant.core import Assistant  # noqa: E402
 from assistant.errors import AssistantError, BackendUnavailable  # noqa: E402
+from assistant.llm import quiet_http_clients  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
 from knowledge.errors import KnowledgeError  # noqa: E402
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                   "or bind to 127.0.0.1.", file=sys.stderr)
             return 2
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        quiet_http_clients()
         t0 = time.perf_counter()
         assistant = Assistant(settings)
         try:

@@ -328,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, **overrides)
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        from assistant.llm import quiet_http_clients
+
+        quiet_http_clients()
         if args.command == "doctor":
             from assistant.doctor import run_doctor
 

@@ -120,7 +120,8 @@ class Assistant(DocumentsMixin, TrainingMixin):
         threading.Thread(target=cjk, name="cjk-tokens", daemon=True).start()  # ~10 s once
         return ServedLLM(self._model_server, path.name, cfg.n_ctx, cfg.seed,
                          cfg.repeat_penalty, request_timeout=cfg.request_timeout,
-                         ready_timeout=cfg.ready_timeout, cjk_tokens=cjk)
+                         ready_timeout=cfg.ready_timeout, cjk_tokens=cjk,
+                         repeat_last_n=cfg.repeat_last_n)
 
     def warm_up(self) -> None:
         """Load the chat model now rather than on the first question."""

@@ -231,6 +231,13 @@ def _client_errors(where: str):
                                  f"the middle of the answer: {exc}") from exc
 
 
+def quiet_http_clients() -> None:
+    """The HTTP clients log every request at INFO (each token count and answer sent to the
+    model server): keep them to warnings."""
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _transport_errors() -> tuple[type[Exception], ...]:
     """The HTTP client's connection errors (the ``openai`` client uses httpx, or its
     fork httpx2 in some versions)."""
@@ -258,8 +265,10 @@ class ServedLLM(LLM):
     def __init__(self, server, name: str, n_ctx: int, seed: int = 0,
                  repeat_penalty: float = 1.1, lora: Path | None = None,
                  request_timeout: float = 300.0, ready_timeout: float = 60.0,
-                 cjk_tokens: Callable[[], Sequence[int]] | None = None):
+                 cjk_tokens: Callable[[], Sequence[int]] | None = None,
+                 repeat_last_n: int = 16):
         self.server, self.name, self.n_ctx = server, name, n_ctx
+        self.repeat_last_n = repeat_last_n
         self.seed, self.repeat_penalty, self.lora = seed, repeat_penalty, lora
         self.request_timeout, self.ready_timeout = request_timeout, ready_timeout
         self._clients: dict[str, object] = {}
@@ -290,7 +299,8 @@ class ServedLLM(LLM):
             return base, self._clients[base]
 
     def stream_chat(self, messages, max_tokens, temperature):
-        extra: dict = {"repeat_penalty": self.repeat_penalty, "cache_prompt": True}
+        extra: dict = {"repeat_penalty": self.repeat_penalty,
+                       "repeat_last_n": self.repeat_last_n, "cache_prompt": True}
         if self._bias:
             extra["logit_bias"] = self._bias
         # every request names the scale of every loaded adapter: one that names none
@@ -337,4 +347,4 @@ class ServedLLM(LLM):
         path = Path(lora_path) if lora_path else None
         return ServedLLM(self.server, name or (path.stem if path else self.name), self.n_ctx,
                          self.seed, self.repeat_penalty, path, self.request_timeout,
-                         self.ready_timeout, self._cjk_tokens)
+                         self.ready_timeout, self._cjk_tokens, self.repeat_last_n)

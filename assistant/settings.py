@@ -48,6 +48,11 @@ class LLMSettings(_Section):
     repeat_penalty: float = Field(
         1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens (small models loop without it)."
     )
+    repeat_last_n: int = Field(
+        16, ge=0, le=4096, description="llama-server: how many of the last tokens the "
+        "repeat penalty looks at. The server counts the prompt in that window, whose "
+        "closing rule to cite [n] then kept a 64-token window's answers from citing; 16 "
+        "reaches past the prompt once a sentence is written and still stops short loops.")
     seed: int = Field(0, ge=0, description="Sampling seed, for repeatable answers.")
     # --- remote backend (an OpenAI-compatible server instead of the local GGUF) ---
     backend: Literal["llama-server", "llama-cpp", "openai"] = Field(

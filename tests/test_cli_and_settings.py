@@ -78,12 +78,12 @@ def test_cli_ingest_then_ask_streams_and_prints_sources(tmp_path):
     assert "handbook.pdf" in out.stdout
     out = _cli(tmp_path, "kb", "reread")  # all read by this Docent's readers
     assert out.returncode == 0 and "0 ingested, 0 unchanged, 0 failed" in out.stdout, out.stderr
-    env_small = ["ask", "When does the pharmacy close on Saturdays?"]
+    ask = ["ask", "When does the pharmacy close on Saturdays?"]
     out = subprocess.run(
-        [sys.executable, "-m", "assistant", *env_small], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "assistant", *ask], cwd=ROOT, capture_output=True, text=True,
         timeout=600, env={**os.environ, "DOCENT_DATA_DIR": str(tmp_path / "data"),
                           "DOCENT_MODELS_DIR": str(shared_models_dir()),
-                          "DOCENT_LLM__MODEL": "qwen2.5-coder-0.5b", "DOCENT_LLM__TEMPERATURE": "0"})
+                          "DOCENT_LLM__TEMPERATURE": "0"})  # the default 1.5B
     assert out.returncode == 0, out.stderr
     assert "9" in out.stdout and "Sources:" in out.stdout and "pharmacy.docx" in out.stdout
 
