@@ -29,3 +29,15 @@ def test_one_chat_round_through_the_gradio_client(app_server):
     text = reply["content"] if isinstance(reply["content"], str) else str(reply["content"])
     assert "Sources" in text and "visitors.txt" in text
     assert "2" in text and "7" in text  # 2 pm to 7 pm
+
+
+def test_uploads_a_crashed_run_left_are_removed_at_start(tmp_path):
+    import app as docent_app
+
+    uploads = tmp_path / "uploads"
+    (uploads / "a1b2").mkdir(parents=True)
+    (uploads / "a1b2" / "handbook.pdf").write_bytes(b"%PDF-1.4")
+    (uploads / "notes.txt").write_text("left behind", encoding="utf-8")
+    assert docent_app.clear_uploads(uploads) == 2
+    assert uploads.is_dir() and not list(uploads.iterdir())
+    assert docent_app.clear_uploads(tmp_path / "never-made") == 0
