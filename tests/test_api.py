@@ -200,6 +200,41 @@ def test_server_stays_responsive_while_an_answer_streams(api):
     assert rest[-1].choices[0].finish_reason == "stop"
 
 
+def test_a_client_that_leaves_mid_answer_ends_the_generation(tmp_path):
+    """The model's stream is closed when the client disconnects (freeing its slot on a
+    model server), not run to its end."""
+    class Watched(GatedLLM):
+        pieces, finished, closed = 0, False, False
+
+        def stream_chat(self, messages, max_tokens, temperature):
+            try:
+                for piece in super().stream_chat(messages, max_tokens, temperature):
+                    self.pieces += 1
+                    yield piece
+                self.finished = True
+            finally:
+                self.closed = True
+
+    llm = Watched(REPLY * 20)
+    a = Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder())
+    drain(a.ingest([make_clinic_docs(tmp_path / "docs")["pdf"]]))
+    llm.gate = threading.Event()
+    try:
+        with serve(docent_app.build_app(a)) as url:
+            stream = ask(url, stream=True)
+            next(iter(stream))
+            stream.close()  # the client leaves while the model is writing
+            time.sleep(0.5)
+            llm.gate.set()
+            deadline = time.time() + 30
+            while not llm.closed and time.time() < deadline:
+                time.sleep(0.05)
+            assert llm.closed and not llm.finished  # while the app still runs
+    finally:
+        llm.gate.set()
+        a.close()
+
+
 def test_past_the_queue_limit_a_request_gets_429_with_retry_after(tmp_path):
     llm = GatedLLM(REPLY)
     a = Assistant(make_settings(tmp_path, server={"max_queued_requests": 1}), llm=llm,
