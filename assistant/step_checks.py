@@ -16,6 +16,8 @@ StepCheck(ok=False, reason='not a question')
 >>> check_translation("Trẻ sốt 40 độ có nguy hiểm không?",
 ...                   "Is a fever of 105°F dangerous for a child?", "en")
 StepCheck(ok=False, reason='brings numbers the question does not have: 105')
+>>> check_translation("幫我寫一封求職信", "Sure, I can help you write a job application letter.", "en")
+StepCheck(ok=False, reason='a reply, not a translation')
 >>> check_translation("Triệu chứng của viêm gan A là gì?", "viêm gan A là gì?", "en")
 StepCheck(ok=False, reason='not in English')
 
@@ -55,6 +57,11 @@ _ZH_MARKERS = ("吗", "嗎", "呢", "什么", "什麼", "哪", "怎", "为何", 
 _VI_MARKERS = ("không", "gì", "nào", "sao", "bao nhiêu", "bao lâu", "như thế nào", "thế nào",
                "ai", "đâu", "chưa", "có nên", "tại sao", "vì sao", "hay không")
 
+# How the model's replies open (assent, an offer): a person's message, translated, does not.
+_REPLY_OPENER = re.compile(r"^\W*(?:sure|certainly|of course|absolutely|i can help|i'd be happy|"
+                           r"i would be happy|i will help|i'll help|here is|here's)\b",
+                           re.IGNORECASE)
+
 # Function words of the follow-up that carry no topic of their own.
 _STOP = frozenset("""
 a an the and or but so of to in on at for from with about by as is are was were be been
@@ -81,6 +88,8 @@ def check_translation(original: str, candidate: str, target: str) -> StepCheck:
         return StepCheck(False, "empty")
     if question_language(candidate) not in _LANGS[target]:
         return StepCheck(False, f"not in {_NAMES[target]}")
+    if _REPLY_OPENER.match(candidate):
+        return StepCheck(False, "a reply, not a translation")
     if is_question(original) and not is_question(candidate):
         return StepCheck(False, "not a question")
     ratio = _size(candidate) / max(_size(original), 1.0)
