@@ -316,8 +316,9 @@ def _cmd_canary(settings, args) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    report = run_canary(canary_models(settings.paths.models_dir), server_binary(args.server or settings.llm.server_binary),
-                        args.timeout, progress)
+    server = server_binary(args.server or settings.llm.server_binary)
+    report = run_canary(canary_models(settings.paths.models_dir), server, args.timeout,
+                        progress)
     print(report.render())
     return 0 if report.ok else 1
 

@@ -33,8 +33,8 @@ Auth: when ``server.api_token`` is set, every request needs ``Authorization: Bea
 <token>``. Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
 400 bad request, 401 token, 404 unknown model or knowledge base, 429 more than
 ``server.max_queued_requests`` chat completions at once (with ``Retry-After``), 502 the
-model server unreachable or crashed mid-answer, 500 anything else (logged). An error after streaming began is sent as a
-last ``data: {"error": ...}`` event.
+model server unreachable or crashed mid-answer, 500 anything else (logged). An error
+after streaming began is sent as a last ``data: {"error": ...}`` event.
 """
 from __future__ import annotations
 

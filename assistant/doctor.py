@@ -104,7 +104,8 @@ def _canary(settings: Settings, rep: Report) -> None:
         return
     from assistant.canary import canary_models, run_canary, server_binary
 
-    report = run_canary(canary_models(settings.paths.models_dir), server_binary(settings.llm.server_binary))
+    report = run_canary(canary_models(settings.paths.models_dir),
+                        server_binary(settings.llm.server_binary))
     for line in report.render().splitlines():
         rep.add("  " + line)
     rep.problems.extend(f"{c.name}: {c.detail.splitlines()[0]}" for c in report.failures)
