@@ -6,7 +6,7 @@ prompt, twice: as sampled, and with every CJK/kana/Hangul token given a bias of 
 the answer's own filter would otherwise have to delete) and the time per answer.
 
     python -m benchmarks.answer_script [--corpus DIR] [--model qwen2.5-coder-1.5b]
-        [--max-tokens 200] [--temperature 0.2]
+        [--max-tokens 120] [--temperature 0.2]
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=SHARED_DATA / "retrieval" / "medquad_liveqa")
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--max-tokens", type=int, default=200)
+    ap.add_argument("--max-tokens", type=int, default=120)
     ap.add_argument("--temperature", type=float, default=0.2)
     args = ap.parse_args()
 
@@ -89,6 +89,7 @@ def main() -> None:
                 totals[label][1] += han
                 totals[label][2] += seconds
                 rows.append((lang, question, label, han, seconds, text[:90].replace("\n", " ")))
+                print(f"{lang} {label}: {han} CJK characters, {seconds:.1f} s", flush=True)
         a.close()
     n = len(rows) // 2
     print(f"\n## East Asian characters in {n} Vietnamese/English answers "
