@@ -22,8 +22,9 @@ from knowledge.language import detect_language
 
 NAMES = {"en": "English", "zh-Hans": "Simplified Chinese", "zh-Hant": "Traditional Chinese",
          "vi": "Vietnamese"}
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_HAN_TAIL = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{1,6}$")
+HAN_RANGE = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs, for [...] classes
+_HAN = re.compile(f"[{HAN_RANGE}]")
+_HAN_TAIL = re.compile(f"[{HAN_RANGE}]{{1,6}}$")
 
 
 @lru_cache(maxsize=4)

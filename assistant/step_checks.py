@@ -39,10 +39,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from assistant.language import question_language
+from assistant.language import HAN_RANGE, question_language
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_HAN = re.compile(f"[{HAN_RANGE}]")
+_HAN_RUN = re.compile(f"[{HAN_RANGE}]+")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _LANGS = {"en": ("en",), "zh": ("zh-Hans", "zh-Hant"), "vi": ("vi",)}
