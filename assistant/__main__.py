@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--questions", type=int, default=None,
                        help="how many questions to generate (default: settings)")
     kb_sub.add_parser("status", help="--kb's embedder, size and reranker")
+    kb_sub.add_parser("reembed", help="embed --kb again with the multilingual embedder (an "
+                      "English-only knowledge base that is asked in other languages)")
     kb_sub.add_parser("reread", help="read --kb's documents that an older Docent read again "
                       "(e.g. PDFs from before section headings were found)")
     _chats_parser(sub)
@@ -158,8 +160,9 @@ def _cmd_kb(assistant, args) -> int:
     elif args.kb_command == "delete":
         assistant.delete_knowledge_base(args.name)
         print(f"deleted {args.name}")
-    elif args.kb_command == "train-reranker":
-        job = assistant.train_reranker(args.kb, args.questions)
+    elif args.kb_command in ("train-reranker", "reembed"):
+        job = (assistant.train_reranker(args.kb, args.questions)
+               if args.kb_command == "train-reranker" else assistant.reembed_knowledge_base(args.kb))
         last = ""
         while (job := assistant.jobs.get(job.job_id)).running:
             line = job.describe()

@@ -17,7 +17,8 @@ from assistant.conversations import (ConversationInfo, ConversationStore, Turn,
                                      history_for_prompt)
 from assistant.guard import ScopeGuard
 from assistant.inference_log import InferenceLog
-from assistant.jobs import Jobs, JobStatus
+from assistant.language import question_language
+from assistant.jobs import Jobs, JobStatus, Progress
 from assistant.llm import LLM, LlamaCppLLM, OpenAICompatLLM, ServedLLM
 from assistant.model_server import ModelServer, ServerConfig
 from assistant.errors import AssistantError, ModelNotFound
@@ -33,15 +34,16 @@ from ingest.pipeline import (
 )
 from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
-from knowledge.errors import IndexMismatch
+from knowledge.errors import IndexMismatch, KnowledgeError
 from knowledge.gpl import RerankerTraining, current_reranker, reranker_dir, train_reranker
-from knowledge.language import AUTO
+from knowledge.language import AUTO, reads
 from knowledge.library import Library
 from knowledge.types import DocumentRecord, Hit
 
 log = logging.getLogger(__name__)
 
 TRAIN_RERANKER = "reranker training"
+REEMBED = "re-embedding"
 
 
 class Assistant(DocumentsMixin, TrainingMixin):
@@ -162,9 +164,10 @@ class Assistant(DocumentsMixin, TrainingMixin):
                     if m.embedder != AUTO else "chosen from the language of the first document")
         lines = [f"**{base.name}**: {len(base.documents())} documents, {base.chunk_count()} "
                  f"chunks. Embedder: {embedder}.", "Reranker: " + self.reranker_status(kb)]
-        job = self.jobs.latest(TRAIN_RERANKER, base.name)
-        if job is not None:
-            lines.append(job.describe())
+        for kind in (REEMBED, TRAIN_RERANKER):
+            job = self.jobs.latest(kind, base.name)
+            if job is not None:
+                lines.append(job.describe())
         old = len(outdated_documents(base))
         if old:
             lines.append(f"{old} document(s) were read by an earlier Docent (PDFs without "
@@ -197,6 +200,40 @@ class Assistant(DocumentsMixin, TrainingMixin):
         return self.jobs.start(TRAIN_RERANKER, base.name,
                                lambda: train_reranker(base, self.llm, cfg),
                                record=reranker_dir(base.root) / "job.json")
+
+    def reembed_knowledge_base(self, kb: str | None = None) -> JobStatus:
+        """Start re-embedding ``kb`` with the multilingual embedder in the background (an
+        English-only knowledge base that holds or is asked in another language); it stays
+        searchable with its old vectors until the new ones are all in."""
+        base = self.library.get(kb or self.settings.default_kb)
+        if base.vectors is None or reads(base.manifest.embedder, "zh"):
+            raise KnowledgeError(f"Knowledge base {base.name!r} already uses an embedder that "
+                                 "reads every language (" + base.manifest.embedder + ").")
+
+        def work():
+            for done, total in base.reembed():
+                yield Progress("re-embedding", done, total, "multilingual embedder")
+            return {"embedder": base.manifest.embedder}
+
+        return self.jobs.start(REEMBED, base.name, work, record=base.root / "reembed-job.json")
+
+    def _reembed_for(self, question: str, names: Sequence[str]) -> list[str]:
+        """Start re-embedding the English-only knowledge bases among ``names`` when the
+        question is in another language; the names of those being re-embedded."""
+        if question_language(question) == "en":
+            return []
+        busy = []
+        for name in names:
+            base = self.library.get(name)
+            if base.vectors is None or reads(base.manifest.embedder, "zh"):
+                continue
+            job = self.jobs.latest(REEMBED, name)
+            if job is None or not job.running:
+                self.reembed_knowledge_base(name)
+                log.info("Knowledge base %s is asked in another language than English: "
+                         "re-embedding it with the multilingual embedder", name)
+            busy.append(name)
+        return busy
 
     def kb_profile(self, kb: str | None = None) -> Profile:
         """``kb``'s scope, system prompt and medical rules (see ``assistant.profiles``)."""
@@ -262,6 +299,7 @@ class Assistant(DocumentsMixin, TrainingMixin):
         names = names or [self.settings.default_kb]
         llm = self.llm_for(model)  # None: the model chosen with use_model, or the base
         profile = self.kb_profile(names[0])
+        self._reembed_for(question, names)
         yield from self.answerer.ask(llm, question, names, history, profile,
                                      model or self.chat_model())
 

@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Progress:
+    """A progress event for work that has no event type of its own."""
+
+    stage: str
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class JobStatus:
     job_id: str
     kind: str

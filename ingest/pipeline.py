@@ -84,10 +84,18 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
         yield IngestEvent(source, "loading", index, total,
                           "unchanged, read again: Docent reads this file type better now")
     doc = load(path, source, password=item.password)
+    sample = "\n".join(p.text for p in doc.pages[:20])
+    if kb.needs_multilingual(sample):
+        # an English-only knowledge base receiving another language: every passage is
+        # embedded again with the multilingual model before this file joins it
+        for done, passages in kb.reembed():
+            yield IngestEvent(source, "re-embedding", index, total,
+                              f"{done}/{passages} passages with the multilingual embedder "
+                              "(this file is not in English)")
     yield IngestEvent(source, "chunking", index, total)
     doc_id = doc_id_for(source, sha, reader)
     if count is None:
-        kb.ensure_embedder("\n".join(p.text for p in doc.pages[:20]))
+        kb.ensure_embedder(sample)
         count = kb.count_tokens
     chunks = chunk_pages(doc_id, source, doc.pages, params, count)
     if not chunks:

@@ -35,8 +35,8 @@ class LoadedDocument:
         return sum(len(p.text) for p in self.pages)
 
 
-Stage = Literal["queued", "loading", "chunking", "embedding", "done", "unchanged", "failed",
-                "deleted"]
+Stage = Literal["queued", "loading", "re-embedding", "chunking", "embedding", "done",
+                "unchanged", "failed", "deleted"]
 
 
 @dataclass(frozen=True)

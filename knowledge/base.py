@@ -20,7 +20,7 @@ from knowledge.bm25 import BM25Index
 from knowledge import dedup, headings
 from knowledge.catalog import Catalog
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
-from knowledge.language import AUTO, detect_language, embedder_for
+from knowledge.language import AUTO, MULTILINGUAL, detect_language, embedder_for, reads
 from knowledge.errors import EmbedderNotFound, IndexMismatch, KnowledgeError
 from knowledge.compress import Compressed, compress
 from knowledge.gpl import current_reranker, reranker_dir
@@ -38,6 +38,7 @@ FORMAT_VERSION = 3  # 2: duplicates, headings, tombstones; 3: heading-prefixed i
 KB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 ORIGINALS = "originals"  # <kb>/originals/<doc_id>.pdf: the ingested PDF, to render cited pages
 PAGE_CACHE = "page-cache"  # <kb>/page-cache/<doc_id>-*.png: pages rendered for citations
+REEMBED = "reembed.json"  # a change of embedder in progress (see KnowledgeBase.reembed)
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,68 @@ class KnowledgeBase:
                          embedder.name)
             return self.vectors.embedder
 
+    def needs_multilingual(self, sample: str) -> bool:
+        """Whether ``sample`` (a new document's text) is in a language this knowledge base's
+        embedder cannot read, so it must be re-embedded with the multilingual one first."""
+        return (self.vectors is not None and bool(sample.strip())
+                and not reads(self.manifest.embedder, detect_language(sample)))
+
+    def reembed(self, embedder_name: str = MULTILINGUAL, batch: int = 64
+                ) -> Iterator[tuple[int, int]]:
+        """Embed every passage again with ``embedder_name`` into a new collection and switch
+        to it once all are in, yielding ``(done, total)`` as it goes.
+
+        Nothing is lost on the way: searches use the old vectors until the switch, the
+        catalog (the truth) is only read, and a crash before the switch leaves the old
+        index as it was (the half-built collection is dropped at the next open). Writes
+        wait until it is done.
+        """
+        with self._lock:
+            embedder = self._embedders.get(embedder_name)
+            if self.vectors is None or self.vectors.embedder.name == embedder.name:
+                return
+            ids = self.catalog.canonical_ids()
+            collection = f"kb_{uuid.uuid4().hex[:16]}"
+            _write_json(self.root / REEMBED, {"from": self.manifest.collection,
+                                              "to": collection, "embedder": embedder.name})
+            target = VectorIndex(self._client, collection, embedder)
+            log.info("Knowledge base %s: re-embedding %d passages with %s", self.name,
+                     len(ids), embedder.name)
+            yield 0, len(ids)
+            for start in range(0, len(ids), batch):
+                chunks = list(self.catalog.chunks_by_id(ids[start:start + batch]).values())
+                target.upsert(chunks, embedder.embed_passages([c.index_text for c in chunks]))
+                yield min(start + batch, len(ids)), len(ids)
+            self.manifest = replace(self.manifest, collection=collection,
+                                    embedder=embedder.name, embedder_dim=embedder.dim)
+            self.manifest.save(self.root / "manifest.json")
+            self.vectors = target
+            self._finish_reembed()
+
+    def _finish_reembed(self) -> None:
+        """Complete or undo a change of embedder that ``reembed`` recorded: once the
+        manifest names the new collection the old one goes (with the heading vectors, which
+        belong to the old embedder); before that, the new one goes."""
+        marker = self.root / REEMBED
+        if not marker.is_file():
+            return
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        done = self.manifest.collection == record["to"]
+        if done:
+            self.catalog.clear_heading_vectors()
+        _drop_collection(self._client, record["from"] if done else record["to"])
+        marker.unlink()
+        if not done:
+            log.warning("Knowledge base %s: an unfinished change of embedder was undone; "
+                        "it is still searched with %s", self.name, self.manifest.embedder)
+
     def count_tokens(self, text: str) -> int:
         """Length of ``text`` in the embedder's tokens (what chunk sizes are measured in)."""
         return self.embedder.count_tokens(text)
 
     def _recover(self) -> None:
         """Finish or undo what a crash left (see ``knowledge.catalog``)."""
+        self._finish_reembed()
         for doc_id in self.catalog.pending_doc_ids():
             log.warning("Removing half-ingested document %s from %s", doc_id, self.name)
             if self.vectors is not None:
@@ -397,6 +454,19 @@ class KnowledgeBase:
 
     def close(self) -> None:
         self.catalog.close()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _drop_collection(client, name: str) -> None:
+    try:
+        client.delete_collection(name)
+    except Exception as exc:  # noqa: BLE001 - an absent collection is what we want
+        log.debug("Collection %s not dropped: %s", name, exc)
 
 
 def new_manifest(name: str, embedder: str, embedder_dim: int, chunk_size: int,

@@ -219,6 +219,11 @@ class Catalog:
             db.executemany("INSERT OR REPLACE INTO heading_vectors VALUES (?, ?)",
                            [(h, np.asarray(v, dtype="<f4").tobytes()) for h, v in vectors.items()])
 
+    def clear_heading_vectors(self) -> None:
+        """Forget every heading vector (they belong to an embedder that was replaced)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM heading_vectors")
+
     def clear_tombstone(self, doc_id: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM tombstones WHERE doc_id = ?", (doc_id,))

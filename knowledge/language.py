@@ -1,8 +1,13 @@
-"""Which embedder suits a knowledge base, from the language of its first document.
+"""The language of a text, and which embedder a knowledge base gets.
 
-English text gets ``all-MiniLM-L6-v2`` (on English MedQuAD it retrieves better than
-e5-small, 0.618 against 0.596 nDCG@10 over 220-token chunks, and embeds about 3x
-faster); anything else (Chinese, Vietnamese, mixed) gets ``multilingual-e5-small``.
+Docent is asked in English, Chinese and Vietnamese whatever language its documents are
+in, so the "auto" embedder is the multilingual one for every knowledge base: a question
+in Vietnamese about English documents is searched with its own words, not only through
+the small model's translation. ``all-MiniLM-L6-v2`` retrieves English MedQuAD a little
+better (0.618 against 0.596 nDCG@10, dense) and embeds ~7x faster on long passages, so
+it stays available by name for a knowledge base that is only ever English; one that
+receives a document or a question in another language is re-embedded with the
+multilingual model (``KnowledgeBase.reembed``).
 
 >>> detect_language("Take one tablet of metformin with food twice a day. " * 5)
 'en'
@@ -45,6 +50,22 @@ def detect_language(text: str, sample: int = 20_000) -> str:
     return "other"
 
 
+# embedders that only read English (a knowledge base holding or asked in another language
+# must not use them)
+ENGLISH_ONLY = frozenset({MINILM_NAME})
+MULTILINGUAL = E5_NAME
+
+
 def embedder_for(language: str) -> str:
-    """The installed embedder Docent picks for a knowledge base in ``language``."""
-    return MINILM_NAME if language == "en" else E5_NAME
+    """The installed embedder Docent picks for a new knowledge base ("auto"), whatever the
+    first document's ``language`` (see the module's docstring)."""
+    return MULTILINGUAL
+
+
+def reads(embedder: str, language: str) -> bool:
+    """Whether ``embedder`` can embed text in ``language`` (unknown folders: assumed yes).
+
+    >>> reads("all-MiniLM-L6-v2", "en"), reads("all-MiniLM-L6-v2", "zh"), reads("multilingual-e5-small", "vi")
+    (True, False, True)
+    """
+    return language == "en" or embedder not in ENGLISH_ONLY

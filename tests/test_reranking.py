@@ -28,28 +28,92 @@ def _pool():
     return EmbedderPool("auto", loader=lambda name: HashEmbedder(name))
 
 
-def test_auto_embedder_follows_the_first_documents_language(tmp_path):
+def test_auto_embedder_is_multilingual_and_the_choice_is_kept(tmp_path):
     (tmp_path / "en.txt").write_text(ENGLISH * 5, encoding="utf-8")
-    (tmp_path / "zh.txt").write_text(CHINESE * 5, encoding="utf-8")
     a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"))
     a.library.close()
     a.library = Library(a.paths.kb_dir, _pool(), 220, 40)
     a.create_knowledge_base("english")
-    a.create_knowledge_base("chinese")
     assert a.library.manifest("english").embedder == "auto"
     drain(a.ingest([tmp_path / "en.txt"], kb="english"))
-    drain(a.ingest([tmp_path / "zh.txt"], kb="chinese"))
-    assert a.library.manifest("english").embedder == MINILM_NAME
+    # an English first document still gets the multilingual embedder: the knowledge base
+    # will be asked in Chinese and Vietnamese too
+    assert a.library.manifest("english").embedder == E5_NAME
     assert a.library.manifest("english").language == "en"
-    assert a.library.manifest("chinese").embedder == E5_NAME
     assert "chosen for en text" in a.knowledge_base_status("english")
     assert "Reranker: none" in a.knowledge_base_status("english")
     # the choice is kept: reopening uses the recorded embedder, whatever the default
     a.library.close()
-    lib = Library(a.paths.kb_dir, EmbedderPool(E5_NAME, loader=lambda n: HashEmbedder(n)), 220, 40)
-    assert lib.get("english").embedder.name == MINILM_NAME
+    lib = Library(a.paths.kb_dir, EmbedderPool(MINILM_NAME, loader=lambda n: HashEmbedder(n)),
+                  220, 40)
+    assert lib.get("english").embedder.name == E5_NAME
     assert lib.search(["english"], "metformin dose", 1)[0].chunk.source == "en.txt"
     lib.close()
+
+
+def _english_only_kb(tmp_path):
+    """An assistant whose knowledge base "clinic" was built with MiniLM (as "auto" chose
+    for English documents before) and holds one English file."""
+    (tmp_path / "en.txt").write_text(ENGLISH * 5, encoding="utf-8")
+    (tmp_path / "zh.txt").write_text(CHINESE * 5, encoding="utf-8")
+    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"))
+    a.library.close()
+    a.library = a.answerer.library = Library(a.paths.kb_dir, _pool(), 220, 40)
+    a.create_knowledge_base("clinic", MINILM_NAME)
+    drain(a.ingest([tmp_path / "en.txt"], kb="clinic"))
+    return a
+
+
+def test_a_chinese_file_reembeds_an_english_only_knowledge_base_first(tmp_path):
+    a = _english_only_kb(tmp_path)
+    base = a.library.get("clinic")
+    old = base.manifest.collection
+    english_chunks = base.chunk_count()
+    events = []
+    drain(a.ingest([tmp_path / "zh.txt"], kb="clinic"), events.append)
+    stages = [e for e in events if e.stage == "re-embedding"]
+    assert stages and stages[-1].message.startswith(f"{english_chunks}/{english_chunks} ")
+    m = a.library.manifest("clinic")
+    assert m.embedder == E5_NAME and m.collection != old
+    assert base.vectors.count() == base.chunk_count() == english_chunks + 1
+    assert old not in [c.name for c in a.library._client.list_collections()]
+    assert not (base.root / "reembed.json").exists()
+    # both files are found through the new vectors
+    dense = base.retriever("dense")
+    assert dense.retrieve("metformin evening meal", 1)[0].chunk.source == "en.txt"
+    assert dense.retrieve(CHINESE, 1)[0].chunk.source == "zh.txt"
+
+
+def test_an_interrupted_reembed_leaves_the_old_index_as_it_was(tmp_path):
+    a = _english_only_kb(tmp_path)
+    base = a.library.get("clinic")
+    old = base.manifest.collection
+    steps = base.reembed(E5_NAME, batch=1)
+    assert next(steps)[0] == 0 and next(steps)[0] == 1  # one passage in, then a "crash"
+    marker = __import__("json").loads((base.root / "reembed.json").read_text())
+    steps.close()
+    a.library.close()  # reopened as after a restart
+    lib = Library(a.paths.kb_dir, _pool(), 220, 40)
+    again = lib.get("clinic")
+    assert again.manifest.embedder == MINILM_NAME and again.manifest.collection == old
+    assert again.vectors.count() == again.chunk_count()
+    names = [c.name for c in lib._client.list_collections()]
+    assert old in names and marker["to"] not in names
+    assert not (again.root / "reembed.json").exists()
+    lib.close()
+
+
+def test_a_question_in_another_language_starts_reembedding_in_the_background(tmp_path):
+    a = _english_only_kb(tmp_path)
+    list(a.ask("What is the dose of metformin?", kb="clinic"))
+    assert a.jobs.latest("re-embedding", "clinic") is None
+    list(a.ask("Liều metformin ban đầu là bao nhiêu?", kb="clinic"))
+    job = a.jobs.wait(a.jobs.latest("re-embedding", "clinic").job_id)
+    assert job.state == "done", job.error
+    assert a.library.manifest("clinic").embedder == E5_NAME
+    assert "re-embedding finished" in a.knowledge_base_status("clinic")
+    with pytest.raises(Exception, match="already uses an embedder that reads every language"):
+        a.reembed_knowledge_base("clinic")
 
 
 def test_compression_keeps_relevant_sentences_in_order_within_budget():
