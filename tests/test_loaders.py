@@ -4,6 +4,7 @@ Each file is either read (known strings spot-checked, CJK included) or refused w
 expected reason. OCR cases expect text when Tesseract is installed (``make test``
 installs it as root) and the install hint otherwise.
 """
+import re
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,23 @@ def test_png_is_read_by_ocr(tmp_path):
                                fill="black", font=ImageFont.load_default(size=56))
     image.save(tmp_path / "label.png")
     assert "Paracetamol 500 mg" in load(tmp_path / "label.png").pages[0].text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not {"chi_tra", "vie"} <= ocr.installed_languages(),
+                    reason="needs Tesseract's Chinese and Vietnamese models (make test installs them)")
+@pytest.mark.parametrize("name, expected", [
+    ("leaflet_zh_hant.png", ["呼吸急促", "就醫"]),
+    ("leaflet_vi.png", ["Ho, nhất là vào ban đêm", "khó thở"]),
+])
+def test_chinese_and_vietnamese_scans_are_read_in_their_script(name, expected):
+    # OSD is unsure of the script on a short page; the English model would turn the
+    # Chinese page into confident-looking Latin garbage
+    text = load(FIXTURES / "image" / name).pages[0].text
+    for phrase in expected:
+        assert phrase in text, text
+    if "zh" in name:
+        assert not re.search(r"[A-Za-z]{2,}", text), text
 
 
 def test_image_without_tesseract_says_how_to_get_it(tmp_path, monkeypatch):
