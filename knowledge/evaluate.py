@@ -2,12 +2,15 @@
 
     python -m knowledge.evaluate --data ../shared/data/retrieval/medquad_liveqa --split test \\
         [--config bm25 dense hybrid hybrid-weighted hybrid-weighted+rerank] \\
-        [--keep DIR --train-reranker N] [--limit-queries N] [--cache DIR]
+        [--keep DIR --train-reranker N] [--limit-queries N] [--cache DIR] \\
+        [--queries DIR] [--embedder NAME|FOLDER]
 
 Ingests the corpus into a temporary knowledge base through the product's chunking and
 index (vectors cached by content hash under --cache, so a re-run does not re-embed),
-runs every query, ranks documents by their best chunk, and prints nDCG@10, Recall@100
-and MRR@10 (ir-measures / trec_eval) with p50/p95 latency per stage.
+runs every query, ranks documents by their best chunk, and prints nDCG@10, Recall@5,
+Recall@100 and MRR@10 (ir-measures / trec_eval) with p50/p95 latency per stage.
+``--queries DIR`` takes ``queries.jsonl`` and ``qrels/<split>.tsv`` from DIR instead of
+``--data`` (e.g. Chinese and Vietnamese questions over the English MedQuAD corpus).
 """
 from __future__ import annotations
 
@@ -33,11 +36,13 @@ CONFIGS = {
 }
 
 
-def load_beir(folder: Path, split: str):
+def load_beir(folder: Path, split: str, queries_folder: Path | None = None):
+    """Corpus, judged queries and qrels; queries and qrels from ``queries_folder`` when given."""
+    qfolder = queries_folder or folder
     corpus = [json.loads(line) for line in (folder / "corpus.jsonl").open(encoding="utf-8")]
-    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").open(encoding="utf-8"))}
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (qfolder / "queries.jsonl").open(encoding="utf-8"))}
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with (folder / "qrels" / f"{split}.tsv").open(encoding="utf-8") as f:
+    with (qfolder / "qrels" / f"{split}.tsv").open(encoding="utf-8") as f:
         for row in csv.DictReader(f, delimiter="\t"):
             qrels[row["query-id"]][row["corpus-id"]] = int(row["score"])
     queries = {qid: text for qid, text in queries.items() if qid in qrels}
@@ -114,8 +119,9 @@ def evaluate(kb, queries, qrels, config: str, depth: int = 100, reranker=None,
             _evidence(kb, hits[:top_k], kept, qrels.get(qid, {}), (answers or {}).get(qid), evidence)
         run.extend(ir_measures.ScoredDoc(qid, doc, s) for doc, s in rank_documents(kb, hits).items())
     qrel_list = [ir_measures.Qrel(q, d, s) for q, docs in qrels.items() for d, s in docs.items()]
-    metrics = ir_measures.calc_aggregate([nDCG @ 10, R @ 100, RR @ 10], qrel_list, run)
-    out = {"nDCG@10": metrics[nDCG @ 10], "R@100": metrics[R @ 100], "MRR@10": metrics[RR @ 10]}
+    metrics = ir_measures.calc_aggregate([nDCG @ 10, R @ 5, R @ 100, RR @ 10], qrel_list, run)
+    out = {"nDCG@10": metrics[nDCG @ 10], "R@5": metrics[R @ 5], "R@100": metrics[R @ 100],
+           "MRR@10": metrics[RR @ 10]}
     out.update({name: statistics.fmean(v) for name, v in evidence.items()})
     lat = {stage: (statistics.median(v) * 1000, sorted(v)[int(0.95 * (len(v) - 1))] * 1000)
            for stage, v in latency.items()}
@@ -149,6 +155,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="test")
+    ap.add_argument("--queries", type=Path, help="folder with queries.jsonl and qrels/<split>.tsv "
+                    "over the --data corpus (default: --data itself)")
     ap.add_argument("--config", nargs="+", default=["bm25", "dense", "hybrid", "hybrid-weighted"],
                     help=f"any of {', '.join(CONFIGS)}, optionally with +prf, +rerank, "
                     "+compress (e.g. hybrid-weighted+rerank+compress)")
@@ -172,17 +180,20 @@ def main() -> None:
                     help="+compress: token budgets for the top 5 passages")
     args = ap.parse_args()
 
+    from assistant.settings import load_settings
     from knowledge.embed_cache import CachedEmbedder
     from knowledge.embedders import EmbedderPool, load_embedder
 
-    corpus, queries, qrels = load_beir(args.data, args.split)
+    corpus, queries, qrels = load_beir(args.data, args.split, args.queries)
     if args.limit_queries:
         queries = dict(list(queries.items())[: args.limit_queries])
         qrels = {q: qrels[q] for q in queries}  # unscored queries would count as zeros
     cache = args.cache / "embeddings.sqlite3"
-    pool = EmbedderPool(args.embedder,
-                        loader=lambda name: CachedEmbedder(load_embedder(name), cache))
-    print(f"{args.data.name}/{args.split}: {len(corpus)} docs, {len(queries)} queries; "
+    models_dir = load_settings().paths.models_dir  # for optional embedders (embeddinggemma-300m)
+    pool = EmbedderPool(args.embedder, loader=lambda name: CachedEmbedder(
+        load_embedder(name, models_dir=models_dir), cache))
+    qname = f" (queries {args.queries.name})" if args.queries else ""
+    print(f"{args.data.name}/{args.split}{qname}: {len(corpus)} docs, {len(queries)} queries; "
           f"embedder {args.embedder}, chunks {args.chunk_size}/{args.chunk_overlap}")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
@@ -194,9 +205,9 @@ def main() -> None:
         if args.train_reranker:
             _train(kb, args.train_reranker, args.llm, args.train_option)
         rerankers = _rerankers(kb, args) if any("+rerank" in c for c in args.config) else {}
-        answers = _answers(args.data)
-        print("| config | nDCG@10 | R@100 | MRR@10 | latency p50/p95 ms by stage | compression |")
-        print("|---|---|---|---|---|---|")
+        answers = _answers(args.queries or args.data)
+        print("| config | nDCG@10 | R@5 | R@100 | MRR@10 | latency p50/p95 ms by stage | compression |")
+        print("|---|---|---|---|---|---|---|")
         for config in args.config:
             for label, reranker in (rerankers.items() if "+rerank" in config else [("", None)]):
                 for budget in (args.budget if "+compress" in config else [0]):
@@ -207,7 +218,7 @@ def main() -> None:
                             f"tokens, relevant kept {m.get('relevant kept', float('nan')):.2f}, "
                             f"answer words kept {m.get('answer words kept', float('nan')):.2f}"
                             if budget else "")
-                    print(f"| {config}{label} | {m['nDCG@10']:.3f} | {m['R@100']:.3f} | "
+                    print(f"| {config}{label} | {m['nDCG@10']:.3f} | {m['R@5']:.3f} | {m['R@100']:.3f} | "
                           f"{m['MRR@10']:.3f} | {stages} | {comp} |", flush=True)
         lib.close()
 
