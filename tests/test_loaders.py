@@ -39,6 +39,8 @@ CASES = {
     "pdf/scanned_rotated_90.pdf": (["Docling bundles PDF document conversion"], {OCR: True, "method": "ocr"}),
     "pdf/scanned_with_ocr_layer.pdf": (["Foundation"], {OCR: True, "method": "ocr", "slow": True}),
     "image/scanned_page.tif": (["DocLayNet"], {OCR: True, "slow": True}),
+    "image/leaflet_zh_hant.png": (["呼吸急促", "就醫"], {OCR: True, "slow": True}),
+    "image/leaflet_vi.png": (["Ho, nhất là vào ban đêm", "khó thở"], {OCR: True, "slow": True}),
     "docx/tables_merged_cells.docx": (["| 1 | 2 | 3 |"], {}),
     "docx/word_tables.docx": (["| Header 0.0 | Header 0.1"], {}),
     "docx/paras_and_tables.docx": (["Lorem ipsum"], {}),
@@ -216,19 +218,12 @@ def test_png_is_read_by_ocr(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not {"chi_tra", "vie"} <= ocr.installed_languages(),
-                    reason="needs Tesseract's Chinese and Vietnamese models (make test installs them)")
-@pytest.mark.parametrize("name, expected", [
-    ("leaflet_zh_hant.png", ["呼吸急促", "就醫"]),
-    ("leaflet_vi.png", ["Ho, nhất là vào ban đêm", "khó thở"]),
-])
-def test_chinese_and_vietnamese_scans_are_read_in_their_script(name, expected):
-    # OSD is unsure of the script on a short page; the English model would turn the
-    # Chinese page into confident-looking Latin garbage
-    text = load(FIXTURES / "image" / name).pages[0].text
-    for phrase in expected:
-        assert phrase in text, text
-    if "zh" in name:
-        assert not re.search(r"[A-Za-z]{2,}", text), text
+                    reason="needs Tesseract's Chinese models (make test installs them)")
+def test_a_chinese_scan_is_read_as_chinese_not_latin_garbage():
+    # OSD is unsure of the script on a short page, and the English model would read it
+    # as confident-looking Latin (the fixture cases check the words themselves)
+    text = load(FIXTURES / "image" / "leaflet_zh_hant.png").pages[0].text
+    assert "呼吸" in text and not re.search(r"[A-Za-z]{2,}", text), text
 
 
 def test_image_without_tesseract_says_how_to_get_it(tmp_path, monkeypatch):
