@@ -56,13 +56,12 @@ class Answerer:
         top_k = self.settings.retrieval.top_k
         # a translated query is searched beside the original: documents in the question's
         # own language (a mixed knowledge base) are still found
-        found = [self.library.search(kbs, q, top_k) for q in dict.fromkeys([query, standalone])]
+        searched = list(dict.fromkeys([query, standalone]))
+        found = [self.library.search(kbs, q, top_k) for q in searched]
         hits = _interleave(found, top_k)
         timings["retrieve_s"] = time.perf_counter() - t0
         best = max((b for b in map(support, found) if b is not None), default=None)
-        threshold = threshold_for(self.library.get(kbs[0]).manifest.embedder,
-                                  self.settings.answers.min_similarity)
-        supported = threshold is None or (best is not None and best >= threshold)
+        supported = self._supported(searched, found, kbs[0])
         urgent = urgent_advice(question, lang) if profile.medical else ""
         run = _Run(question, query, lang, kbs, model, timings, best, urgent, steps)
         if profile.scope:
@@ -100,6 +99,22 @@ class Answerer:
         rewrite = condense(llm, history, question)
         timings["condense_s"] = time.perf_counter() - t0
         return _vetted("condense", question, rewrite, check_condensed, steps)
+
+    def _supported(self, searched: list[str], found: list[list[Hit]], kb: str) -> bool:
+        """The evidence gate: some search's best hit is close enough to its query. A query
+        in another language than the knowledge base's (the question itself, beside its
+        translation or when that was rejected) is held to the threshold calibrated for
+        questions asked across languages, which score lower when answerable."""
+        manifest = self.library.get(kb).manifest
+        kb_lang = _KB_LANG.get(manifest.language or "")
+        for query, hits in zip(searched, found):
+            across = bool(kb_lang) and question_language(query).split("-")[0] != kb_lang
+            threshold = threshold_for(manifest.embedder, self.settings.answers.min_similarity,
+                                      across)
+            best = support(hits)
+            if threshold is None or (best is not None and best >= threshold):
+                return True
+        return False
 
     def _translated(self, llm: LLM, query: str, kbs: list[str], lang: str,
                     timings: dict[str, float], steps: list[str]) -> str:

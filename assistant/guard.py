@@ -42,6 +42,8 @@ from knowledge.types import Hit
 
 # best-hit cosine threshold per embedder (5th percentile of answerable questions)
 CALIBRATED = {MINILM_NAME: 0.60, E5_NAME: 0.85}
+# the same for a query in another language than the knowledge base (cross-lingual)
+CALIBRATED_ACROSS = {E5_NAME: 0.85}
 
 
 def support(hits: list[Hit]) -> float | None:
@@ -50,8 +52,12 @@ def support(hits: list[Hit]) -> float | None:
     return max(values) if values else None
 
 
-def threshold_for(embedder: str, override: float | None) -> float | None:
-    return override if override is not None else CALIBRATED.get(embedder)
+def threshold_for(embedder: str, override: float | None, across: bool = False) -> float | None:
+    """The gate's threshold for ``embedder`` (None: no calibration, the gate is off);
+    ``across``: for a query in another language than the knowledge base."""
+    if override is not None:
+        return override
+    return (CALIBRATED_ACROSS if across else CALIBRATED).get(embedder, CALIBRATED.get(embedder))
 
 
 @dataclass(frozen=True)

@@ -285,3 +285,20 @@ def test_real_model_answers_traditional_in_traditional(tmp_path, e5):
     body = answer.text.split("\n\n")[0]
     assert to_traditional(body) == body and is_traditional(body), body
     a.close()
+
+
+def test_a_rejected_translation_still_finds_the_passage_across_languages(e5_guarded):
+    """The 1.5B answers instead of translating; the check rejects it, and the question's
+    own words find the English passage through the multilingual embedder, judged by the
+    gate's cross-lingual threshold: the question is answered, not withheld."""
+    a, llm = e5_guarded
+    llm.calls.clear()
+    llm.replies = ["Penicillin allergy is a common condition and can be serious.",
+                   "Không, người dị ứng penicillin không được uống amoxicillin [1]."]
+    answer = final(a.ask("Người bị dị ứng penicillin có được uống amoxicillin không?"))
+    assert answer.steps[0].startswith("translate rejected")
+    assert answer.search_query.startswith("Người bị dị ứng penicillin")
+    assert answer.refused == "", answer.text
+    assert answer.sources[0].source == "handbook.pdf"
+    assert "penicillin" in answer.sources[0].text
+    assert answer.citations and answer.citations[0].source == "handbook.pdf"
