@@ -42,8 +42,10 @@ from knowledge.types import Hit
 
 # best-hit cosine threshold per embedder (5th percentile of answerable questions)
 CALIBRATED = {MINILM_NAME: 0.60, E5_NAME: 0.85}
-# the same for a query in another language than the knowledge base (cross-lingual)
-CALIBRATED_ACROSS = {E5_NAME: 0.85}
+# the same for a query in another language than the knowledge base: a Chinese or
+# Vietnamese question scores lower against the English passage that answers it (p5 0.833
+# on benchmarks/data/crosslingual, median 0.847)
+CALIBRATED_ACROSS = {E5_NAME: 0.83}
 
 
 def support(hits: list[Hit]) -> float | None:
