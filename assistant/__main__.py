@@ -55,8 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--questions", type=int, default=None,
                        help="how many questions to generate (default: settings)")
     kb_sub.add_parser("status", help="--kb's embedder, size and reranker")
-    kb_sub.add_parser("reembed", help="embed --kb again with the multilingual embedder (an "
-                      "English-only knowledge base that is asked in other languages)")
+    reembed = kb_sub.add_parser("reembed", help="embed --kb again in the background, "
+                                "searchable meanwhile (default: the multilingual embedder)")
+    reembed.add_argument("--embedder", help="e.g. embeddinggemma-300m (after `make "
+                         "embeddinggemma`)")
     kb_sub.add_parser("reread", help="read --kb's documents that an older Docent read again "
                       "(e.g. PDFs from before section headings were found)")
     _chats_parser(sub)
@@ -162,7 +164,8 @@ def _cmd_kb(assistant, args) -> int:
         print(f"deleted {args.name}")
     elif args.kb_command in ("train-reranker", "reembed"):
         job = (assistant.train_reranker(args.kb, args.questions)
-               if args.kb_command == "train-reranker" else assistant.reembed_knowledge_base(args.kb))
+               if args.kb_command == "train-reranker"
+               else assistant.reembed_knowledge_base(args.kb, args.embedder))
         last = ""
         while (job := assistant.jobs.get(job.job_id)).running:
             line = job.describe()

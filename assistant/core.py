@@ -36,7 +36,7 @@ from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
 from knowledge.errors import IndexMismatch, KnowledgeError
 from knowledge.gpl import RerankerTraining, current_reranker, reranker_dir, train_reranker
-from knowledge.language import AUTO, reads
+from knowledge.language import AUTO, MULTILINGUAL, reads
 from knowledge.library import Library
 from knowledge.types import DocumentRecord, Hit
 
@@ -60,7 +60,8 @@ class Assistant(DocumentsMixin, TrainingMixin):
         self._llm = llm
         self._llm_lock = threading.Lock()
         self.embedders = (EmbedderPool.fixed(embedder) if embedder else
-                          EmbedderPool(settings.embedder.model, settings.embedder.batch_size))
+                          EmbedderPool(settings.embedder.model, settings.embedder.batch_size,
+                                       models_dir=settings.paths.models_dir))
         self.chunking = ChunkingParams(settings.chunking.chunk_size, settings.chunking.chunk_overlap)
         self.library = Library(
             self.paths.kb_dir, self.embedders, self.chunking.chunk_size,
@@ -201,18 +202,26 @@ class Assistant(DocumentsMixin, TrainingMixin):
                                lambda: train_reranker(base, self.llm, cfg),
                                record=reranker_dir(base.root) / "job.json")
 
-    def reembed_knowledge_base(self, kb: str | None = None) -> JobStatus:
-        """Start re-embedding ``kb`` with the multilingual embedder in the background (an
-        English-only knowledge base that holds or is asked in another language); it stays
-        searchable with its old vectors until the new ones are all in."""
+    def reembed_knowledge_base(self, kb: str | None = None,
+                               embedder: str | None = None) -> JobStatus:
+        """Start re-embedding ``kb`` in the background with ``embedder`` (default: the
+        multilingual one, for an English-only knowledge base that holds or is asked in
+        another language); it stays searchable with its old vectors until the new ones are
+        all in, then switches."""
         base = self.library.get(kb or self.settings.default_kb)
-        if base.vectors is None or reads(base.manifest.embedder, "zh"):
+        if base.vectors is None:
+            raise KnowledgeError(f"Knowledge base {base.name!r} is empty: there is nothing "
+                                 "to re-embed (its first document chooses the embedder).")
+        if embedder is None and reads(base.manifest.embedder, "zh"):
             raise KnowledgeError(f"Knowledge base {base.name!r} already uses an embedder that "
                                  "reads every language (" + base.manifest.embedder + ").")
+        target = self.embedders.get(embedder or MULTILINGUAL).name  # loads it: fails early
+        if target == base.manifest.embedder:
+            raise KnowledgeError(f"Knowledge base {base.name!r} already uses {target}.")
 
         def work():
-            for done, total in base.reembed():
-                yield Progress("re-embedding", done, total, "multilingual embedder")
+            for done, total in base.reembed(target):
+                yield Progress("re-embedding", done, total, target)
             return {"embedder": base.manifest.embedder}
 
         return self.jobs.start(REEMBED, base.name, work, record=base.root / "reembed-job.json")

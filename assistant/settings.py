@@ -92,11 +92,12 @@ class LLMSettings(_Section):
 class EmbedderSettings(_Section):
     model: str = Field(
         "auto",
-        description="Embedder for new knowledge bases: 'auto' (from the first document's "
-        "language: all-MiniLM-L6-v2 for English, multilingual-e5-small otherwise), "
-        "'multilingual-e5-small' (installed, EN/zh/vi), 'all-MiniLM-L6-v2' (installed, "
-        "English), or a path to a local sentence-transformers folder. A knowledge base "
-        "keeps the embedder it was built with.",
+        description="Embedder for new knowledge bases: 'auto' (multilingual-e5-small, "
+        "installed, for every language), 'all-MiniLM-L6-v2' (installed, English only, "
+        "faster), 'embeddinggemma-300m' (after `make embeddinggemma`: far better across "
+        "languages, ~4x slower to embed than e5), or a path to a local sentence-transformers "
+        "folder. A knowledge base keeps its embedder; `kb reembed --embedder NAME` moves it "
+        "to another in the background.",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
 
