@@ -133,14 +133,16 @@ def translations(a, rows: list[dict]) -> list[dict]:
 
 
 def ask_all(a, rows: list[dict]) -> list[dict]:
-    from assistant.types import Answer
+    from assistant.types import Answer, AnswerDelta
 
     out = []
     for row in rows:
         t0 = time.perf_counter()
-        final = None
+        final, streamed = None, []
         for event in a.ask(row["text"], KB):
-            if isinstance(event, Answer):
+            if isinstance(event, AnswerDelta):
+                streamed.append(event.text)
+            elif isinstance(event, Answer):
                 final = event
         text = body(final)
         want = answering(row)
@@ -153,6 +155,7 @@ def ask_all(a, rows: list[dict]) -> list[dict]:
             "support": final.support, "steps": list(final.steps),
             "search_query": final.search_query, "seconds": round(time.perf_counter() - t0, 1),
             "answer": final.text[:300],
+            "streamed": "".join(streamed)[:600],  # what the model wrote, before any withdrawal
         }
         out.append(rec)
         print(json.dumps(rec, ensure_ascii=False), flush=True)
