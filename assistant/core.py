@@ -36,7 +36,7 @@ from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
 from knowledge.errors import IndexMismatch, KnowledgeError
 from knowledge.gpl import RerankerTraining, current_reranker, reranker_dir, train_reranker
-from knowledge.language import AUTO, MULTILINGUAL, reads
+from knowledge.language import AUTO, MULTILINGUAL, multilingual
 from knowledge.library import Library
 from knowledge.types import DocumentRecord, Hit
 
@@ -212,7 +212,7 @@ class Assistant(DocumentsMixin, TrainingMixin):
         if base.vectors is None:
             raise KnowledgeError(f"Knowledge base {base.name!r} is empty: there is nothing "
                                  "to re-embed (its first document chooses the embedder).")
-        if embedder is None and reads(base.manifest.embedder, "zh"):
+        if embedder is None and multilingual(base.manifest.embedder):
             raise KnowledgeError(f"Knowledge base {base.name!r} already uses an embedder that "
                                  "reads every language (" + base.manifest.embedder + ").")
         target = self.embedders.get(embedder or MULTILINGUAL).name  # loads it: fails early
@@ -234,7 +234,7 @@ class Assistant(DocumentsMixin, TrainingMixin):
         busy = []
         for name in names:
             base = self.library.get(name)
-            if base.vectors is None or reads(base.manifest.embedder, "zh"):
+            if base.vectors is None or multilingual(base.manifest.embedder):
                 continue
             job = self.jobs.latest(REEMBED, name)
             if job is None or not job.running:

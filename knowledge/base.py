@@ -56,9 +56,7 @@ class Manifest:
     language: str = ""  # detected from the first document when the embedder was "auto"
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-        tmp.replace(path)
+        _write_json(path, asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> "Manifest":
@@ -457,8 +455,9 @@ class KnowledgeBase:
 
 
 def _write_json(path: Path, data: dict) -> None:
+    """``data`` as ``path``, atomically (written aside, then renamed over it)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
     tmp.replace(path)
 
 

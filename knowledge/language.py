@@ -62,10 +62,15 @@ def embedder_for(language: str) -> str:
     return MULTILINGUAL
 
 
+def multilingual(embedder: str) -> bool:
+    """Whether ``embedder`` reads every language Docent is asked in."""
+    return embedder not in ENGLISH_ONLY
+
+
 def reads(embedder: str, language: str) -> bool:
     """Whether ``embedder`` can embed text in ``language`` (unknown folders: assumed yes).
 
     >>> reads("all-MiniLM-L6-v2", "en"), reads("all-MiniLM-L6-v2", "zh"), reads("multilingual-e5-small", "vi")
     (True, False, True)
     """
-    return language == "en" or embedder not in ENGLISH_ONLY
+    return language == "en" or multilingual(embedder)
