@@ -14,19 +14,19 @@ import secrets
 import sys
 import time
 
-from assistant.offline import go_offline
+from common.offline import go_offline
 
 go_offline()
 
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
+from common.errors import DocentError  # noqa: E402
 from assistant.api import build_api, build_health  # noqa: E402
 from assistant.core import Assistant  # noqa: E402
-from assistant.errors import AssistantError, BackendUnavailable  # noqa: E402
+from assistant.errors import BackendUnavailable  # noqa: E402
 from assistant.llm import quiet_http_clients  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
-from knowledge.errors import KnowledgeError  # noqa: E402
 
 log = logging.getLogger("docent")
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise  # a remote server that is wrong at start stays an error at start
             # the page still serves and says so; the supervisor keeps trying the model
             log.error("The chat model is not ready yet: %s", exc)
-    except (AssistantError, KnowledgeError, ValueError, FileNotFoundError) as exc:
+    except (DocentError, ValueError, FileNotFoundError) as exc:
         print(f"Docent cannot start: {exc}\nRun `python -m assistant doctor` for details.", file=sys.stderr)
         return 2
     # Files the page receives (uploads, and what it serves back) go to the data dir, not

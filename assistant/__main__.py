@@ -7,16 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from assistant.offline import go_offline
+from common.offline import go_offline
 
 go_offline()
 
+from common.errors import DocentError  # noqa: E402
 from assistant.cli_finetune import cmd_finetune, finetune_parser  # noqa: E402
-from assistant.errors import AssistantError  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
-from ingest.errors import IngestError  # noqa: E402
 from ingest.pipeline import drain  # noqa: E402
-from knowledge.errors import KnowledgeError  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -303,7 +301,7 @@ def _cmd_task(assistant, args) -> int:
 
 
 def _cmd_models(settings, args) -> int:
-    from assistant.models import DEFAULT_MODELS, ensure_gguf
+    from common.models import DEFAULT_MODELS, ensure_gguf
 
     for name in args.names or [settings.llm.model]:
         if name not in DEFAULT_MODELS:
@@ -361,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             assistant.close()
     except KeyboardInterrupt:
         return 130
-    except (AssistantError, KnowledgeError, IngestError, ValueError, FileNotFoundError) as exc:
+    except (DocentError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

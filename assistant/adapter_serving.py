@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from assistant.llm import LLM, LlamaCppLLM, ServedLLM
-from assistant.models import DEFAULT_MODELS, resolve_gguf
+from common.models import DEFAULT_MODELS, resolve_gguf
 from assistant.settings import Settings
 from finetune.registry import AdapterError, AdapterRecord, AdapterRegistry
 

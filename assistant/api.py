@@ -56,8 +56,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from common.errors import DocentError
 from assistant.core import Assistant
-from assistant.errors import AssistantError, BackendUnavailable
+from assistant.errors import BackendUnavailable
 from assistant.types import Answer, AnswerDelta
 from knowledge.errors import KnowledgeBaseNotFound, KnowledgeError
 
@@ -122,7 +123,7 @@ def api_error(exc: Exception) -> APIError:
         return APIError(502, str(exc), "backend_unavailable", "api_error")
     if isinstance(exc, (KnowledgeError, ValueError)):
         return APIError(400, str(exc), "invalid_request")
-    if isinstance(exc, AssistantError):
+    if isinstance(exc, DocentError):
         log.warning("API request failed: %s", exc)
         return APIError(500, str(exc), "assistant_error", "api_error")
     log.error("API request failed", exc_info=exc)

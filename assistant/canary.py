@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from assistant.models import DEFAULT_MODELS
+from common.models import DEFAULT_MODELS
 
 AMX_MNEMONICS = frozenset({
     "ldtilecfg", "sttilecfg", "tileloadd", "tileloaddt1", "tilestored", "tilerelease",

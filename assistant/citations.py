@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 from assistant.types import Citation, Source
+from common.text import MARKER
 from knowledge.tokenize import tokenize
 
-MARKER = re.compile(r"\s?\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 _PARTIAL = re.compile(r"\s?\[[\d,;\s]{0,16}$")
 _SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
 

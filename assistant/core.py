@@ -21,8 +21,9 @@ from assistant.language import question_language
 from assistant.jobs import Jobs, JobStatus, Progress
 from assistant.llm import LLM, LlamaCppLLM, OpenAICompatLLM, ServedLLM
 from assistant.model_server import ModelServer, ServerConfig
-from assistant.errors import AssistantError, ModelNotFound
-from assistant.models import resolve_gguf
+from assistant.errors import AssistantError
+from common.errors import ModelNotFound
+from common.models import resolve_gguf
 from assistant.profiles import Profile, load_profile, preset, save_profile
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta, Reading
@@ -35,7 +36,8 @@ from ingest.pipeline import (
 from ingest.types import IngestEvent, IngestReport
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
 from knowledge.errors import IndexMismatch, KnowledgeError
-from knowledge.gpl import RerankerTraining, current_reranker, reranker_dir, train_reranker
+from finetune.reranker import RerankerTraining, train_reranker
+from knowledge.rerank import current_reranker, reranker_dir
 from knowledge.language import AUTO, MULTILINGUAL, multilingual
 from knowledge.library import Library
 from knowledge.types import DocumentRecord, Hit

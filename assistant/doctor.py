@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.models import DEFAULT_MODELS, is_verified
+from common.models import DEFAULT_MODELS, is_verified
 from assistant.settings import Settings
 from knowledge.language import AUTO
 from knowledge.embedders import E5_NAME, MINILM_NAME

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from assistant.errors import AssistantError, ModelChecksumError, ModelNotFound
-from assistant.models import is_verified, write_stamp
-from ingest.files import file_sha256
+from assistant.errors import AssistantError
+from common.errors import ModelChecksumError, ModelNotFound
+from common.models import is_verified, write_stamp
+from common.hashing import file_sha256
 from knowledge.embedders import EMBEDDINGGEMMA_NAME
 
 log = logging.getLogger(__name__)

@@ -1,16 +1,9 @@
-"""Domain errors of the assistant; the UI, CLI and HTTP edges turn them into messages."""
+"""Errors of the assistant's services (chat, conversations, model backends)."""
+from common.errors import DocentError
 
 
-class AssistantError(Exception):
-    """Base class."""
-
-
-class ModelNotFound(AssistantError):
-    """A configured model file or package is missing; the message says how to fix it."""
-
-
-class ModelChecksumError(AssistantError):
-    pass
+class AssistantError(DocentError):
+    """Base class of the services' errors."""
 
 
 class ConversationNotFound(AssistantError):

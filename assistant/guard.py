@@ -37,6 +37,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from common.text import MARKER
 from knowledge.embedders import E5_NAME, EMBEDDINGGEMMA_NAME, MINILM_NAME
 from knowledge.types import Hit
 
@@ -119,8 +120,7 @@ _DOSE = re.compile(
     r"\d+(?:[.,]\d+)?\s*(?:-|to|–)?\s*\d*(?:[.,]\d+)?\s*"
     r"(?:mg|mcg|µg|μg|g\b|ml|mL|IU|units?\b|tablets?|capsules?|drops?|puffs?|viên|giọt|"
     r"毫克|微克|克|毫升|片|粒|滴)", re.IGNORECASE)
-_MARKER = re.compile(r"\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]")
-_LEADING_MARKER = re.compile(r"\s*" + _MARKER.pattern)
+_LEADING_MARKER = re.compile(r"\s*" + MARKER.pattern)
 _END = re.compile(r"(?:[!?。！？]|\.(?!\d))\s*(?:\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]\s*)*")
 # a number at the end of the text whose unit may arrive in the next piece
 _PENDING = re.compile(r"\d[\d.,]*\s*(?:(?:-|to|–)\s*\d[\d.,]*\s*)?[^\W\d_]{0,8}$")
@@ -191,7 +191,7 @@ class DoseFilter:
     def _check(self, sentence: str) -> str:
         """``sentence`` (or the rest of one whose start already streamed), if it may stand."""
         start = self._sentence_start(self._kept, len(self._kept))
-        cited = (_MARKER.search(self._kept[start:] + sentence)
+        cited = (MARKER.search(self._kept[start:] + sentence)
                  or _LEADING_MARKER.match(self._paragraph + sentence))
         if cited or not _DOSE.search(sentence):
             return self._emit(sentence)

@@ -18,12 +18,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from knowledge.language import detect_language
+from common.text import EAST_ASIAN, HAN, HAN_RANGE, LANGUAGE_NAMES, detect_language
 
-NAMES = {"en": "English", "zh-Hans": "Simplified Chinese", "zh-Hant": "Traditional Chinese",
-         "vi": "Vietnamese"}
-HAN_RANGE = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs, for [...] classes
-_HAN = re.compile(f"[{HAN_RANGE}]")
 _HAN_TAIL = re.compile(f"[{HAN_RANGE}]{{1,6}}$")
 
 
@@ -36,7 +32,7 @@ def _opencc(config: str):
 
 def is_traditional(text: str) -> bool:
     """True when more Han characters change from Traditional to Simplified than back."""
-    han = "".join(_HAN.findall(text))
+    han = "".join(HAN.findall(text))
     if not han:
         return False
     to_simplified = sum(a != b for a, b in zip(han, _opencc("t2s").convert(han)))
@@ -54,7 +50,7 @@ def question_language(text: str) -> str:
 
 
 def answer_instruction(lang: str) -> str:
-    name = NAMES.get(lang, "English")
+    name = LANGUAGE_NAMES.get(lang, "English")
     extra = " Use Traditional Chinese characters (繁體中文), not Simplified." if lang == "zh-Hant" else ""
     return f"Write the answer in {name}, the language of the question.{extra}"
 
@@ -82,11 +78,6 @@ class TraditionalStream:
         return to_traditional(ready) if ready else ""
 
 
-# Han, kana, Hangul and CJK punctuation: never part of a Vietnamese or English answer.
-_EAST_ASIAN = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
-                         r"\uac00-\ud7af\uf900-\ufaff]+")
-
-
 class LatinOnlyStream:
     """Drops East Asian characters from a Vietnamese or English answer as it streams:
     the net under decoding-time prevention (``LLM.latin_only``), for backends that
@@ -101,7 +92,7 @@ class LatinOnlyStream:
         self.removed = 0
 
     def feed(self, piece: str) -> str:
-        kept = _EAST_ASIAN.sub("", piece)
+        kept = EAST_ASIAN.sub("", piece)
         self.removed += len(piece) - len(kept)
         return kept
 

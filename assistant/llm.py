@@ -15,7 +15,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from assistant.errors import BackendUnavailable, ModelNotFound
+from assistant.errors import BackendUnavailable
+from common.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 

@@ -39,14 +39,12 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from assistant.language import HAN_RANGE, question_language
+from assistant.language import question_language
+from common.text import FAMILY_NAMES, HAN, HAN_RANGE, family
 
-_HAN = re.compile(f"[{HAN_RANGE}]")
 _HAN_RUN = re.compile(f"[{HAN_RANGE}]+")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-_LANGS = {"en": ("en",), "zh": ("zh-Hans", "zh-Hant"), "vi": ("vi",)}
-_NAMES = {"en": "English", "zh": "Chinese", "vi": "Vietnamese"}
 
 # Words that open a question, or end one (Chinese particles, Vietnamese tags).
 _EN_OPENERS = frozenset(
@@ -86,8 +84,8 @@ def check_translation(original: str, candidate: str, target: str) -> StepCheck:
     candidate = candidate.strip()
     if not candidate:
         return StepCheck(False, "empty")
-    if question_language(candidate) not in _LANGS[target]:
-        return StepCheck(False, f"not in {_NAMES[target]}")
+    if family(question_language(candidate)) != target:
+        return StepCheck(False, f"not in {FAMILY_NAMES[target]}")
     if _REPLY_OPENER.match(candidate):
         return StepCheck(False, "a reply, not a translation")
     if is_question(original) and not is_question(candidate):
@@ -132,7 +130,7 @@ def is_question(text: str) -> bool:
     text = text.strip()
     if text.endswith(("?", "？")):
         return True
-    if _HAN.search(text):
+    if HAN.search(text):
         return any(m in text for m in _ZH_MARKERS)
     words = _WORD.findall(text.lower())
     if not words:
@@ -179,5 +177,5 @@ def new_numbers(original: str, candidate: str) -> list[str]:
 def _size(text: str) -> float:
     """A language-neutral length: Latin-script words, plus Chinese characters at about
     1.5 characters a word."""
-    han = len(_HAN.findall(text))
+    han = len(HAN.findall(text))
     return len(_WORD.findall(_HAN_RUN.sub(" ", text))) + han / 1.5

@@ -6,7 +6,7 @@ full prompt).
         [--questions "q1" "q2" ...] [--repeat 1]
 
 Without --kb-dir the clinic test documents are indexed (short sources); with a knowledge
-base kept by `knowledge.evaluate --keep DIR` (e.g. MedQuAD) the five sources fill about
+base kept by `benchmarks.retrieval --keep DIR` (e.g. MedQuAD) the five sources fill about
 1,300 tokens: the "full context" case.
 """
 from __future__ import annotations

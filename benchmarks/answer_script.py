@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import SHARED_DATA, bench_settings
+from common.text import EAST_ASIAN_RANGE
 
 # (language, question, a phrase of the answering passage's title)
 QUESTIONS = [
@@ -37,8 +38,7 @@ QUESTIONS = [
     ("en", "Why does high blood pressure happen?", "What causes High Blood Pressure"),
     ("en", "What does asthma look like in kids?", "What are the symptoms of Asthma - children"),
 ]
-_EAST_ASIAN = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
-                         r"\uac00-\ud7af\uf900-\ufaff]")
+_EAST_ASIAN = re.compile(f"[{EAST_ASIAN_RANGE}]")  # one character at a time
 
 
 def passages(corpus: Path) -> dict[str, dict]:

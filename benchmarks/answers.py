@@ -1,7 +1,7 @@
 """Answer quality with the default configuration, through the same facade the app uses.
 
     # MedQuAD x LiveQA: cited-relevant share, token-F1 / ROUGE-L against the experts'
-    # answers, abstention rate. KB: a folder kept by `knowledge.evaluate --keep DIR`
+    # answers, abstention rate. KB: a folder kept by `benchmarks.retrieval --keep DIR`
     python -m benchmarks.answers medquad --data ../shared/data/retrieval/medquad_liveqa \
         --kb-dir DIR [--limit N] [--model qwen2.5-coder-1.5b]
     # PubMedQA dev: yes/no/maybe accuracy with RAG over the abstracts vs closed book
@@ -118,7 +118,7 @@ def _record_model_text(llm) -> list[str]:
 
 def _holders(assistant, sources) -> dict[str, set[str]]:
     """For each source chunk, the documents holding its text: its own and those whose
-    identical chunk was deduplicated into it at ingestion (as ``knowledge.evaluate``
+    identical chunk was deduplicated into it at ingestion (as ``benchmarks.retrieval``
     credits them), so citing a passage that a judged document also holds counts."""
     out: dict[str, set[str]] = {src.chunk_id: {src.source} for src in sources}
     for src in sources:

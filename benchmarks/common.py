@@ -4,7 +4,7 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
-from assistant.offline import go_offline
+from common.offline import go_offline
 
 go_offline()
 

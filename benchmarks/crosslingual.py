@@ -31,10 +31,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmarks.common import SHARED_DATA, bench_settings
+from common.text import HAN
 
 HERE = Path(__file__).resolve().parent
 KB = "eval"
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{3,}")
 _VI_MARK = re.compile(r"[ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ]", re.I)
 
@@ -49,7 +49,7 @@ def build(corpus_dir: Path, data_dir: Path, cache: Path):
     under ``cache``, so a rebuild does not embed again); the embedder is "auto"."""
     from knowledge.embed_cache import CachedEmbedder
     from knowledge.embedders import EmbedderPool, load_embedder
-    from knowledge.evaluate import build_kb
+    from benchmarks.retrieval import build_kb
 
     corpus = [json.loads(line) for line in (corpus_dir / "corpus.jsonl").open(encoding="utf-8")]
     pool = EmbedderPool("auto", loader=lambda name: CachedEmbedder(
@@ -71,8 +71,8 @@ def script_ok(lang: str, text: str) -> bool:
     from assistant.language import is_traditional
 
     if lang == "vi":
-        return not _HAN.search(text)
-    if not _HAN.search(text):
+        return not HAN.search(text)
+    if not HAN.search(text):
         return False
     return is_traditional(text) == (lang == "zh-Hant")
 
@@ -85,7 +85,7 @@ def language_ok(lang: str, text: str) -> bool:
         return False
     if lang == "vi":
         return sum(bool(_VI_MARK.search(w)) for w in words) / len(words) >= 0.2
-    han = len(_HAN.findall(text))
+    han = len(HAN.findall(text))
     latin = sum(len(w) for w in _LATIN_WORD.findall(text))
     return han > 0 and han >= latin
 

@@ -1,7 +1,7 @@
 """How the evidence gate's and the scope guardrail's thresholds were set.
 
     # gate: best-hit similarity of answerable questions vs the same questions with their
-    # judged-relevant documents taken away (KB kept by `knowledge.evaluate --keep DIR`)
+    # judged-relevant documents taken away (KB kept by `benchmarks.retrieval --keep DIR`)
     python -m benchmarks.guard_calibration gate --kb-dir DIR --data ../shared/data/retrieval/scifact --split train
     # guardrail: refusal precision/recall on tests/data/scope_questions.jsonl (+ LiveQA
     # questions as more in-scope ones) against a medical knowledge base

@@ -5,7 +5,7 @@ handbooks of ``--per-pdf`` documents each: every document starts with its title 
 line of its own, then its text, wrapped, 50 lines a page. Each variant is ingested into
 a fresh knowledge base through the product (``Assistant.ingest``) and searched with the
 product's defaults; a chunk is credited to the document(s) its lines come from, and
-documents are ranked by their best chunk, as ``knowledge.evaluate`` ranks them.
+documents are ranked by their best chunk, as ``benchmarks.retrieval`` ranks them.
 
 Variants: ``plain`` (no outline, one font size: no headings), ``outline`` (a bookmark
 per document, pointing at its page: the loader finds the title on the page and starts a
@@ -123,7 +123,7 @@ def run_variant(name: str, corpus, queries, qrels, work: Path, per_pdf: int) -> 
 
 
 def main() -> None:
-    from knowledge.evaluate import load_beir
+    from benchmarks.retrieval import load_beir
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED_DATA / "retrieval" / "medquad_liveqa")

@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--reranker", type=Path, help="a cross-encoder folder to time on the top 20")
     args = ap.parse_args()
 
-    from assistant.offline import go_offline
+    from common.offline import go_offline
 
     go_offline()
     from ingest.chunking import ChunkingParams, chunk_pages, doc_id_for

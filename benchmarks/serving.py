@@ -245,7 +245,7 @@ def main() -> None:
     import httpx
 
     from assistant.canary import server_binary
-    from assistant.models import resolve_gguf
+    from common.models import resolve_gguf
 
     binary = args.binary or server_binary()
     if binary is None or not Path(binary).is_file():

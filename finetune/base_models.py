@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.errors import AssistantError
-from assistant.models import DEFAULT_MODELS, resolve_gguf
+from finetune.errors import FinetuneError
+from common.models import DEFAULT_MODELS, resolve_gguf
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ TOKENIZER_MAX_LENGTH = 4096
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
-class BaseModelError(AssistantError):
+class BaseModelError(FinetuneError):
     """A base model that cannot be used for training; the message says what to do."""
 
 
@@ -80,7 +80,7 @@ def gguf_sha256(gguf: Path, packaged=None) -> str:
         rec = json.loads(stamp.read_text())
         if rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
             return rec["sha256"]
-    from ingest.files import file_sha256
+    from common.hashing import file_sha256
 
     return file_sha256(gguf)
 

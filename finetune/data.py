@@ -28,13 +28,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.text import HAN, HAN_RANGE
+from finetune.errors import FinetuneError
+
 FORMAT_VERSION = 1
 MAX_ERRORS = 20
 SHAPES = ("chat", "text", "preference")
 ROLES = ("system", "user", "assistant")
 
 
-class DatasetError(ValueError):
+class DatasetError(FinetuneError, ValueError):
     """A dataset that cannot be used; the message names the rows that are wrong and why."""
 
 
@@ -100,13 +103,12 @@ def mean_tokens(examples: Sequence[Example]) -> float:
     for e in examples:
         parts = [c for _, c in e.messages] or [e.text or "", e.prompt, e.chosen, e.rejected]
         for part in parts:
-            cjk = len(_CJK.findall(part))
+            cjk = len(HAN.findall(part))
             total += 1.3 * len(_WORD.findall(part)) + cjk + 5
     return total / len(examples)
 
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"[^\W\u3400-\u9fff\uf900-\ufaff]+", re.UNICODE)
+_WORD = re.compile(f"[^\\W{HAN_RANGE}]+", re.UNICODE)
 
 
 # --- reading files ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from assistant.citations import MARKER
+from common.text import MARKER, words
 from finetune.data import Example
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,13 @@ RAG_PROMPTS = "rag_eval.jsonl"
 EVALUATION_FILE = "evaluation.jsonl"  # every held-out question's replies and scores
 REPLIES = "replies"
 MAX_NEW_TOKENS = 64
-_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 _LETTER = re.compile(r"^\s*\(?([A-E])\)?(?:[\s.):,]|$)")
 _ANSWER_LETTER = re.compile(r"\b(?:answer|correct)\b[^A-Za-z]{0,12}\(?([A-E])\)?\b", re.IGNORECASE)
 
 
 def tokens(text: str) -> list[str]:
     """Lowercased words; CJK characters one by one."""
-    return _TOKEN.findall(text.lower())
+    return words(text)
 
 
 def token_f1(prediction: str, reference: str) -> float:

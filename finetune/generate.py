@@ -29,7 +29,7 @@ from finetune.data import DatasetRecord, Example, save_dataset
 from finetune.evaluate import tokens
 from finetune.questions import _LANGUAGE_NAMES, generate_questions, sample_chunks
 from knowledge.dedup import NEAR_THRESHOLD, content_hash, jaccard, minhash_signature
-from knowledge.language import detect_language
+from common.text import detect_language
 from knowledge.types import Chunk
 
 ANSWER_SYSTEM = ("You answer questions from a passage. Answer in one to three sentences, "

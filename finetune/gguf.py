@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from assistant.errors import AssistantError
+from finetune.errors import FinetuneError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ LORA_GGUF = "adapter-f16.gguf"
 CONVERT_TIMEOUT_S = 3600
 
 
-class GGUFError(AssistantError):
+class GGUFError(FinetuneError):
     """A conversion to GGUF that cannot run or failed; the message says why."""
 
 

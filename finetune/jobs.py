@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from assistant.errors import AssistantError
+from finetune.errors import FinetuneError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ RESUMABLE = ("interrupted", "failed", "cancelled")
 POLL_SECONDS = 2.0
 
 
-class JobError(AssistantError):
+class JobError(FinetuneError):
     """A job that does not exist or cannot do what was asked; the message says why."""
 
 

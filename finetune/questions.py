@@ -1,6 +1,6 @@
 """Questions written by the local LLM for passages of a knowledge base.
 
-Used to train a knowledge base's reranker (``knowledge.gpl``) and, later, to build
+Used to train a knowledge base's reranker (``finetune.reranker``) and, later, to build
 fine-tuning sets. The questions come from the corpus only, never from evaluation
 queries.
 
@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from knowledge.language import detect_language
+from common.text import detect_language
 from knowledge.types import Chunk
 
 _LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "vi": "Vietnamese"}

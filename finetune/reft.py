@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.errors import AssistantError
+from finetune.errors import FinetuneError
 from finetune.specs import missing_layers
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ MAX_LENGTH = 2048  # the GGUF-derived tokenizer says 1e30
 OnStep = Callable[[int, int, float, float], None]  # step, total, loss, lr
 
 
-class ReftError(AssistantError):
+class ReftError(FinetuneError):
     """A ReFT adapter that cannot be trained, saved or loaded; the message says why."""
 
 

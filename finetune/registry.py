@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from assistant.errors import AssistantError
+from finetune.errors import FinetuneError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 
 
-class AdapterError(AssistantError):
+class AdapterError(FinetuneError):
     """An adapter that cannot be registered, found or used; the message says why."""
 
 

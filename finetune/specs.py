@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from finetune.errors import FinetuneError
+
 METHODS = ("lora", "cpt", "dpo", "reft")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-class SpecError(ValueError):
+class SpecError(FinetuneError, ValueError):
     """A training spec with a wrong value; the message names the field and the bounds."""
 
 

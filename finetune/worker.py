@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from assistant.offline import go_offline
+from common.offline import go_offline
 
 log = logging.getLogger("finetune.worker")
 REGISTERED = "registered.json"  # in the job folder once the adapter is in the registry

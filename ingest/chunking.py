@@ -3,28 +3,17 @@
 Sizes are counted in approximate model tokens: a Latin word or number counts one,
 each Han character counts one, each punctuation mark counts one. A chunk's text is
 exactly ``page.text[start:end]``, so a quote can always be found again on its page.
-
->>> text = "First sentence here. Second one! Third?\\n\\nNew paragraph."
->>> [text[s:e] for s, e in sentence_spans(text)]
-['First sentence here.', 'Second one!', 'Third?', 'New paragraph.']
->>> zh = "他发烧了。需要休息！好的"
->>> [zh[s:e] for s, e in sentence_spans(zh)]
-['他发烧了。', '需要休息！', '好的']
 """
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from common.text import TOKEN, count_tokens, sentence_units
 from ingest.types import Page
 from knowledge.types import Chunk
 
-_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|\w+|[^\w\s]", re.UNICODE)
-_PARAGRAPH = re.compile(r"\n\s*\n")
-# End of a sentence: Latin .!? (+ closing quotes/brackets) before whitespace, or CJK 。！？；
-_SENTENCE_END = re.compile(r"(?:[.!?]+[\"'”’)\]]*(?=\s)|[。！？；]+[”’」』）]*)")
 
 
 @dataclass(frozen=True)
@@ -39,58 +28,13 @@ class ChunkingParams:
             raise ValueError("chunk_overlap must be >= 0 and smaller than chunk_size")
 
 
-def count_tokens(text: str) -> int:
-    return len(_TOKEN.findall(text))
-
-
-_TABLE_ROW = re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)
-
-
-def sentence_spans(text: str, lo: int = 0, hi: int | None = None) -> list[tuple[int, int]]:
-    """Character spans of sentences in ``text[lo:hi]``: never crossing a paragraph break;
-    each Markdown table row (``| a | b |``) is one unit of its own."""
-    return [(a, b) for a, b, _ in _units(text, lo, len(text) if hi is None else hi)]
-
-
-def _units(text: str, lo: int, hi: int) -> list[tuple[int, int, bool]]:
-    """``(start, end, is_table_row)`` units of ``text[lo:hi]``, stripped, in order."""
-    out: list[tuple[int, int, bool]] = []
-    para_start = lo
-    for para_end in [m.start() for m in _PARAGRAPH.finditer(text, lo, hi)] + [hi]:
-        cut = para_start
-        for row in _TABLE_ROW.finditer(text, para_start, para_end):
-            out.extend(_sentences(text, cut, row.start()))
-            out.append((*_strip(text, row.start(), row.end()), True))
-            cut = row.end()
-        out.extend(_sentences(text, cut, para_end))
-        para_start = para_end
-    return [u for u in out if u[1] > u[0]]
-
-
-def _sentences(text: str, lo: int, hi: int) -> list[tuple[int, int, bool]]:
-    spans, cut = [], lo
-    for m in _SENTENCE_END.finditer(text, lo, hi):
-        spans.append((cut, m.end()))
-        cut = m.end()
-    spans.append((cut, hi))
-    return [(*_strip(text, a, b), False) for a, b in spans]
-
-
-def _strip(text: str, a: int, b: int) -> tuple[int, int]:
-    while a < b and text[a].isspace():
-        a += 1
-    while b > a and text[b - 1].isspace():
-        b -= 1
-    return a, b
-
-
 def _split_long(text: str, span: tuple[int, int], size: int,
                 count: Callable[[str], int]) -> list[tuple[int, int]]:
     """Cut a sentence longer than ``size`` tokens at word boundaries."""
     start, end = span
     if count(text[start:end]) <= size:
         return [span]
-    words = list(_TOKEN.finditer(text, start, end))
+    words = list(TOKEN.finditer(text, start, end))
     per_piece = max(1, int(len(words) * size / max(count(text[start:end]), 1)))
     return [(words[i].start(), words[min(i + per_piece, len(words)) - 1].end())
             for i in range(0, len(words), per_piece)]
@@ -104,7 +48,7 @@ def chunk_spans(text: str, params: ChunkingParams, count: Callable[[str], int] =
     than a chunk stays whole."""
     hi = len(text) if hi is None else hi
     units: list[tuple[int, int]] = []
-    for a, b, is_row in _units(text, lo, hi):
+    for a, b, is_row in sentence_units(text, lo, hi):
         units.extend([(a, b)] if is_row else _split_long(text, (a, b), params.chunk_size, count))
     sizes = [count(text[a:b]) for a, b in units]
     chunks, i = [], 0

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 
+from common.text import HAN_RANGE
 from ingest.errors import IngestError
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Reading:
     languages: str
 
 
-_CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+_CJK = re.compile(f"[\u3000-\u30ff{HAN_RANGE}\uff00-\uffef]")  # with CJK and full-width punctuation
 
 
 def _read(image, languages: str) -> Reading:

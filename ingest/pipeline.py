@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ingest.chunking import ChunkingParams, chunk_pages, doc_id_for
 from ingest.errors import IngestError
-from ingest.files import file_sha256
+from common.hashing import file_sha256
 from ingest.loaders import load, read_by_current, reader_of, supported_extensions
 from ingest.types import FileResult, IngestEvent, IngestReport
 from knowledge.base import KnowledgeBase

@@ -13,8 +13,9 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from common.text import HAN
+
 _LATIN1_RUN = re.compile(r"[\u00a0-\u00ff]")
-_HAN = re.compile(r"[\u3400-\u9fff]")
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 WORD_LANGUAGES = ("en", "vi", "fr", "de", "es", "it", "pt", "nl")
 
@@ -83,7 +84,7 @@ def repair_gbk_mojibake(text: str) -> str | None:
     fixed = "".join(out)
     # pypdf puts a space between glyphs: drop spaces between two Han characters
     fixed = re.sub(r"(?<=[\u3000-\u9fff\uff00-\uffef])[ \t]+(?=[\u3000-\u9fff\uff00-\uffef])", "", fixed)
-    han = len(_HAN.findall(fixed))
+    han = len(HAN.findall(fixed))
     return fixed if han >= 0.4 * max(1, len([c for c in fixed if not c.isspace()])) else None
 
 
@@ -98,7 +99,7 @@ def known_word_ratio(text: str, sample: int = 400) -> float | None:
     """Share of lower-case alphabetic words (names and acronyms are left out; up to
     ``sample``) that are real words in one of ``WORD_LANGUAGES`` (wordfreq); None when
     there are too few words to judge."""
-    words = [w for w in _WORD.findall(text)[: sample * 2] if w.islower() and not _HAN.search(w)]
+    words = [w for w in _WORD.findall(text)[: sample * 2] if w.islower() and not HAN.search(w)]
     words = words[:sample]
     if len(words) < 20:
         return None

@@ -20,11 +20,13 @@ from knowledge.bm25 import BM25Index
 from knowledge import dedup, headings
 from knowledge.catalog import Catalog
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
-from knowledge.language import AUTO, MULTILINGUAL, detect_language, embedder_for, reads
+from common.text import detect_language
+from knowledge.language import AUTO, MULTILINGUAL, embedder_for, reads
 from knowledge.errors import EmbedderNotFound, IndexMismatch, KnowledgeError
 from knowledge.compress import Compressed, compress
-from knowledge.gpl import current_reranker, reranker_dir
-from knowledge.rerank import CrossEncoderReranker, NoReranker, Reranker
+from knowledge.rerank import (
+    CrossEncoderReranker, NoReranker, Reranker, current_reranker, reranker_dir,
+)
 from knowledge.retrievers import (
     BM25Retriever, DenseRetriever, FusionConfig, HybridRetriever, RetrievalConfig, Retriever,
 )

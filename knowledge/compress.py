@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.chunking import sentence_spans
+from common.text import sentence_spans
 from knowledge.tokenize import tokenize
 from knowledge.types import Hit
 

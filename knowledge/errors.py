@@ -1,7 +1,8 @@
 """Domain errors of the knowledge layer; edges (UI, CLI, HTTP) turn them into messages."""
+from common.errors import DocentError
 
 
-class KnowledgeError(Exception):
+class KnowledgeError(DocentError):
     """Base class."""
 
 

@@ -1,6 +1,7 @@
 """All knowledge bases under one directory, sharing one Chroma client."""
 from __future__ import annotations
 
+from common.text import count_tokens
 import fcntl
 import logging
 import os
@@ -128,8 +129,6 @@ class Library:
         kbs = {h.kb for h in hits}
         if len(kbs) == 1 and next(iter(kbs)):
             return self.get(next(iter(kbs))).compress(question, hits, budget)
-        from ingest.chunking import count_tokens
-
         return compress(question, hits, budget, count_tokens)
 
     def rename(self, old: str, new: str) -> None:

@@ -2,7 +2,8 @@
 
 * ``none``: keep the fused order.
 * ``cross-encoder``: sentence-transformers ``CrossEncoder`` on a local model folder (a
-  user's, or the one trained for a knowledge base by ``knowledge.gpl``).
+  user's, or the one trained for a knowledge base by ``finetune.reranker``, found
+  through ``current_reranker``).
 
 The reranked list blends the cross-encoder's order with the fused order by reciprocal
 rank (``blend`` is the weight of the fused list): a small reranker trained on
@@ -18,13 +19,44 @@ generated questions is a strong second opinion, not a replacement for BM25 + vec
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from knowledge.errors import KnowledgeError
 from knowledge.types import Hit
+
+
+
+@dataclass(frozen=True)
+class RerankerRecord:
+    version: int
+    path: str
+    base_model: str
+    questions: int
+    groups: int
+    loss_first: float
+    loss_last: float
+    seconds: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""
+    max_length: int = 256  # tokens of (question, passage) it was trained on; used at search
+
+
+def reranker_dir(kb_root: Path) -> Path:
+    return kb_root / "reranker"
+
+
+def current_reranker(kb_root: Path) -> RerankerRecord | None:
+    """The record of the knowledge base's current trained reranker, if any."""
+    pointer = reranker_dir(kb_root) / "current.json"
+    if not pointer.is_file():
+        return None
+    data = json.loads(pointer.read_text(encoding="utf-8"))
+    record = RerankerRecord(**data)
+    return record if (reranker_dir(kb_root) / record.path / "config.json").is_file() else None
 
 
 class Reranker(Protocol):

@@ -23,8 +23,9 @@ from functools import lru_cache
 
 import snowballstemmer
 
-_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_SPLIT = re.compile(rf"([{_HAN}]+)")
+from common.text import HAN_RANGE
+
+_SPLIT = re.compile(f"([{HAN_RANGE}]+)")
 _WORD = re.compile(r"\w+(?:[.\-/]\w+)*", re.UNICODE)
 _ASCII_ALPHA = re.compile(r"^[a-z]+$")
 _STOP = frozenset(

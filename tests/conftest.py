@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.offline import go_offline
+from common.offline import go_offline
 
 go_offline()
 

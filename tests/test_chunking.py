@@ -1,4 +1,5 @@
-from ingest.chunking import ChunkingParams, chunk_pages, chunk_spans, count_tokens, sentence_spans
+from common.text import count_tokens, sentence_spans
+from ingest.chunking import ChunkingParams, chunk_pages, chunk_spans
 from ingest.types import Page
 
 import pytest

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from assistant import embedding_models as em
-from assistant.errors import ModelChecksumError, ModelNotFound
+from common.errors import ModelChecksumError, ModelNotFound
 from knowledge.embedders import (EMBEDDINGGEMMA_NAME, EmbedderPool, SentenceTransformerEmbedder,
                                  load_embedder)
 from knowledge.errors import EmbedderNotFound

@@ -1,7 +1,7 @@
 """The heading field: chunks re-scored by their section heading, vectors kept per heading."""
 import numpy as np
 
-from knowledge.evaluate import build_kb, evaluate
+from benchmarks.retrieval import build_kb, evaluate
 from knowledge.headings import rescore
 from knowledge.retrievers import FusionConfig
 from knowledge.types import Chunk, Hit

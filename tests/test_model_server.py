@@ -203,7 +203,7 @@ def test_health_reports_the_model_process(docent, fake_server):
 @pytest.mark.slow
 def test_the_real_server_killed_mid_answer_comes_back_and_answers(tmp_path):
     from assistant.canary import server_binary
-    from assistant.models import DEFAULT_MODELS
+    from common.models import DEFAULT_MODELS
     from tests.conftest import shared_models_dir
 
     binary = server_binary()

@@ -12,7 +12,8 @@ from finetune.questions import clean_question, sample_chunks
 from ingest.pipeline import drain
 from knowledge.compress import compress
 from knowledge.embedders import E5_NAME, MINILM_NAME, EmbedderPool
-from knowledge.gpl import RerankerTraining, current_reranker, train_reranker
+from finetune.reranker import RerankerTraining, train_reranker
+from knowledge.rerank import current_reranker
 from knowledge.library import Library
 from knowledge.rerank import CrossEncoderReranker
 from knowledge.types import Chunk, Hit

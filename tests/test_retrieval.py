@@ -4,7 +4,7 @@ import json
 import pytest
 
 from knowledge.embed_cache import CachedEmbedder
-from knowledge.evaluate import build_kb, evaluate, load_beir
+from benchmarks.retrieval import build_kb, evaluate, load_beir
 from knowledge.retrievers import FusionConfig
 from tests.fakes import HashEmbedder
 

@@ -16,7 +16,7 @@ EAST_ASIAN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]
 @pytest.fixture(scope="module")
 def small_model():
     from assistant.canary import server_binary
-    from assistant.models import DEFAULT_MODELS
+    from common.models import DEFAULT_MODELS
     from tests.conftest import shared_models_dir
 
     gguf = shared_models_dir() / DEFAULT_MODELS["qwen2.5-coder-0.5b"].filename

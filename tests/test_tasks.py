@@ -245,7 +245,7 @@ def test_exam_in_traditional_chinese_is_written_in_traditional(tmp_path):
     (q,) = run_task(a.exam_questions([_doc_id(a, "guide.txt")], n=1))
     assert "Write in Traditional Chinese." in llm.calls[0][0][-1]["content"]
     assert q.question == "高血壓患者每天應少於多少克鹽？" and q.answer == "B"
-    assert document_language_of_text(text) == "zh-TW"
+    assert document_language_of_text(text) == "zh-Hant"
     a.close()
 
 

@@ -2,12 +2,12 @@
 Traditional Chinese output), numbered sources, context windows and ``[n]`` markers
 (invalid ones dropped, missing ones added from word overlap).
 
->>> language_name("zh-TW")
+>>> language_name("zh-Hant")
 'Traditional Chinese'
 >>> document_language_of_text("高血壓患者可以口服黨參嗎？黨參有降血脂，降血壓的作用。")
-'zh-TW'
+'zh-Hant'
 >>> document_language_of_text("高血压患者可以口服党参吗？党参有降血脂，降血压的作用。")
-'zh'
+'zh-Hans'
 """
 from __future__ import annotations
 
@@ -21,11 +21,9 @@ from assistant.language import is_traditional, to_traditional
 from assistant.llm import LLM
 from assistant.prompts import fit_sources, format_source
 from assistant.types import Citation, Source
-from knowledge.language import detect_language
+from common.text import LANGUAGE_NAMES, detect_language
 from knowledge.types import Chunk, Hit
 
-_LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese", "zh-TW": "Traditional Chinese",
-                   "vi": "Vietnamese"}
 PROMPT_MARGIN = 64  # tokens kept free for the chat template
 
 
@@ -54,10 +52,10 @@ class TaskProgress:
 
 # --- language -----------------------------------------------------------------
 def document_language_of_text(text: str) -> str:
-    """``en``, ``zh`` (Simplified), ``zh-TW`` (Traditional), ``vi`` or ``other``."""
+    """``en``, ``zh-Hans``, ``zh-Hant``, ``vi`` or ``other``."""
     language = detect_language(text)
-    if language == "zh" and is_traditional(text):
-        return "zh-TW"
+    if language == "zh":
+        return "zh-Hant" if is_traditional(text) else "zh-Hans"
     return language
 
 
@@ -73,7 +71,7 @@ def document_language(chunks: Sequence[Chunk]) -> str:
 
 
 def language_name(language: str) -> str:
-    return _LANGUAGE_NAMES.get(language, "the same language as the document")
+    return LANGUAGE_NAMES.get(language, "the same language as the document")
 
 
 def write_in(language: str) -> str:
@@ -84,7 +82,7 @@ def write_in(language: str) -> str:
 def localize(text: str, language: str) -> str:
     """The model's text, converted to Traditional Chinese (Taiwan usage) when the
     document is Traditional: small models drift to Simplified."""
-    return to_traditional(text) if language == "zh-TW" and text else text
+    return to_traditional(text) if language == "zh-Hant" and text else text
 
 
 # --- sources and windows ------------------------------------------------------

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from common.errors import DocentError
 from assistant.core import Assistant
-from assistant.errors import AssistantError, ConversationNotFound
+from assistant.errors import ConversationNotFound
 from assistant.types import Answer, AnswerDelta, Reading
 from assistant.ui.adapters_panel import model_choices, model_update
 from assistant.ui.citations_panel import build_citations_panel, show_turn
@@ -180,7 +181,7 @@ def _stream(start, history: list, cid: str | None, answered: list, box) -> Itera
             answered.append(())
             yield history, box, [], cid, answered
     except Exception as exc:  # the edge: turn any failure into a message, keep the app up
-        log.warning("Answering failed: %s", exc, exc_info=not isinstance(exc, AssistantError))
+        log.warning("Answering failed: %s", exc, exc_info=not isinstance(exc, DocentError))
         history[-1] = {"role": "assistant", "content": failed_markdown(str(exc), text)}
         if not done:
             answered.append(())  # keeps one entry per answer shown

@@ -10,11 +10,10 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from common.errors import DocentError
 from assistant.core import Assistant
-from assistant.errors import AssistantError
 from assistant.types import Citation
 from assistant.ui.format import citation_choices, citation_html
-from knowledge.errors import KnowledgeError
 
 log = logging.getLogger(__name__)
 HINT = "Click a source to see the passage and its page."
@@ -48,7 +47,7 @@ def build_citations_panel(assistant: Assistant, cites_state: gr.State,
             return "", gr.Image(value=None, visible=False)
         try:
             view = assistant.citation_view(citation.chunk_id, citation.kb, citation.quote)
-        except (KnowledgeError, AssistantError) as exc:
+        except DocentError as exc:
             return f"<p>⚠️ {exc}</p>", gr.Image(value=None, visible=False)
         image = _load(view.page_image)
         return citation_html(view), gr.Image(value=image, visible=image is not None,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from common.errors import DocentError
 from assistant.core import Assistant
-from assistant.errors import AssistantError
 from assistant.ui.citations_panel import CitationsPanel, show_turn
 from assistant.ui.downloads import Downloads
 from assistant.ui.format import conversation_choices, turn_messages
@@ -62,7 +62,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
     def listing(cid: str | None = None):
         try:
             choices = conversation_choices(assistant.list_conversations())
-        except AssistantError as exc:
+        except DocentError as exc:
             log.warning("Could not list conversations: %s", exc)
             choices = []
         return gr.Radio(choices=choices, value=cid)
@@ -80,7 +80,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
         try:
             info = next(c for c in assistant.list_conversations() if c.conversation_id == cid)
             turns = assistant.conversation_turns(cid)
-        except (StopIteration, AssistantError):
+        except (StopIteration, DocentError):
             return cleared("⚠️ That conversation no longer exists.")
         cites = [t.citations for t in turns]
         kb = (gr.Dropdown(value=info.kb) if info.kb in assistant.knowledge_bases()
@@ -94,7 +94,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
             return gr.skip(), "Open or start a conversation first."
         try:
             info = assistant.rename_conversation(cid, title or "")
-        except (AssistantError, ValueError) as exc:
+        except (DocentError, ValueError) as exc:
             return gr.skip(), f"⚠️ {exc}"
         return listing(cid), f"Renamed to **{info.title}**."
 
@@ -103,7 +103,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
             return unchanged[:9] + ("Open a conversation to delete it.",) + unchanged[10:]
         try:
             assistant.delete_conversation(cid)
-        except AssistantError as exc:
+        except DocentError as exc:
             return unchanged[:9] + (f"⚠️ {exc}",) + unchanged[10:]
         return cleared("Conversation deleted.")
 
@@ -113,7 +113,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
         try:
             text = assistant.export_conversation(cid)
             info = next(c for c in assistant.list_conversations() if c.conversation_id == cid)
-        except (StopIteration, AssistantError) as exc:
+        except (StopIteration, DocentError) as exc:
             return gr.File(visible=False), f"⚠️ Could not export: {exc}"
         path = downloads.write(f"{info.title or 'conversation'}-{cid}.md", text)
         return gr.File(value=str(path), visible=True), "Exported as Markdown."
@@ -145,7 +145,7 @@ def after_answer(assistant: Assistant, cid: str | None) -> tuple:
     """Updates of the conversation list and title once an answer is stored."""
     try:
         infos = assistant.list_conversations()
-    except AssistantError:
+    except DocentError:
         return gr.skip(), gr.skip()
     title = next((c.title for c in infos if c.conversation_id == cid), "")
     return gr.Radio(choices=conversation_choices(infos), value=cid), title

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import gradio as gr
 
+from common.errors import DocentError
 from assistant.core import Assistant
-from assistant.errors import AssistantError
 from assistant.ui.finetune_format import dataset_label, dataset_table, table_rows
-from knowledge.errors import KnowledgeError
 
 log = logging.getLogger(__name__)
 PREVIEW_ROWS = 20
 ALL_ROWS = 1_000_000
 FILE_TYPES = [".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet"]
-EXPECTED = (AssistantError, KnowledgeError, ValueError, OSError)
+EXPECTED = (DocentError, ValueError, OSError)
 
 
 @dataclass(frozen=True)

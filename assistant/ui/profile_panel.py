@@ -7,10 +7,9 @@ from dataclasses import replace
 
 import gradio as gr
 
+from common.errors import DocentError
 from assistant.core import Assistant
-from assistant.errors import AssistantError
 from assistant.profiles import PRESETS, Profile
-from knowledge.errors import KnowledgeError
 
 log = logging.getLogger(__name__)
 CUSTOM = "custom"
@@ -64,7 +63,7 @@ def build_profile_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
     def load(kb: str):
         try:
             p = assistant.kb_profile(kb or None)
-        except (AssistantError, KnowledgeError, ValueError, OSError) as exc:
+        except (DocentError, ValueError, OSError) as exc:
             return (gr.skip(),) * 5 + (f"⚠️ Could not read the profile: {exc}",)
         return (p, preset_name(p), p.subject, p.system_prompt, p.disclaimer,
                 f"Current profile: {_describe(p)}.")
@@ -83,7 +82,7 @@ def build_profile_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
             assistant.set_kb_profile(p, kb or None)
         except ValueError as exc:
             return gr.skip(), f"⚠️ Not saved: {exc}"
-        except (AssistantError, KnowledgeError, OSError) as exc:
+        except (DocentError, OSError) as exc:
             log.warning("Could not save the profile of %s: %s", kb, exc)
             return gr.skip(), f"⚠️ Could not save the profile: {exc}"
         name = kb or assistant.settings.default_kb

@@ -7,15 +7,14 @@ import uuid
 
 import gradio as gr
 
+from common.errors import DocentError
 from assistant import tasks
 from assistant.core import Assistant
-from assistant.errors import AssistantError
 from assistant.ui.downloads import Downloads
 from assistant.ui.format import document_choices
 from assistant.ui.task_format import (
     advice_markdown, exam_markdown, progress_text, summary_markdown,
 )
-from knowledge.errors import KnowledgeError
 
 log = logging.getLogger(__name__)
 SUMMARIZE, EXAM, ADVICE = "Summarize", "Exam questions", "Advice"
@@ -46,7 +45,7 @@ def build_tasks_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropd
     def refresh(kb: str):
         try:
             records = assistant.documents(kb or None)
-        except (AssistantError, KnowledgeError) as exc:
+        except DocentError as exc:
             log.warning("Could not list documents: %s", exc)
             records = []
         return gr.Dropdown(choices=document_choices(records), value=[])
@@ -60,7 +59,7 @@ def build_tasks_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropd
         try:
             outcome = tasks.run_task(_task(assistant, doc_ids, task, n, why, kb),
                                      lambda ev: progress(ev.fraction, desc=progress_text(ev)))
-        except (AssistantError, KnowledgeError, ValueError) as exc:
+        except (DocentError, ValueError) as exc:
             return f"⚠️ {exc}", "", hidden
         except Exception as exc:  # the edge: say what failed, keep the app up
             log.exception("Document task %s failed", task)

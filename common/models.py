@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.errors import ModelChecksumError, ModelNotFound
-from ingest.files import file_sha256
+from common.errors import ModelChecksumError, ModelNotFound
+from common.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 

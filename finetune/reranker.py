@@ -21,13 +21,14 @@ import logging
 import random
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from finetune.questions import generate_questions, sample_chunks
 from knowledge.embedders import minilm_folder
 from knowledge.errors import KnowledgeError
+from knowledge.rerank import RerankerRecord, reranker_dir
 from knowledge.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -52,34 +53,6 @@ class TrainingEvent:
     done: int
     total: int
     message: str = ""
-
-
-@dataclass(frozen=True)
-class RerankerRecord:
-    version: int
-    path: str
-    base_model: str
-    questions: int
-    groups: int
-    loss_first: float
-    loss_last: float
-    seconds: dict[str, float] = field(default_factory=dict)
-    created_at: str = ""
-    max_length: int = 256  # tokens of (question, passage) it was trained on; used at search
-
-
-def reranker_dir(kb_root: Path) -> Path:
-    return kb_root / "reranker"
-
-
-def current_reranker(kb_root: Path) -> RerankerRecord | None:
-    """The record of the knowledge base's current trained reranker, if any."""
-    pointer = reranker_dir(kb_root) / "current.json"
-    if not pointer.is_file():
-        return None
-    data = json.loads(pointer.read_text(encoding="utf-8"))
-    record = RerankerRecord(**data)
-    return record if (reranker_dir(kb_root) / record.path / "config.json").is_file() else None
 
 
 def _load_questions(path: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Small file helpers shared by ingestion and model set-up (no heavy imports)."""
+"""File digests, read in blocks (no heavy imports)."""
 from __future__ import annotations
 
 import hashlib

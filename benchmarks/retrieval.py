@@ -1,6 +1,6 @@
 """Evaluate retrieval on a BEIR-format set.
 
-    python -m knowledge.evaluate --data ../shared/data/retrieval/medquad_liveqa --split test \\
+    python -m benchmarks.retrieval --data ../shared/data/retrieval/medquad_liveqa --split test \\
         [--config bm25 dense hybrid hybrid-weighted hybrid-weighted+rerank] \\
         [--keep DIR --train-reranker N] [--limit-queries N] [--cache DIR] \\
         [--queries DIR] [--embedder NAME|FOLDER]
@@ -149,7 +149,7 @@ def _evidence(kb, hits, kept, relevant: dict, answers, sink) -> None:
 
 
 def main() -> None:
-    from assistant.offline import go_offline
+    from common.offline import go_offline
 
     go_offline()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,9 +234,9 @@ def _answers(folder: Path) -> dict[str, list[str]]:
 
 def _train(kb, questions: int, llm_name: str, options: list[str]) -> None:
     from assistant.llm import LlamaCppLLM
-    from assistant.models import resolve_gguf
+    from common.models import resolve_gguf
     from assistant.settings import load_settings
-    from knowledge.gpl import RerankerTraining, train_reranker
+    from finetune.reranker import RerankerTraining, train_reranker
 
     settings = load_settings()
     llm = LlamaCppLLM(resolve_gguf(llm_name, settings.paths.models_dir), n_ctx=2048)
@@ -261,8 +261,7 @@ def _train(kb, questions: int, llm_name: str, options: list[str]) -> None:
 
 
 def _rerankers(kb, args) -> dict:
-    from knowledge.gpl import current_reranker, reranker_dir
-    from knowledge.rerank import CrossEncoderReranker
+    from knowledge.rerank import CrossEncoderReranker, current_reranker, reranker_dir
 
     folder, max_length = args.reranker_model, 256
     if folder is None:
