@@ -16,15 +16,13 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.models import DEFAULT_DATA_DIR
+
 if TYPE_CHECKING:
     from knowledge.retrievers import RetrievalConfig
-
-DEFAULT_DATA_DIR = Path(platformdirs.user_data_dir("docent", appauthor=False))
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

