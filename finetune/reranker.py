@@ -12,7 +12,9 @@ No reranker with weights ships offline, so Docent makes one per knowledge base:
 5. the model is saved as safetensors under ``reranker/v<N>/`` with a ``record.json``,
    and ``reranker/current.json`` points at it (written last, atomically).
 
-``train_reranker`` is a generator of ``TrainingEvent``s that returns the record.
+``train_reranker`` is a generator of ``TrainingEvent``s that returns the record; the job
+system runs it in a worker process over a snapshot of the knowledge base
+(``knowledge.snapshot``) through ``train_reranker_on``.
 """
 from __future__ import annotations
 
@@ -67,11 +69,21 @@ def _load_questions(path: Path) -> dict[str, str]:
 
 def train_reranker(kb, llm, cfg: RerankerTraining = RerankerTraining(),
                    base: Path | None = None) -> Generator[TrainingEvent, None, RerankerRecord]:
-    """Train and install a reranker for ``kb`` (see module doc)."""
-    seconds: dict[str, float] = {}
-    root = reranker_dir(kb.root)
-    root.mkdir(parents=True, exist_ok=True)
+    """Train and install a reranker for ``kb``, in this process (see module doc)."""
     chunks = [c for c, _ in kb.catalog.ready_chunks_with_tokens()]
+    retriever = kb.retriever("hybrid", candidates=cfg.candidates)
+    return (yield from train_reranker_on(chunks, retriever, reranker_dir(kb.root), llm, cfg,
+                                         base))
+
+
+def train_reranker_on(chunks: list[Chunk], retriever, root: Path, llm,
+                      cfg: RerankerTraining = RerankerTraining(), base: Path | None = None
+                      ) -> Generator[TrainingEvent, None, RerankerRecord]:
+    """Train a reranker on ``chunks`` (a knowledge base's passages), mining negatives
+    with ``retriever`` (its hybrid search, or one over a snapshot of it), and install it
+    under ``root`` (the knowledge base's ``reranker/`` folder)."""
+    seconds: dict[str, float] = {}
+    root.mkdir(parents=True, exist_ok=True)
     if len(chunks) < 20:
         raise KnowledgeError("Add more documents first: training a reranker needs at least "
                              "20 chunks of text in the knowledge base.")
@@ -98,7 +110,6 @@ def train_reranker(kb, llm, cfg: RerankerTraining = RerankerTraining(),
     # 3. hard negatives from the knowledge base's own hybrid search
     t = time.perf_counter()
     rng = random.Random(cfg.seed)
-    retriever = kb.retriever("hybrid", candidates=cfg.candidates)
     groups: list[tuple[str, Chunk, list[Chunk]]] = []
     for n, (pos, question) in enumerate(pairs, start=1):
         others = [h.chunk for h in retriever.retrieve(question, cfg.candidates)

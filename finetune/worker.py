@@ -11,7 +11,6 @@ writes the record.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from common.offline import go_offline
+from common.jobs import finish, worker_main
 
 log = logging.getLogger("finetune.worker")
 REGISTERED = "registered.json"  # in the job folder once the adapter is in the registry
@@ -52,11 +51,9 @@ def run_job(job_dir: Path) -> int:
 
 def _finish(job_dir: Path, **changes) -> None:
     """Write the end of the job unless the user cancelled it meanwhile."""
-    from finetune.jobs import read_job, update_job
+    from finetune.jobs import JobRecord
 
-    if read_job(job_dir).status == "cancelled":
-        return
-    update_job(job_dir, ended=time.time(), **changes)
+    finish(job_dir, JobRecord, **changes)
 
 
 def _train_and_register(record, job_dir: Path) -> dict:
@@ -178,13 +175,7 @@ def _register(record, dataset, adapter_dir: Path, base_dir: Path, metrics: dict)
 
 
 def main(argv: list[str] | None = None) -> int:
-    go_offline()
-    p = argparse.ArgumentParser(prog="python -m finetune.worker")
-    p.add_argument("--job", required=True, type=Path, help="the job's folder (job.json)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_job(args.job.resolve())
+    return worker_main(run_job, "python -m finetune.worker", argv)
 
 
 if __name__ == "__main__":

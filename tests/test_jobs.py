@@ -1,0 +1,96 @@
+"""The one job system (``common.jobs``): records on disk, a worker process per job, one
+running job per lane, progress, cancel, resume, recovery after a crash, and results
+installed by the submitting process."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from common.jobs import JobError, JobKind, JobQueue, TaskRecord
+
+ECHO = "tests.helpers.echo_worker"
+
+
+def _queue(tmp_path, installed=None, lanes=("a", "a")):
+    kinds = {
+        "one": JobKind(ECHO, TaskRecord, lane=lanes[0]),
+        "two": JobKind(ECHO, TaskRecord, lane=lanes[1],
+                       on_finished=None if installed is None else installed.append),
+    }
+    return JobQueue(tmp_path / "jobs", kinds)
+
+
+def test_a_job_runs_in_a_worker_process_and_reports_progress(tmp_path):
+    q = _queue(tmp_path)
+    job = q.submit_task("one", "clinic", {"steps": 3})
+    done = q.wait(job.id, timeout=60, interval=0.2)
+    assert done.status == "succeeded", q.log(job.id)
+    assert done.result == {"first": 1, "target": "clinic"}
+    assert done.progress["done"] == 3 and done.pid not in (0, None)
+    assert done.describe().startswith("one finished in")
+    assert q.latest("one", "clinic").id == job.id and q.latest("one", "other") is None
+    # the record is on disk: a new queue (an app restart) reads the same
+    again = _queue(tmp_path)
+    assert again.get(job.id).status == "succeeded"
+
+
+def test_one_job_per_lane_runs_at_a_time_and_other_lanes_run_beside(tmp_path):
+    q = _queue(tmp_path, lanes=("a", "a"))
+    first = q.submit_task("one", "x", {"steps": 3, "sleep": 0.5})
+    second = q.submit_task("two", "x", {"steps": 1})
+    assert q.get(second.id).status == "queued"
+    assert q.wait(second.id, timeout=60, interval=0.2).status == "succeeded"
+    assert q.get(second.id).started >= q.get(first.id).ended
+    q2 = _queue(tmp_path / "b", lanes=("a", "b"))
+    slow = q2.submit_task("one", "x", {"steps": 4, "sleep": 0.5})
+    fast = q2.submit_task("two", "x", {"steps": 1})
+    assert q2.wait(fast.id, timeout=60, interval=0.2).status == "succeeded"
+    assert q2.get(slow.id).status == "running"
+    q2.wait(slow.id, timeout=60, interval=0.2)
+
+
+def test_cancel_stops_the_worker_and_resume_continues_where_it_stopped(tmp_path):
+    q = _queue(tmp_path)
+    job = q.submit_task("one", "x", {"steps": 50, "sleep": 0.2})
+    while q.get(job.id).progress.get("done", 0) < 2:
+        time.sleep(0.1)
+    cancelled = q.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    with pytest.raises(JobError, match="only queued or running"):
+        q.cancel(job.id)
+    stopped_at = q.get(job.id).progress["done"]
+    resumed = q.wait(q.resume(job.id).id, timeout=120, interval=0.2)
+    assert resumed.status == "succeeded" and resumed.result["first"] == stopped_at + 1
+    with pytest.raises(JobError, match="only interrupted"):
+        q.resume(job.id)
+
+
+def test_a_worker_that_dies_leaves_an_interrupted_job_that_resumes(tmp_path):
+    q = _queue(tmp_path)
+    job = q.submit_task("one", "x", {"steps": 3, "die": 2})
+    died = q.wait(job.id, timeout=60, interval=0.2)
+    assert died.status == "interrupted" and "code 3" in died.error
+    assert q.wait(q.resume(job.id).id, timeout=60, interval=0.2).status == "succeeded"
+
+
+def test_a_failed_job_says_why_and_results_are_installed_once(tmp_path):
+    installed: list = []
+    q = _queue(tmp_path, installed)
+    bad = q.submit_task("one", "x", {"fail": True})
+    assert q.wait(bad.id, timeout=60, interval=0.2).error == "asked to fail"
+    good = q.submit_task("two", "kb", {"steps": 1})
+    q.wait(good.id, timeout=60, interval=0.2)
+    q.poll()
+    q.poll()
+    assert [r.id for r in installed] == [good.id]
+    assert json.loads((good.path / "job.json").read_text())["installed"] is True
+
+
+def test_unknown_jobs_and_kinds_are_clear_errors(tmp_path):
+    q = _queue(tmp_path)
+    with pytest.raises(JobError, match="No job"):
+        q.get("../etc")
+    with pytest.raises(JobError, match="Unknown kind"):
+        q.submit_task("three", "x", {})
