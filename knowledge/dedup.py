@@ -14,6 +14,7 @@ True
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -46,6 +47,40 @@ def band_keys(signature: np.ndarray) -> list[tuple[int, str]]:
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
+
+
+def find_duplicates(ids: Sequence[str], hashes: Sequence[str],
+                    signatures: Sequence[np.ndarray | None],
+                    known: Callable[[str, np.ndarray | None], str | None]) -> dict[int, str]:
+    """Index of each duplicate chunk -> id of the canonical chunk it repeats: one already
+    stored (``known(hash, signature)``: its id, or None) or an earlier one of the same
+    document (``ids``, ``hashes``, ``signatures``: its chunks in order); the latter through
+    in-memory LSH bands, so a long document is not compared chunk by chunk.
+
+    >>> find_duplicates(["a", "b", "c"], ["h1", "h2", "h1"], [None] * 3,
+    ...                 lambda h, sig: "old" if h == "h2" else None)
+    {1: 'old', 2: 'a'}
+    """
+    dup_of: dict[int, str] = {}
+    seen_hash: dict[str, int] = {}
+    bands: dict[tuple[int, str], list[int]] = {}
+    for i, (h, sig) in enumerate(zip(hashes, signatures)):
+        if h in seen_hash:
+            dup_of[i] = ids[seen_hash[h]]
+            continue
+        twin = known(h, sig)
+        keys = band_keys(sig) if sig is not None else []
+        if twin is None and keys:
+            near = {j for key in keys for j in bands.get(key, ())}
+            twin = next((ids[j] for j in sorted(near)
+                         if jaccard(sig, signatures[j]) >= NEAR_THRESHOLD), None)
+        if twin is not None:
+            dup_of[i] = twin
+            continue
+        seen_hash[h] = i
+        for key in keys:
+            bands.setdefault(key, []).append(i)
+    return dup_of
 
 
 def to_blob(signature: np.ndarray) -> bytes:

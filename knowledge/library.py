@@ -10,9 +10,10 @@ import threading
 from pathlib import Path
 
 from knowledge.compress import Compressed, compress
-from knowledge.base import KnowledgeBase, Manifest, new_manifest, validate_kb_name
+from knowledge.base import KnowledgeBase
 from knowledge.embedders import Embedder, EmbedderPool
 from knowledge.language import AUTO
+from knowledge.manifest import Manifest, new_manifest, validate_kb_name
 from knowledge.retrievers import RetrievalConfig
 from knowledge.errors import KnowledgeBaseNotFound, KnowledgeError
 from knowledge.fusion import reciprocal_rank_fusion

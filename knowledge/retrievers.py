@@ -17,31 +17,35 @@ class Retriever(Protocol):
 
 
 class BM25Retriever:
-    """BM25 over a knowledge base; ``prf`` adds pseudo-relevance-feedback terms."""
+    """BM25 over a knowledge base (``bm25``: its ``knowledge.stores.LiveBM25``); ``prf``
+    adds pseudo-relevance-feedback terms."""
 
     name = "bm25"
 
-    def __init__(self, kb, prf: bool = False):
-        self.kb, self.prf = kb, prf
+    def __init__(self, bm25, prf: bool = False):
+        self.bm25, self.prf = bm25, prf
 
     def retrieve(self, query: str, k: int) -> list[Hit]:
-        self.kb._refresh_bm25()
+        index = self.bm25.refresh()
         if self.prf:
-            return self.kb.bm25.search_terms(self.kb.bm25.expand(query), k)
-        return self.kb.bm25.search(query, k)
+            return index.search_terms(index.expand(query), k)
+        return index.search(query, k)
 
 
 class DenseRetriever:
+    """Nearest chunks by their vectors (``stores``: a knowledge base's
+    ``knowledge.stores.Stores``, read at each search: a change of embedder replaces them)."""
+
     name = "dense"
 
-    def __init__(self, kb):
-        self.kb = kb
+    def __init__(self, stores):
+        self.stores = stores
 
     def retrieve(self, query: str, k: int) -> list[Hit]:
-        if self.kb.vectors is None:  # nothing ingested yet
+        if self.stores.vectors is None:  # nothing ingested yet
             return []
-        found = self.kb.vectors.search(query, k)
-        chunks = self.kb.catalog.chunks_by_id([cid for cid, _ in found])
+        found = self.stores.vectors.search(query, k)
+        chunks = self.stores.catalog.chunks_by_id([cid for cid, _ in found])
         return [Hit(chunks[cid], s, scores={"dense": s}) for cid, s in found if cid in chunks]
 
 
