@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import numpy as np
+
 from common.text import detect_language
 from knowledge import reembed as reembedding
 from knowledge.bm25 import BM25Index
@@ -133,6 +135,29 @@ class KnowledgeBase:
         with self._stores.lock:
             embedder = self._embedders.get(embedder_name)
             yield from reembedding.change_embedder(self._stores, embedder, batch)
+
+    def install_vectors(self, embedder_name: str, vectors: dict[str, np.ndarray],
+                        batch: int = 64) -> int:
+        """Switch to ``embedder_name`` with ``vectors`` (chunk id -> vector) made elsewhere
+        from a snapshot (a re-embedding job's worker); passages added since the snapshot
+        are embedded here, removed ones skipped. How many passages the new index holds."""
+        with self._stores.lock:
+            embedder = self._embedders.get(embedder_name)
+            if self._stores.vectors is None or self._stores.vectors.embedder.name == embedder.name:
+                return 0
+            ids = self._stores.catalog.canonical_ids()
+            made = [cid for cid in ids if cid in vectors]
+            missing = [cid for cid in ids if cid not in vectors]
+
+            def batches():
+                for start in range(0, len(made), batch):
+                    part = made[start:start + batch]
+                    yield part, np.stack([vectors[cid] for cid in part])
+                yield from reembedding.embed_chunks(self._stores.catalog, embedder, missing, batch)
+
+            for _ in reembedding.install(self._stores, embedder, batches(), len(ids)):
+                pass
+            return len(ids)
 
     def count_tokens(self, text: str) -> int:
         """Length of ``text`` in the embedder's tokens (what chunk sizes are measured in)."""
