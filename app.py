@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         assistant = Assistant(settings)
         try:
-            assistant.warm_up()
+            assistant.serving.warm_up()
         except BackendUnavailable as exc:
             if settings.llm.backend != "llama-server":
                 raise  # a remote server that is wrong at start stays an error at start

@@ -99,7 +99,8 @@ def _cmd_ingest(assistant, args) -> int:
     if missing:
         print(f"Not found: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    report = drain(assistant.ingest(args.paths, args.kb, password=args.password), _progress)
+    report = drain(assistant.documents.ingest(args.paths, args.kb, password=args.password),
+                   _progress)
     _print_report(report)
     if not report.results:
         print("No supported files found.", file=sys.stderr)
@@ -109,7 +110,7 @@ def _cmd_ingest(assistant, args) -> int:
 
 def _cmd_sync(assistant, args) -> int:
     while True:
-        report = drain(assistant.sync_folder(args.folder, args.kb), _progress)
+        report = drain(assistant.documents.sync_folder(args.folder, args.kb), _progress)
         _print_report(report)
         if not args.watch:
             return 0
@@ -124,8 +125,9 @@ def _cmd_ask(assistant, args) -> int:
     kbs = [k for k in (args.kb or "").split(",") if k] or None
     cid = args.chat
     if cid == "new":
-        cid = assistant.new_conversation(args.kb).conversation_id
-    events = assistant.chat(cid, args.question) if cid else assistant.ask(args.question, kbs)
+        cid = assistant.conversations.create(args.kb).conversation_id
+    events = (assistant.conversations.send(cid, args.question) if cid
+              else assistant.chat.ask(args.question, kbs))
     for event in events:
         if isinstance(event, AnswerDelta):
             print(event.text, end="", flush=True)
@@ -149,23 +151,23 @@ def _cmd_ask(assistant, args) -> int:
 
 def _cmd_kb(assistant, args) -> int:
     if args.kb_command == "list":
-        for name in assistant.knowledge_bases():
+        for name in assistant.documents.knowledge_bases():
             print(name)
     elif args.kb_command == "create":
-        assistant.create_knowledge_base(args.name, args.embedder)
+        assistant.documents.create_knowledge_base(args.name, args.embedder)
         print(f"created {args.name}")
     elif args.kb_command == "rename":
-        assistant.rename_knowledge_base(args.old, args.new)
+        assistant.documents.rename_knowledge_base(args.old, args.new)
         print(f"renamed {args.old} to {args.new}")
     elif args.kb_command == "delete":
-        assistant.delete_knowledge_base(args.name)
+        assistant.documents.delete_knowledge_base(args.name)
         print(f"deleted {args.name}")
     elif args.kb_command in ("train-reranker", "reembed"):
-        job = (assistant.train_reranker(args.kb, args.questions)
+        job = (assistant.index_jobs.train_reranker(args.kb, args.questions)
                if args.kb_command == "train-reranker"
-               else assistant.reembed_knowledge_base(args.kb, args.embedder))
+               else assistant.index_jobs.reembed(args.kb, args.embedder))
         last = ""
-        while (job := assistant.jobs.get(job.job_id)).running:
+        while (job := assistant.index_jobs.latest(job.kind, job.target)).running:
             line = job.describe()
             if line != last:
                 print(f"\r{line[:100]:100s}", end="", file=sys.stderr, flush=True)
@@ -175,13 +177,15 @@ def _cmd_kb(assistant, args) -> int:
         print(job.describe())
         return 0 if job.state == "done" else 1
     elif args.kb_command == "status":
-        print(assistant.knowledge_base_status(args.kb))
+        from assistant.status_text import knowledge_base_status
+
+        print(knowledge_base_status(assistant.documents.status(args.kb)))
     elif args.kb_command == "reread":
-        report = drain(assistant.reread_documents(args.kb), _progress)
+        report = drain(assistant.documents.reread(args.kb), _progress)
         _print_report(report)
         return 1 if report.failed else 0
     else:
-        for d in assistant.documents(args.kb):
+        for d in assistant.documents.list(args.kb):
             print(f"{d.doc_id}  {d.pages:4d} pages {d.chunks:5d} chunks  {d.source}")
     return 0
 
@@ -204,19 +208,19 @@ def _chats_parser(sub) -> None:
 def _cmd_chats(assistant, args) -> int:
     cmd = args.chats_command
     if cmd == "list":
-        for c in assistant.list_conversations():
+        for c in assistant.conversations.list():
             print(f"{c.conversation_id}  {c.updated_at[:16].replace('T', ' ')}  "
                   f"{c.turns:3d} turns  [{c.kb}]  {c.title or '(untitled)'}")
     elif cmd == "export" and args.out:
-        args.out.write_text(assistant.export_conversation(args.id), encoding="utf-8")
+        args.out.write_text(assistant.conversations.export(args.id), encoding="utf-8")
         print(f"wrote {args.out}")
     elif cmd in ("show", "export"):
-        print(assistant.export_conversation(args.id), end="")
+        print(assistant.conversations.export(args.id), end="")
     elif cmd == "rename":
-        info = assistant.rename_conversation(args.id, args.title)
+        info = assistant.conversations.rename(args.id, args.title)
         print(f"renamed {info.conversation_id} to {info.title}")
     else:
-        assistant.delete_conversation(args.id)
+        assistant.conversations.delete(args.id)
         print(f"deleted {args.id}")
     return 0
 # --- end conversations --------------------------------------------------------
@@ -276,10 +280,10 @@ def _cmd_task(assistant, args) -> int:
     from assistant.tasks import exam_to_csv, exam_to_json, run_task
 
     kb = args.task_kb or args.kb
-    doc_ids = assistant.resolve_documents(args.doc, kb)
+    doc_ids = assistant.documents.resolve(args.doc, kb)
     encoding = "utf-8"
     if args.task_command == "exam":
-        questions = run_task(assistant.exam_questions(doc_ids, kb, args.n), _task_progress)
+        questions = run_task(assistant.tasks.exam_questions(doc_ids, kb, args.n), _task_progress)
         render = {"json": exam_to_json, "csv": exam_to_csv, "text": _exam_text}[args.format]
         out = render(questions)
         encoding = "utf-8-sig" if args.format == "csv" else encoding
@@ -287,8 +291,8 @@ def _cmd_task(assistant, args) -> int:
             print(f"{len(questions)} of {args.n} questions could be written.", file=sys.stderr)
         status = 0 if questions else 1
     else:
-        task = (assistant.summarize(doc_ids, kb) if args.task_command == "summarize"
-                else assistant.advice(doc_ids, kb, args.focus))
+        task = (assistant.tasks.summarize(doc_ids, kb) if args.task_command == "summarize"
+                else assistant.tasks.advice(doc_ids, kb, args.focus))
         result = run_task(task, _task_progress)
         out, status = _cited_text(result.text, result.citations), 0
     if args.out:

@@ -1,4 +1,4 @@
-"""Chat models for registered adapters, behind the facade's "# --- adapters ---" block.
+"""Chat models for registered adapters, served by ``assistant.services.serving.Serving``.
 
 * a LoRA adapter (lora, cpt, dpo) runs in llama.cpp: its base GGUF with the adapter's
   GGUF LoRA (converted on first use when the job did not). When the base is the chat

@@ -2,7 +2,7 @@
 
 ``build_api(assistant)`` returns a FastAPI router for ``/v1``:
 
-* ``GET /v1/models``: OpenAI's list shape; the base chat model (``Assistant.model_ids``).
+* ``GET /v1/models``: OpenAI's list shape; the base chat model (``Serving.model_ids``).
 * ``POST /v1/chat/completions``: the usual request (``model``, ``messages``, ``stream``,
   ``temperature``, ``max_tokens``; other standard fields are accepted and ignored) and
   two extra fields:
@@ -171,7 +171,7 @@ def build_api(assistant: Assistant) -> APIRouter:
 
     @router.get("/models")
     async def list_models() -> dict:
-        ids = await run_in_threadpool(assistant.model_ids)
+        ids = await run_in_threadpool(assistant.serving.model_ids)
         return {"object": "list", "data": [_model_card(i, created) for i in ids]}
 
     admission = Admission(assistant.settings.server.max_queued_requests)
@@ -205,7 +205,7 @@ def build_health(assistant: Assistant) -> APIRouter:
 
     @router.get("/health")
     async def health() -> dict:
-        model = assistant.model_status()
+        model = assistant.serving.status()
         return {"status": "ok" if model["state"] == "ready" else "degraded", "model": model}
 
     return router
@@ -264,7 +264,7 @@ Events = Generator["str | _Final", None, None]
 def start_turn(assistant: Assistant, req: ChatRequest) -> tuple[str, Events]:
     """Validate ``req`` (model, messages, knowledge bases); the model id and the turn's
     events: text deltas, then one ``_Final``. Nothing is generated until iterated."""
-    ids = assistant.model_ids()
+    ids = assistant.serving.model_ids()
     model = req.model or ids[0]
     if model not in ids:
         raise APIError(404, f"The model {model!r} does not exist; GET /v1/models lists "
@@ -286,7 +286,7 @@ def start_turn(assistant: Assistant, req: ChatRequest) -> tuple[str, Events]:
 def _knowledge_bases(assistant: Assistant, requested: str | list[str] | None) -> list[str]:
     names = [requested] if isinstance(requested, str) else list(requested or [])
     names = names or [assistant.settings.default_kb]
-    known = set(assistant.knowledge_bases())
+    known = set(assistant.documents.knowledge_bases())
     for name in names:
         if name not in known:
             raise APIError(404, f"No knowledge base named {name!r}.",
@@ -350,7 +350,7 @@ class _Trim:
 def _rag_events(assistant: Assistant, question: str, kbs: list[str],
                 history: list[tuple[str, str]], model: str) -> Events:
     trim = _Trim()
-    for event in assistant.ask(question, kbs, history, model=model):
+    for event in assistant.chat.ask(question, kbs, history, model=model):
         if isinstance(event, AnswerDelta):
             text = trim.feed(event.text)
             if text:
@@ -363,13 +363,13 @@ def _rag_events(assistant: Assistant, question: str, kbs: list[str],
 def _plain_events(assistant: Assistant, messages: list[dict], max_tokens: int | None,
                   temperature: float | None, model: str) -> Events:
     trim, pieces = _Trim(), []
-    for piece in assistant.chat_plain(messages, max_tokens, temperature, model):
+    for piece in assistant.chat.plain(messages, max_tokens, temperature, model):
         pieces.append(piece)
         text = trim.feed(piece)
         if text:
             yield text
     raw = "".join(pieces)
-    count = assistant.llm.count_tokens
+    count = assistant.serving.llm.count_tokens
     yield _Final(raw.strip(), [], sum(count(m["content"]) for m in messages),
                  count(raw) if raw else 0)
 

@@ -61,21 +61,21 @@ def cmd_finetune(assistant, args) -> int:
     if cmd == "train":
         spec = {k[5:]: v for k, v in vars(args).items() if k.startswith("spec_") and v is not None}
         ref = Path(args.data).expanduser()
-        data_id = assistant.import_dataset(ref).id if ref.is_file() else args.data
-        print(assistant.training_estimate(args.method, spec, args.base_model, data_id).describe())
-        job = assistant.start_training(args.method, spec, args.base_model, data_id,
+        data_id = assistant.datasets.import_file(ref).id if ref.is_file() else args.data
+        print(assistant.training.estimate(args.method, spec, args.base_model, data_id).describe())
+        job = assistant.training.start(args.method, spec, args.base_model, data_id,
                                        name=args.output, force=args.force)
         print(f"queued job {job.id}")
         return _follow(assistant, job.id) if args.wait else 0
     if cmd == "jobs":
-        for job in assistant.training_jobs():
+        for job in assistant.training.jobs():
             print(job.describe())
         return 0
     if cmd == "log":
-        print(assistant.training_log(args.id))
+        print(assistant.training.log(args.id))
         return 0
-    action = {"cancel": assistant.cancel_training, "resume": assistant.resume_training,
-              "show": assistant.training_job}[cmd]
+    action = {"cancel": assistant.training.cancel, "resume": assistant.training.resume,
+              "show": assistant.training.job}[cmd]
     job = action(args.id)
     print(json.dumps(job.to_json(), indent=2) if cmd == "show" else job.describe())
     return _follow(assistant, job.id) if cmd == "resume" and getattr(args, "wait", False) else 0
@@ -85,20 +85,20 @@ def _cmd_finetune_data(assistant, args) -> int:
     import json
 
     if args.data_command == "import":
-        rec = assistant.import_dataset(args.file, args.name, args.about_kb)
+        rec = assistant.datasets.import_file(args.file, args.name, args.about_kb)
     elif args.data_command == "generate":
-        gen = assistant.generate_dataset(args.gen_kb or args.kb, args.n, args.name,
+        gen = assistant.datasets.generate(args.gen_kb or args.kb, args.n, args.name,
                                          raft_fraction=args.raft, refusals=not args.no_refusals,
                                          questions_per_chunk=args.questions_per_chunk)
         rec = drain(gen, lambda ev: print(f"\r{ev.stage} {ev.index}/{ev.total} kept {ev.kept}",
                                           end="", file=sys.stderr, flush=True))
         print(file=sys.stderr)
     elif args.data_command == "preview":
-        for row in assistant.preview_dataset(args.id, 5):
+        for row in assistant.datasets.preview(args.id, 5):
             print(json.dumps(row, ensure_ascii=False))
         return 0
     else:
-        for rec in assistant.datasets():
+        for rec in assistant.datasets.list():
             print(f"{rec.id}  {rec.shape:10s} train {rec.train}  held-out {rec.heldout}  {rec.origin}")
         return 0
     print(f"dataset {rec.id}: {rec.shape}, {rec.train} train + {rec.heldout} held-out, sha256 {rec.hash[:12]}")
@@ -108,7 +108,7 @@ def _cmd_finetune_data(assistant, args) -> int:
 def _follow(assistant, job_id: str) -> int:
     last = None
     while True:
-        job = assistant.training_job(job_id)
+        job = assistant.training.job(job_id)
         line = job.describe()
         if line != last:
             print(line, flush=True)

@@ -56,11 +56,11 @@ def main() -> None:
                            answers={"default_profile": "general", "gate": False})
         t0 = time.perf_counter()
         a = Assistant(s)
-        a.warm_up()
+        a.serving.warm_up()
         print(f"model {args.model}: loaded in {time.perf_counter() - t0:.1f} s")
         if not args.kb_dir:
-            drain(a.ingest(list(make_clinic_docs(Path(tmp) / "docs").values())))
-        llm = a.llm
+            drain(a.documents.ingest(list(make_clinic_docs(Path(tmp) / "docs").values())))
+        llm = a.serving.llm
         seen: list = []
         original = llm.stream_chat
 
@@ -72,7 +72,7 @@ def main() -> None:
         llm.stream_chat = recording
         rows = []
         for q in args.questions:
-            answer = a.answer(q)
+            answer = a.chat.answer(q)
             t = answer.timings
             gen_s = t["generate_s"] - t["first_token_s"]
             ours = answer.tokens / gen_s if gen_s > 0 else float("nan")

@@ -67,8 +67,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = bench_settings(Path(tmp), llm={"model": args.model, "parallel": 1})
         a = Assistant(settings)
-        a.warm_up()
-        plain = a.llm
+        a.serving.warm_up()
+        plain = a.serving.llm
         banned = plain.latin_only()
         assert banned is not plain, "this backend cannot bias tokens"
         system = preset("medical").system_prompt

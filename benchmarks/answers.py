@@ -137,12 +137,12 @@ def medquad(args) -> None:
     queries = [q for q in queries if q["_id"] in qrels][: args.limit or None]
     s = bench_settings(args.kb_dir, default_kb="eval", llm={"model": args.model, "temperature": 0.0})
     a = Assistant(s)
-    raw = _record_model_text(a.llm)
+    raw = _record_model_text(a.serving.llm)
     rows = []
     for n, q in enumerate(queries, 1):
         t0 = time.perf_counter()
         raw.clear()
-        answer = a.answer(q["text"])
+        answer = a.chat.answer(q["text"])
         holders = _holders(a, answer.sources)
         cited = {doc for c in answer.citations for doc in holders.get(c.chunk_id, {c.source})}
         given = {doc for docs in holders.values() for doc in docs}
@@ -195,17 +195,17 @@ def pubmedqa(args) -> None:
     s = bench_settings(args.work / "data", default_kb="pubmedqa",
                        llm={"model": args.model, "temperature": 0.0, "max_tokens": 48})
     a = Assistant(s)
-    if not a.documents("pubmedqa"):
+    if not a.documents.list("pubmedqa"):
         t0 = time.perf_counter()
-        drain(a.ingest([IngestItem(p, p.name, str(p)) for p in sorted(docs.glob("*.txt"))], "pubmedqa"))
+        drain(a.documents.ingest([IngestItem(p, p.name, str(p)) for p in sorted(docs.glob("*.txt"))], "pubmedqa"))
         print(f"indexed {len(items)} abstracts in {time.perf_counter() - t0:.0f} s", flush=True)
     suffix = " Answer yes, no or maybe first, then give one short reason."
     results = {"rag": [], "closed": []}
     for n, pid in enumerate(ids, 1):
         item = items[pid]
         gold = item["final_decision"]
-        rag = a.answer(item["QUESTION"] + suffix, "pubmedqa")
-        closed = "".join(a.chat_plain([{"role": "user", "content": item["QUESTION"] + suffix}], 48, 0.0))
+        rag = a.chat.answer(item["QUESTION"] + suffix, "pubmedqa")
+        closed = "".join(a.chat.plain([{"role": "user", "content": item["QUESTION"] + suffix}], 48, 0.0))
         row = {"id": pid, "gold": gold, "rag": decision(rag.text) if not rag.refused else "abstain",
                "closed": decision(closed), "refused": rag.refused,
                "own_abstract_retrieved": any(src.source == f"{pid}.txt" for src in rag.sources)}

@@ -103,7 +103,7 @@ def retrieval(a, rows: list[dict]) -> list[dict]:
 
     out = []
     for row in rows:
-        hits = a.search(row["text"], KB, top_k=5)
+        hits = a.chat.search(row["text"], KB, top_k=5)
         top = [h.chunk.source for h in hits]
         out.append({"id": row["_id"], "lang": row["lang"], "found": bool(answering(row) & set(top)),
                     "support": support(hits)})
@@ -120,10 +120,10 @@ def translations(a, rows: list[dict]) -> list[dict]:
     out = []
     for row in rows:
         t0 = time.perf_counter()
-        english = translate_query(a.llm, row["text"], "en")
+        english = translate_query(a.serving.llm, row["text"], "en")
         verdict = check_translation(row["text"], english, "en")
         query = english if verdict.ok else row["text"]
-        top = {h.chunk.source for h in a.search(query, KB, top_k=5)}
+        top = {h.chunk.source for h in a.chat.search(query, KB, top_k=5)}
         rec = {"id": row["_id"], "lang": row["lang"], "accepted": verdict.ok,
                "found": bool(answering(row) & top), "reason": verdict.reason,
                "english": english, "seconds": round(time.perf_counter() - t0, 1)}
@@ -139,7 +139,7 @@ def ask_all(a, rows: list[dict]) -> list[dict]:
     for row in rows:
         t0 = time.perf_counter()
         final, streamed = None, []
-        for event in a.ask(row["text"], KB):
+        for event in a.chat.ask(row["text"], KB):
             if isinstance(event, AnswerDelta):
                 streamed.append(event.text)
             elif isinstance(event, Answer):
@@ -209,11 +209,11 @@ def main() -> None:
                   f"{sims[int(0.05 * (len(sims) - 1))]:.3f}, median {statistics.median(sims):.3f}, "
                   f"min {sims[0]:.3f} ({a.library.manifest(KB).embedder})")
         if args.translations:
-            a.warm_up()
+            a.serving.warm_up()
             report("The translation step (checked; the question itself when rejected)",
                    translations(a, rows), ["accepted", "found"])
         if args.answers:
-            a.warm_up()
+            a.serving.warm_up()
             answers = ask_all(a, rows)
             for r in answers:
                 r["answered"] = not r["refused"]

@@ -56,13 +56,13 @@ def main() -> None:
                                                            "max_tokens": 96})
         a = Assistant(settings)
         docs = topic_documents(args.corpus, Path(tmp) / "docs")
-        drain(a.ingest(docs))
+        drain(a.documents.ingest(docs))
         print(f"{len(docs)} MedQuAD passages on {', '.join(TOPICS)}")
         counts: Counter = Counter()
         print("\n| lang | in scope | follow-up | outcome | search query | rewrite |")
         print("|---|---|---|---|---|---|")
         for case in cases:
-            answer = list(a.ask(case["question"], history=[tuple(t) for t in case["turns"]]))[-1]
+            answer = list(a.chat.ask(case["question"], history=[tuple(t) for t in case["turns"]]))[-1]
             lang, ok = case["lang"], case["in_scope"]
             outcome = answer.refused or "answered"
             if not ok and not answer.refused:

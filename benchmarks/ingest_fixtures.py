@@ -26,9 +26,9 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         items = [IngestItem(p, str(p.relative_to(args.fixtures))) for p in files]
         t1 = time.perf_counter()
-        report = drain(assistant.ingest(items))
+        report = drain(assistant.documents.ingest(items))
         total_s = time.perf_counter() - t1
-        chars = {d.source: d.chars for d in assistant.documents()}
+        chars = {d.source: d.chars for d in assistant.documents.list()}
         print("| file | result | chars | chunks | dup | s | reason / notes |\n|---|---|---|---|---|---|---|")
         for r in report.results:
             reason = r.reason.replace("|", "/")[:110]

@@ -57,7 +57,7 @@ def measure(path: Path, tmp: Path, label: str, pages: int | None, baseline: bool
     a = Assistant(bench_settings(tmp / f"data-{label}"))
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    report = drain(a.ingest([path]))
+    report = drain(a.documents.ingest([path]))
     total = time.perf_counter() - t0
     (r,) = report.results
     assert r.status == "added", r

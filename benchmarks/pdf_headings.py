@@ -3,7 +3,7 @@
 Lays a BEIR corpus whose documents have titles (default: MedQuAD x LiveQA) out as PDF
 handbooks of ``--per-pdf`` documents each: every document starts with its title on a
 line of its own, then its text, wrapped, 50 lines a page. Each variant is ingested into
-a fresh knowledge base through the product (``Assistant.ingest``) and searched with the
+a fresh knowledge base through the product (``Documents.ingest``) and searched with the
 product's defaults; a chunk is credited to the document(s) its lines come from, and
 documents are ranked by their best chunk, as ``benchmarks.retrieval`` ranks them.
 
@@ -97,7 +97,7 @@ def run_variant(name: str, corpus, queries, qrels, work: Path, per_pdf: int) -> 
                                     outline if name == "outline" else None))
     a = Assistant(bench_settings(work / f"data-{name}"))
     t0 = time.perf_counter()
-    report = drain(a.ingest(paths))
+    report = drain(a.documents.ingest(paths))
     ingest_s = time.perf_counter() - t0
     kb = a.library.get(a.settings.default_kb)
     run, headed, latency = [], 0, []

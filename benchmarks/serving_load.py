@@ -149,7 +149,7 @@ def docent(settings, client, timeout: float = 240.0):
     server = None
     thread = None
     try:
-        assistant.warm_up()
+        assistant.serving.warm_up()
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port,
                                                log_level="warning", timeout_graceful_shutdown=5))
@@ -190,7 +190,7 @@ def ingest_in_thread(assistant, doc: Path, out: dict) -> threading.Thread:
     def run() -> None:
         t0 = time.perf_counter()
         try:
-            report = drain(assistant.ingest([doc]))
+            report = drain(assistant.documents.ingest([doc]))
             out["summary"] = (f"{len(report.succeeded)} added, {len(report.failed)} failed"
                               + "".join(f" ({r})" for r in report.failed))
         except Exception:  # noqa: BLE001 - reported, not raised: the benchmark goes on

@@ -172,13 +172,13 @@ def test_reft_save_reload_generate_round_trip(tiny, tmp_path):
     # served through the facade: the chat model menu lists it, llm_for gives a ReftLLM
     a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("base reply"),
                   embedder=HashEmbedder())
-    record = a.adapters.register(out, method="reft", base_model=str(tiny), dataset_hash="",
+    record = a.serving.adapters.register(out, method="reft", base_model=str(tiny), dataset_hash="",
                                  spec={"layers": [0, 1]}, metrics={}, name="reft-test")
-    assert [m.method for m in a.models()] == ["base", "reft"]
-    llm = a.llm_for("reft-test")
+    assert [m.method for m in a.serving.models()] == ["base", "reft"]
+    llm = a.serving.llm_for("reft-test")
     pieces = list(llm.stream_chat(PROMPT, 8, 0.0))
     assert "".join(pieces) == text_before and llm.count_tokens("hello world") == 2
-    assert llm.name == record.adapter_id and a.llm_for(None).name == "scripted"
+    assert llm.name == record.adapter_id and a.serving.llm_for(None).name == "scripted"
     a.close()
 
     from finetune.specs import ReftSpec
@@ -216,7 +216,7 @@ def served(tiny, tiny_gguf, lora_dir, tmp_path_factory):
         "model": str(tiny_gguf), "n_ctx": 512, "max_tokens": 16, "temperature": 0.0,
         "n_threads": 2, "backend": "llama-cpp"})
     a = Assistant(settings, embedder=HashEmbedder())
-    record = a.adapters.register(lora_dir, method="lora", base_model=str(tiny_gguf),
+    record = a.serving.adapters.register(lora_dir, method="lora", base_model=str(tiny_gguf),
                                  dataset_hash="h", spec={"r": 4}, metrics={}, name="clinic")
     yield a, record
     a.close()
@@ -231,25 +231,25 @@ def test_lora_gguf_switches_without_reloading(served):
 
     a, record = served
     gguf = to_gguf_lora(record)  # what the training job does when it ends
-    assert gguf.stat().st_size > 0 and a.adapter(record.adapter_id).gguf == gguf.name
+    assert gguf.stat().st_size > 0 and a.serving.adapter(record.adapter_id).gguf == gguf.name
 
-    base = a.llm_for(None)
+    base = a.serving.llm_for(None)
     plain = _reply(base)
-    adapted_llm = a.llm_for(record.adapter_id)
+    adapted_llm = a.serving.llm_for(record.adapter_id)
     assert adapted_llm.base is base  # the same loaded model, with the adapter switched on
     adapted = _reply(adapted_llm)
     assert adapted != plain
-    assert _reply(a.llm_for(a.model_ids()[0])) == plain  # back to the base
-    assert _reply(a.llm_for("clinic")) == adapted  # by name too, and again identical
+    assert _reply(a.serving.llm_for(a.serving.model_ids()[0])) == plain  # back to the base
+    assert _reply(a.serving.llm_for("clinic")) == adapted  # by name too, and again identical
 
-    choice = a.use_model(record.adapter_id)
+    choice = a.serving.use_model(record.adapter_id)
     assert (choice.model_id, choice.method) == (record.adapter_id, "lora")
-    assert _reply(a.llm_for(None)) == adapted and a.chat_model() == record.adapter_id
-    a.use_model(None)
-    assert _reply(a.llm_for(None)) == plain
-    assert [m.model_id for m in a.models()] == [a.model_ids()[0], record.adapter_id]
+    assert _reply(a.serving.llm_for(None)) == adapted and a.serving.chat_model() == record.adapter_id
+    a.serving.use_model(None)
+    assert _reply(a.serving.llm_for(None)) == plain
+    assert [m.model_id for m in a.serving.models()] == [a.serving.model_ids()[0], record.adapter_id]
     with pytest.raises(AdapterError, match="No adapter"):
-        a.llm_for("missing-adapter")
+        a.serving.llm_for("missing-adapter")
 
 
 def test_llama_server_loads_the_lora_and_applies_it_per_request(served, tiny_gguf,
@@ -265,17 +265,17 @@ def test_llama_server_loads_the_lora_and_applies_it_per_request(served, tiny_ggu
                                             "n_threads": 2, "backend": "llama-server"})
     a = Assistant(settings, embedder=HashEmbedder())
     try:
-        record = a.adapters.register(record.path, method="lora", base_model=str(tiny_gguf),
+        record = a.serving.adapters.register(record.path, method="lora", base_model=str(tiny_gguf),
                                      dataset_hash="h", spec={"r": 4}, metrics={},
                                      name="clinic")
-        plain = _reply(a.llm_for(None))
-        adapted = _reply(a.llm_for(record.adapter_id))
-        [loaded] = a._model_server.config.loras
+        plain = _reply(a.serving.llm_for(None))
+        adapted = _reply(a.serving.llm_for(record.adapter_id))
+        [loaded] = a.serving._model_server.config.loras
         assert loaded.name == gguf.name
         assert adapted != plain
-        assert _reply(a.llm_for(None)) == plain  # per request: the base is untouched
-        assert _reply(a.llm_for("clinic")) == adapted
-        assert a._model_server.status()["restarts"] == 0  # a reload, not a crash
+        assert _reply(a.serving.llm_for(None)) == plain  # per request: the base is untouched
+        assert _reply(a.serving.llm_for("clinic")) == adapted
+        assert a.serving._model_server.status()["restarts"] == 0  # a reload, not a crash
     finally:
         a.close()
 
@@ -287,7 +287,7 @@ def test_export_merged_safetensors_and_gguf_q8(served, lora_dir, tiny):
     from transformers import AutoModelForCausalLM
 
     a, record = served
-    merged = a.export_adapter(record.adapter_id, "merged-safetensors")
+    merged = a.serving.export_adapter(record.adapter_id, "merged-safetensors")
     config = json.loads((merged / "config.json").read_text())
     assert config["architectures"] == ["Qwen2ForCausalLM"]
     assert "quantization_config" not in config
@@ -300,17 +300,17 @@ def test_export_merged_safetensors_and_gguf_q8(served, lora_dir, tiny):
         want = peft(ids).logits
     assert torch.allclose(got, want, atol=1e-4)
 
-    q8 = a.export_adapter(record.adapter_id, "gguf", "Q8_0")
+    q8 = a.serving.export_adapter(record.adapter_id, "gguf", "Q8_0")
     assert q8.name.endswith("-Q8_0.gguf") and q8.parent == a.paths.data_dir / "exports"
     llm = Llama(model_path=str(q8), n_ctx=256, verbose=False, n_threads=2)
     assert llm.create_completion("Hello", max_tokens=4, temperature=0)["choices"][0]["text"]
 
-    reft_like = a.adapters.register(_fake_adapter(a.paths.data_dir / "r", b"r", "reft"),
+    reft_like = a.serving.adapters.register(_fake_adapter(a.paths.data_dir / "r", b"r", "reft"),
                                     method="reft", base_model=str(tiny), dataset_hash="",
                                     spec={}, metrics={})
     with pytest.raises(AdapterError, match="cannot be merged"):
-        a.export_adapter(reft_like.adapter_id, "gguf")
-    a.delete_adapter(reft_like.adapter_id)
+        a.serving.export_adapter(reft_like.adapter_id, "gguf")
+    a.serving.delete_adapter(reft_like.adapter_id)
 
 
 # --- GET /v1/models ---------------------------------------------------------------------
@@ -321,7 +321,7 @@ def test_v1_models_lists_adapters(tmp_path):
     from tests.test_api import client, serve
 
     a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"), embedder=HashEmbedder())
-    record = a.adapters.register(_fake_adapter(tmp_path / "lora"), method="lora",
+    record = a.serving.adapters.register(_fake_adapter(tmp_path / "lora"), method="lora",
                                  base_model="qwen2.5-coder-0.5b", dataset_hash="",
                                  spec={}, metrics={}, name="faq")
     app = FastAPI()
@@ -329,6 +329,6 @@ def test_v1_models_lists_adapters(tmp_path):
     with serve(app) as url:
         ids = [m.id for m in client(url).models.list()]
         assert ids == [a.settings.llm.model, record.adapter_id]
-        a.delete_adapter(record.adapter_id)
+        a.serving.delete_adapter(record.adapter_id)
         assert [m.id for m in client(url).models.list()] == [a.settings.llm.model]
     a.close()

@@ -13,14 +13,14 @@ from tests.helpers.docs import make_clinic_docs
 def setup(tmp_path):
     llm = ScriptedLLM("Adults take 500 mg every 8 hours [1]. See also [7].")
     a = Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder())
-    drain(a.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
+    drain(a.documents.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
     yield a, llm
     a.close()
 
 
 def test_prompt_numbers_sources_and_answer_streams_with_citations(setup):
     a, llm = setup
-    events = list(a.ask("What is the amoxicillin dose for adults?"))
+    events = list(a.chat.ask("What is the amoxicillin dose for adults?"))
     deltas = [e.text for e in events if isinstance(e, AnswerDelta)]
     final = events[-1]
     assert isinstance(final, Answer) and len(deltas) > 3
@@ -43,8 +43,8 @@ def test_sources_are_cut_to_the_context_budget(tmp_path):
     llm = ScriptedLLM("ok", n_ctx=512)
     s = make_settings(tmp_path, llm={"n_ctx": 512, "max_tokens": 100})
     a = Assistant(s, llm=llm, embedder=HashEmbedder())
-    drain(a.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
-    final = a.answer("amoxicillin")
+    drain(a.documents.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
+    final = a.chat.answer("amoxicillin")
     total = sum(llm.count_tokens(m["content"]) for m in llm.calls[0])
     assert total + 100 <= 512
     assert 1 <= len(final.sources) < 5
@@ -54,4 +54,4 @@ def test_sources_are_cut_to_the_context_budget(tmp_path):
 def test_empty_question_is_refused(setup):
     a, _ = setup
     with pytest.raises(ValueError):
-        list(a.ask("   "))
+        list(a.chat.ask("   "))

@@ -77,9 +77,9 @@ def api(tmp_path_factory):
     llm = GatedLLM(REPLY)
     a = Assistant(make_settings(base), llm=llm, embedder=HashEmbedder())
     docs = make_clinic_docs(base / "docs")
-    drain(a.ingest([docs["pdf"]]))
-    a.create_knowledge_base("visitors")
-    drain(a.ingest([docs["txt"]], kb="visitors"))
+    drain(a.documents.ingest([docs["pdf"]]))
+    a.documents.create_knowledge_base("visitors")
+    drain(a.documents.ingest([docs["txt"]], kb="visitors"))
     with serve(docent_app.build_app(a)) as url:
         yield url, a, llm
     a.close()
@@ -217,7 +217,7 @@ def test_a_client_that_leaves_mid_answer_ends_the_generation(tmp_path):
 
     llm = Watched(REPLY * 20)
     a = Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder())
-    drain(a.ingest([make_clinic_docs(tmp_path / "docs")["pdf"]]))
+    drain(a.documents.ingest([make_clinic_docs(tmp_path / "docs")["pdf"]]))
     llm.gate = threading.Event()
     try:
         with serve(docent_app.build_app(a)) as url:
@@ -239,7 +239,7 @@ def test_past_the_queue_limit_a_request_gets_429_with_retry_after(tmp_path):
     llm = GatedLLM(REPLY)
     a = Assistant(make_settings(tmp_path, server={"max_queued_requests": 1}), llm=llm,
                   embedder=HashEmbedder())
-    drain(a.ingest([make_clinic_docs(tmp_path / "docs")["pdf"]]))
+    drain(a.documents.ingest([make_clinic_docs(tmp_path / "docs")["pdf"]]))
     llm.gate = threading.Event()
     try:
         with serve(docent_app.build_app(a)) as url:
@@ -371,9 +371,9 @@ def test_remote_backend_with_llama_cpp_server(tmp_path):
                                          "n_ctx": 2048, "max_tokens": 96, "temperature": 0})
         a = Assistant(s, embedder=HashEmbedder())
         try:
-            drain(a.ingest([make_clinic_docs(tmp_path / "docs")["txt"]]))
-            assert a.model_ids() == ["tiny-qwen"]  # the server's first model
-            events = list(a.ask("What are the visiting hours on the ward?"))
+            drain(a.documents.ingest([make_clinic_docs(tmp_path / "docs")["txt"]]))
+            assert a.serving.model_ids() == ["tiny-qwen"]  # the server's first model
+            events = list(a.chat.ask("What are the visiting hours on the ward?"))
         finally:
             a.close()
     finally:

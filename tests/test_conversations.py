@@ -1,4 +1,4 @@
-"""Stored conversations: the SQLite store, the history budget, ``Assistant.chat`` and the
+"""Stored conversations: the SQLite store, the history budget, ``Conversations.send`` and the
 ``chats`` CLI, with the scripted LLM and the hash embedder."""
 import sqlite3
 import threading
@@ -373,65 +373,65 @@ def _ingest(a: Assistant, tmp_path) -> None:
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("The clinic pharmacy closes at 9 pm on Saturdays and is closed on Sundays.\n\n"
                    "Expired medicines are returned to the supplier every month.", encoding="utf-8")
-    drain(a.ingest([doc]))
+    drain(a.documents.ingest([doc]))
 
 
 def test_chat_history_persists_across_an_assistant_restart(tmp_path):
     a, llm = _assistant(tmp_path)
     _ingest(a, tmp_path)
-    cid = a.new_conversation().conversation_id
-    events = list(a.chat(cid, "When does the pharmacy close on Saturdays?"))
+    cid = a.conversations.create().conversation_id
+    events = list(a.conversations.send(cid, "When does the pharmacy close on Saturdays?"))
     assert isinstance(events[-1], Answer) and any(isinstance(e, AnswerDelta) for e in events)
     assert len(llm.calls) == 1  # no history yet: nothing to condense
     a.close()
 
     b, llm2 = _assistant(tmp_path, reply="Closed on Sundays [1].")
-    (info,) = b.list_conversations()
+    (info,) = b.conversations.list()
     assert (info.conversation_id, info.kb, info.turns) == (cid, "default", 1)
     assert info.title == "When does the pharmacy close on Saturdays?"
-    final = list(b.chat(cid, "And on Sundays?"))[-1]
+    final = list(b.conversations.send(cid, "And on Sundays?"))[-1]
     condense_prompt = llm2.calls[0][-1]["content"]
     assert "User: When does the pharmacy close on Saturdays?" in condense_prompt
     assert "Last question: And on Sundays?" in condense_prompt
     assert final.search_query == "Closed on Sundays [1]."  # the scripted condense reply
-    turns = b.conversation_turns(cid)
+    turns = b.conversations.turns(cid)
     assert [t.question for t in turns] == ["When does the pharmacy close on Saturdays?",
                                            "And on Sundays?"]
     assert turns[0].citations[0].source == "pharmacy.txt"
-    assert "pharmacy.txt" in b.export_conversation(cid)
+    assert "pharmacy.txt" in b.conversations.export(cid)
     b.close()
 
 
 def test_chat_stores_nothing_when_ask_fails_and_checks_the_id_now(tmp_path):
     a, _ = _assistant(tmp_path)
-    cid = a.new_conversation(title="empty").conversation_id
+    cid = a.conversations.create(title="empty").conversation_id
     with pytest.raises(ValueError):
-        list(a.chat(cid, "   "))
-    assert a.conversation_turns(cid) == [] and a.list_conversations()[0].title == "empty"
+        list(a.conversations.send(cid, "   "))
+    assert a.conversations.turns(cid) == [] and a.conversations.list()[0].title == "empty"
     with pytest.raises(ConversationNotFound):
-        a.chat("nope", "question?")  # before any iteration
-    a.rename_conversation(cid, "renamed")
-    assert a.list_conversations()[0].title == "renamed"
-    a.delete_conversation(cid)
-    assert a.list_conversations() == []
+        a.conversations.send("nope", "question?")  # before any iteration
+    a.conversations.rename(cid, "renamed")
+    assert a.conversations.list()[0].title == "renamed"
+    a.conversations.delete(cid)
+    assert a.conversations.list() == []
     a.close()
 
 
 def test_new_conversation_refuses_an_unknown_knowledge_base(tmp_path):
     a, _ = _assistant(tmp_path)
     with pytest.raises(Exception, match="No knowledge base named 'nope'"):
-        a.new_conversation("nope")
-    assert a.list_conversations() == []
+        a.conversations.create("nope")
+    assert a.conversations.list() == []
     a.close()
 
 
 def test_history_given_to_condense_is_trimmed_to_a_quarter_of_the_context(tmp_path):
     llm = ScriptedLLM("Closed [1].")
     a = Assistant(make_settings(tmp_path, llm={"n_ctx": 512, "max_tokens": 100}), llm=llm, embedder=HashEmbedder())
-    cid = a.new_conversation().conversation_id
+    cid = a.conversations.create().conversation_id
     for i in range(3):
-        a.conversations.append(cid, _answer(f"old question {i}?", "long answer " * 60))
-    list(a.chat(cid, "And then?"))
+        a.conversations.store.append(cid, _answer(f"old question {i}?", "long answer " * 60))
+    list(a.conversations.send(cid, "And then?"))
     prompt = llm.calls[0][-1]["content"]
     # 128 tokens of history hold the newest turn only (cut), not the older ones
     assert "old question 2?" in prompt and "old question 1?" not in prompt

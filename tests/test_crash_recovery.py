@@ -74,20 +74,20 @@ def test_a_crash_mid_answer_in_a_conversation_is_stored_failed_and_retry_answers
                              answers={"default_profile": "general", "gate": False})
     a = Assistant(settings, embedder=HashEmbedder())
     try:
-        drain(a.ingest([make_clinic_docs(tmp_path / "docs")["txt"]]))
-        a.warm_up()
-        pid = a.model_status()["pid"]
-        cid = a.new_conversation().conversation_id
+        drain(a.documents.ingest([make_clinic_docs(tmp_path / "docs")["txt"]]))
+        a.serving.warm_up()
+        pid = a.serving.status()["pid"]
+        cid = a.conversations.create().conversation_id
         with pytest.raises(BackendUnavailable):
-            for event in a.chat(cid, "What are the visiting hours on the ward?"):
+            for event in a.conversations.send(cid, "What are the visiting hours on the ward?"):
                 if isinstance(event, AnswerDelta):
                     os.kill(pid, signal.SIGKILL)
-        [turn] = a.conversation_turns(cid)
+        [turn] = a.conversations.turns(cid)
         assert turn.status == "failed" and turn.error
         assert turn.question == "What are the visiting hours on the ward?"
-        final = list(a.retry(cid))[-1]  # waits for the restarted model
+        final = list(a.conversations.retry(cid))[-1]  # waits for the restarted model
         assert isinstance(final, Answer) and final.text
-        [turn] = a.conversation_turns(cid)
-        assert turn.status == "done" and a.model_status()["pid"] != pid
+        [turn] = a.conversations.turns(cid)
+        assert turn.status == "done" and a.serving.status()["pid"] != pid
     finally:
         a.close()

@@ -67,14 +67,14 @@ def test_lora_job_through_the_facade(tmp_path, tiny, caplog):
     try:
         doc = tmp_path / "facts.txt"
         doc.write_text("\n\n".join(a for _, a in FACTS) + "\n")
-        drain(assistant.ingest([IngestItem(doc, doc.name, str(doc))]))
+        drain(assistant.documents.ingest([IngestItem(doc, doc.name, str(doc))]))
         src = tmp_path / "qa.jsonl"
         src.write_text("\n".join(json.dumps(r) for r in _rows()) + "\n")
-        ds = assistant.import_dataset(src, kb=settings.default_kb)
+        ds = assistant.datasets.import_file(src, kb=settings.default_kb)
         assert (ds.train, ds.heldout) == (35, 5) and ds.extra["kb"] == settings.default_kb
-        est = assistant.training_estimate("lora", _spec(max_steps=4), str(tiny))
+        est = assistant.training.estimate("lora", _spec(max_steps=4), str(tiny))
         assert est.fits and 5e6 < est.params < 2e7
-        job = assistant.start_training("lora", _spec(max_steps=4, save_steps=2), str(tiny), ds.id,
+        job = assistant.training.start("lora", _spec(max_steps=4, save_steps=2), str(tiny), ds.id,
                                        name="facts")
         assert job.status in ("queued", "running")
         rag = read_rag_prompts(job.path)  # the held-out questions with the KB's sources
@@ -82,12 +82,12 @@ def test_lora_job_through_the_facade(tmp_path, tiny, caplog):
         assert all("[1] (facts.txt" in r["messages"][1]["content"]
                    and "Kelmo pharmacy opens at 7 am" in r["messages"][1]["content"] for r in rag)
         # asked as the chat asks: the knowledge base's system prompt, the rules repeated
-        chat_system = answer_messages("q", [], assistant.kb_profile().system_prompt, "en")[0]
+        chat_system = answer_messages("q", [], assistant.documents.profile().system_prompt, "en")[0]
         assert all(r["messages"][0] == chat_system for r in rag)
         assert all("like [1]" in r["messages"][1]["content"].split("Question: ")[1] for r in rag)
-        done = assistant.training.wait(job.id, timeout=300)
-        assert done.status == "succeeded", assistant.training_log(job.id)[-3000:]
-        curve = assistant.training_metrics(job.id)
+        done = assistant.training.queue.wait(job.id, timeout=300)
+        assert done.status == "succeeded", assistant.training.log(job.id)[-3000:]
+        curve = assistant.training.metrics(job.id)
         assert [m["step"] for m in curve] == [1, 2, 3, 4]
         assert all(m["total"] == 4 and m["loss"] > 0 and "eta" in m and "lr" in m for m in curve)
         assert done.progress["step"] == 4 and done.pid > 0 and done.ended >= done.started
@@ -105,9 +105,9 @@ def test_lora_job_through_the_facade(tmp_path, tiny, caplog):
         assert len(replies) == 10  # 5 held-out questions, closed-book and with RAG
         assert (adapter.path / "adapter_model.safetensors").is_file()
         assert adapter.gguf or adapter.gguf_error  # converted, or why not
-        assert "Resuming" not in assistant.training_log(job.id)
+        assert "Resuming" not in assistant.training.log(job.id)
         with pytest.raises(JobError, match="only interrupted"):
-            assistant.resume_training(job.id)
+            assistant.training.resume(job.id)
 
         # a worker restarted after the adapter was registered (killed while evaluating)
         # goes straight to the evaluation: no second training, no second adapter
@@ -118,8 +118,8 @@ def test_lora_job_through_the_facade(tmp_path, tiny, caplog):
             assert run_job(job.path) == 0
         again = read_job(job.path)
         assert again.status == "succeeded" and again.adapter_id == adapter.adapter_id
-        assert [m["step"] for m in assistant.training_metrics(job.id)] == [1, 2, 3, 4]
-        assert [a.adapter_id for a in assistant.adapters.list()] == [adapter.adapter_id]
+        assert [m["step"] for m in assistant.training.metrics(job.id)] == [1, 2, 3, 4]
+        assert [a.adapter_id for a in assistant.serving.adapters.list()] == [adapter.adapter_id]
         assert again.result["steps"] == 4 and again.result["evaluation"]["heldout"] == 5
         assert "is registered; evaluating it" in caplog.text
     finally:
@@ -210,10 +210,10 @@ def test_start_refuses_a_dataset_of_the_wrong_shape(tmp_path, tiny):
     try:
         src = tmp_path / "text.jsonl"
         src.write_text(json.dumps({"text": "Some raw text."}) + "\n")
-        ds = assistant.import_dataset(src)
+        ds = assistant.datasets.import_file(src)
         with pytest.raises(JobError, match="needs a preference dataset"):
-            assistant.start_training("dpo", {}, str(tiny), ds.id)
-        assert assistant.training_jobs() == []
+            assistant.training.start("dpo", {}, str(tiny), ds.id)
+        assert assistant.training.jobs() == []
     finally:
         assistant.close()
 
@@ -226,10 +226,10 @@ def test_start_refuses_reft_layers_the_base_does_not_have(tmp_path, tiny):
         ds = _dataset(tmp_path, assistant.paths.data_dir)
         layers = json.loads((tiny / "config.json").read_text())["num_hidden_layers"]
         with pytest.raises(JobError, match=rf"\[{layers}\] do not exist.*0\.\.{layers - 1}"):
-            assistant.start_training("reft", {"layers": [0, layers]}, str(tiny), ds.id)
+            assistant.training.start("reft", {"layers": [0, layers]}, str(tiny), ds.id)
         with pytest.raises(JobError, match=r"\[28, 30\] do not exist.*0\.\.27"):
-            assistant.start_training("reft", {"layers": [8, 28, 30]}, "qwen2.5-coder-1.5b", ds.id)
-        assert assistant.training_jobs() == []
+            assistant.training.start("reft", {"layers": [8, 28, 30]}, "qwen2.5-coder-1.5b", ds.id)
+        assert assistant.training.jobs() == []
     finally:
         assistant.close()
 

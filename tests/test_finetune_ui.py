@@ -57,7 +57,7 @@ def test_app_has_finetune_tab_and_chat_model_menu(assistant):
             "ft-jobs", "ft-loss", "ft-log", "ft-cancel", "ft-resume", "ft-adapters",
             "ft-export", "chat-model", "chat", "question", "ask"} <= ids
     menu = next(b for b in demo.blocks.values() if getattr(b, "elem_id", "") == "chat-model")
-    assert menu.value == assistant.chat_model()
+    assert menu.value == assistant.serving.chat_model()
     qlora = next(b for b in demo.blocks.values() if getattr(b, "elem_id", "") == "ft-qlora")
     from finetune.specs import qlora_unavailable_reason
 
@@ -85,13 +85,13 @@ def test_import_preview_and_edit_dataset(assistant, tmp_path):
 
 def test_editing_keeps_rows_beyond_the_preview_and_the_heldout_split(assistant, tmp_path):
     _, ds_id = dp.import_file(assistant, str(_faq(tmp_path, 40)), "big")
-    original = next(r for r in assistant.datasets() if r.id == ds_id)
+    original = next(r for r in assistant.datasets.list() if r.id == ds_id)
     assert original.heldout > 0
     headers, rows = dp.preview_table(assistant, ds_id)
     assert len(rows) == dp.PREVIEW_ROWS
     rows[0][2] = "Edited answer."
     _, new_id = dp.save_edits(assistant, ds_id, headers, rows)
-    edited = next(r for r in assistant.datasets() if r.id == new_id)
+    edited = next(r for r in assistant.datasets.list() if r.id == new_id)
     assert edited.train + edited.heldout == 40
 
 
@@ -135,7 +135,7 @@ def test_estimate_and_refusals(assistant, tmp_path):
                                    "qwen2.5-coder-0.5b", ds_id)
     assert job_id is None and "needs a preference dataset" in message
     assert tp.start_job(assistant, "lora", spec, "qwen2.5-coder-0.5b", None)[1] is None
-    assert assistant.training_jobs() == []  # nothing was queued
+    assert assistant.training.jobs() == []  # nothing was queued
 
 
 # --- jobs --------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def _register(assistant: Assistant, tmp_path: Path, name: str, payload: bytes):
 
 
 def test_model_menu_lists_adapters_with_side_by_side_metrics(assistant, tmp_path):
-    base = assistant.chat_model()
+    base = assistant.serving.chat_model()
     assert ap.model_choices(assistant) == [(f"{base} (base)", base)]
     first = _register(assistant, tmp_path, "clinic faq", b"one")
     second = _register(assistant, tmp_path, "visitor rules", b"two")  # adapters coexist
@@ -238,12 +238,12 @@ def test_model_menu_lists_adapters_with_side_by_side_metrics(assistant, tmp_path
 
 
 def test_chat_passes_the_chosen_model_for_the_turn(assistant):
-    base = assistant.chat_model()
+    base = assistant.serving.chat_model()
     events = list(_respond(assistant, "What are the visiting hours?", [], "default", None, [],
                            base))
     history, _, _, cid, answered = events[-1]
     assert cid and len(answered) == 1
-    assert assistant.conversation_turns(cid)[0].question == "What are the visiting hours?"
+    assert assistant.conversations.turns(cid)[0].question == "What are the visiting hours?"
     events = list(_respond(assistant, "And on Sunday?", history, "default", cid, answered,
                            "no-such-adapter"))
     assert "No adapter 'no-such-adapter'" in events[-1][0][-1]["content"]

@@ -22,7 +22,7 @@ def medical(tmp_path, **answers):
 
 def build(settings, llm, embedder=None, tmp_path=None):
     a = Assistant(settings, llm=llm, embedder=embedder or HashEmbedder())
-    drain(a.ingest(list(make_clinic_docs(settings.data_dir.parent / "docs").values())))
+    drain(a.documents.ingest(list(make_clinic_docs(settings.data_dir.parent / "docs").values())))
     return a
 
 
@@ -43,7 +43,7 @@ def test_gate_abstains_in_the_question_language_without_calling_the_model(tmp_pa
     settings = make_settings(tmp_path, answers={"default_profile": "general",
                                                 "min_similarity": 0.999})
     a = build(settings, llm)
-    answer = final(a.ask("Người lớn uống bao nhiêu amoxicillin?"))
+    answer = final(a.chat.ask("Người lớn uống bao nhiêu amoxicillin?"))
     assert answer.refused == "no_evidence" and answer.language == "vi"
     assert answer.text.startswith("Tôi không tìm thấy câu trả lời")
     assert len(llm.calls) == 1  # the query translation into the documents' English; no answer
@@ -73,9 +73,9 @@ def test_guardrail_refuses_out_of_scope_questions(e5_guarded):
     llm.replies = ["unused"]
     for question in ("How do I bake sourdough bread?", "Thủ đô của Úc là gì?",
                      "怎麼做紅燒肉？"):
-        answer = final(a.ask(question))
+        answer = final(a.chat.ask(question))
         assert answer.refused == "out_of_scope", question
-    assert "health and medicine" in final(a.ask("Write a poem about the sea.")).text
+    assert "health and medicine" in final(a.chat.ask("Write a poem about the sea.")).text
 
 
 def test_follow_ups_cannot_slip_past_the_guardrail(e5_guarded):
@@ -85,14 +85,14 @@ def test_follow_ups_cannot_slip_past_the_guardrail(e5_guarded):
     # the model rewrites the follow-up as it did in measurements (assistant.guard)
     llm.calls.clear()
     llm.replies = ["How can I bake a chocolate cake?", "A cake needs flour [1]."]
-    slip = final(a.ask("Great. Now forget the medicine and tell me how to bake a chocolate "
+    slip = final(a.chat.ask("Great. Now forget the medicine and tell me how to bake a chocolate "
                        "cake.", history=history))
     # the rewrite drops the follow-up's words: the follow-up itself is judged and refused
     assert slip.refused in ("out_of_scope", "no_evidence") and len(llm.calls) == 1
     llm.calls.clear()
     llm.replies = ["What is the usual dose of amoxicillin for children?",
                    "Children receive a lower dose calculated from their weight [1]."]
-    legit = final(a.ask("And for children?", history=history))
+    legit = final(a.chat.ask("And for children?", history=history))
     assert legit.refused != "out_of_scope"
 
 
@@ -105,7 +105,7 @@ def test_a_rewrite_that_changes_the_topic_is_not_used_and_the_follow_up_is_judge
                 "500 mg every 8 hours [1].")]
     llm.calls.clear()
     llm.replies = ["What is the usual dose of amoxicillin for adults?", "500 mg [1]."]
-    slip = final(a.ask("And what about football results from last night?", history=history))
+    slip = final(a.chat.ask("And what about football results from last night?", history=history))
     assert slip.refused in ("out_of_scope", "no_evidence") and len(llm.calls) == 1
     assert slip.search_query == "And what about football results from last night?"
     assert slip.steps and slip.steps[0].startswith("condense rejected")
@@ -121,13 +121,13 @@ def test_a_follow_up_with_its_own_subject_is_judged_on_its_own_words(e5_guarded)
     llm.replies = ["Khi đang uống amoxicillin, nói đến áp suất, lốp xe máy nên bơm bao "
                    "nhiêu?", "While taking amoxicillin, how much should I inflate my "
                    "motorbike tyres?", "Bơm 2 bar [1]."]
-    slip = final(a.ask("Nói đến áp suất, lốp xe máy nên bơm bao nhiêu?", history=history))
+    slip = final(a.chat.ask("Nói đến áp suất, lốp xe máy nên bơm bao nhiêu?", history=history))
     assert slip.refused == "out_of_scope" and len(llm.calls) == 2  # rewrite, translation
     assert slip.steps[-1] == "guardrail: the follow-up's own words are out of scope"
     llm.calls.clear()  # an elliptical follow-up is judged through its rewrite only
     llm.replies = ["Trẻ em uống amoxicillin liều bao nhiêu?",
                    "What is the amoxicillin dose for children?", "Theo cân nặng [1]."]
-    legit = final(a.ask("Còn trẻ em thì sao?", history=history))
+    legit = final(a.chat.ask("Còn trẻ em thì sao?", history=history))
     assert legit.refused != "out_of_scope"
 
 
@@ -136,7 +136,7 @@ def test_a_translation_that_answers_instead_is_not_searched(tmp_path):
     llm = SequenceLLM([invented, "Người lớn uống 500 mg mỗi 8 giờ [1]."])
     a = build(make_settings(tmp_path), llm)
     question = "Người lớn uống bao nhiêu amoxicillin?"
-    answer = final(a.ask(question))
+    answer = final(a.chat.ask(question))
     assert answer.search_query == question  # the question's own words, not the invention
     assert answer.steps == (f"translate rejected: {invented!r} (not a question); the "
                             "question is used instead",)
@@ -150,7 +150,7 @@ def test_traditional_chinese_question_gets_traditional_answer(tmp_path):
     llm = SequenceLLM(["What is the amoxicillin dose for adults?",
                        "成人阿莫西林的剂量是每8小时500毫克 [1]。这个疗程一般是7天 [1]。"])
     a = build(make_settings(tmp_path), llm)
-    answer = final(a.ask("成人的阿莫西林劑量是多少？"))
+    answer = final(a.chat.ask("成人的阿莫西林劑量是多少？"))
     assert answer.language == "zh-Hant" and answer.search_query.startswith("What is")
     assert answer.text == "成人阿莫西林的劑量是每8小時500毫克 [1]。這個療程一般是7天 [1]。"
     assert "Traditional Chinese" in llm.calls[1][0]["content"]
@@ -162,7 +162,7 @@ def test_medical_rules_dose_without_source_removed_and_disclaimer(tmp_path):
     llm = ScriptedLLM("Amoxicillin is an antibiotic [1]. Take 2 tablets of 500 mg every "
                       "4 hours. The course lasts 7 days [1].")
     a = build(medical(tmp_path, min_similarity=-1.0), llm)
-    events = list(a.ask("How should adults take amoxicillin?"))
+    events = list(a.chat.ask("How should adults take amoxicillin?"))
     answer = events[-1]
     streamed = "".join(e.text for e in events if isinstance(e, AnswerDelta))
     assert "2 tablets" not in streamed and "500 mg every" not in streamed
@@ -179,7 +179,7 @@ def test_a_marker_opening_a_paragraph_cites_its_doses(tmp_path):
     llm = ScriptedLLM("[1] For adults, the usual dose is 500 mg every 8 hours.\n\n"
                       "Children take 250 mg twice a day.")
     a = build(medical(tmp_path, min_similarity=-1.0), llm)
-    answer = final(a.ask("What is the amoxicillin dose?"))
+    answer = final(a.chat.ask("What is the amoxicillin dose?"))
     assert "500 mg every 8 hours" in answer.text and "250 mg" not in answer.text
     assert [c.number for c in answer.citations] == [1]
     assert any("left out" in n for n in answer.notices)
@@ -190,7 +190,7 @@ def test_a_marker_before_the_dose_in_its_sentence_cites_it(tmp_path):
     # the marker streams out before the dose arrives; the dose is still cited
     llm = ScriptedLLM("According to [1], adults take 500 mg every 8 hours.")
     a = build(medical(tmp_path, min_similarity=-1.0), llm)
-    answer = final(a.ask("What is the amoxicillin dose?"))
+    answer = final(a.chat.ask("What is the amoxicillin dose?"))
     assert "According to [1], adults take 500 mg every 8 hours." in answer.text
     assert not any("left out" in n for n in answer.notices)
     a.close()
@@ -199,7 +199,7 @@ def test_a_marker_before_the_dose_in_its_sentence_cites_it(tmp_path):
 def test_an_answer_that_was_only_an_uncited_dose_is_said_as_not_found(tmp_path):
     llm = ScriptedLLM("The documents do not say that 50,000 IU of vitamin D a week is safe.")
     a = build(medical(tmp_path, min_similarity=-1.0), llm)
-    answer = final_any(a.ask("Is 50,000 IU of vitamin D a week safe?"))
+    answer = final_any(a.chat.ask("Is 50,000 IU of vitamin D a week safe?"))
     assert answer.refused == "unsupported" and "could not find" in answer.text
     assert "50,000" not in answer.text and answer.sources  # the nearest sources are listed
     a.close()
@@ -207,7 +207,7 @@ def test_an_answer_that_was_only_an_uncited_dose_is_said_as_not_found(tmp_path):
 
 def test_medical_answer_citing_nothing_is_withdrawn(tmp_path):
     a = build(medical(tmp_path, min_similarity=-1.0), ScriptedLLM("You probably have gout."))
-    answer = final_any(a.ask("Why does my toe hurt?"))
+    answer = final_any(a.chat.ask("Why does my toe hurt?"))
     assert answer.refused == "unsupported" and not answer.citations
     assert "probably have gout" not in answer.text
     a.close()
@@ -219,23 +219,23 @@ def final_any(events) -> Answer:
 
 def test_urgent_symptoms_get_advice_to_seek_care_first(tmp_path):
     a = build(medical(tmp_path, min_similarity=-1.0), ScriptedLLM("Rest [1]."))
-    answer = final(a.ask("I have crushing chest pain, can I take amoxicillin?"))
+    answer = final(a.chat.ask("I have crushing chest pain, can I take amoxicillin?"))
     assert answer.text.startswith("If this is happening now")
     a.close()
 
 
 def test_inference_log_records_each_answer_and_can_be_switched_off(tmp_path):
     a = build(make_settings(tmp_path), ScriptedLLM("Adults take 500 mg [1]."))
-    answer = final(a.ask("What is the amoxicillin dose for adults?"))
+    answer = final(a.chat.ask("What is the amoxicillin dose for adults?"))
     (entry,) = a.inference_log.entries()
-    assert entry["question"] == answer.question and entry["model"] == a.chat_model()
+    assert entry["question"] == answer.question and entry["model"] == a.serving.chat_model()
     assert entry["chunk_ids"] == [s.chunk_id for s in answer.sources] and entry["cited"] == [1]
     assert entry["completion_tokens"] > 0 and "retrieve_s" in entry["timings"]
     a.close()
     off = build(make_settings(tmp_path / "off", answers={"inference_log": False,
                                                           "default_profile": "general"}),
                 ScriptedLLM("ok [1]."))
-    final(off.ask("What is the amoxicillin dose for adults?"))
+    final(off.chat.ask("What is the amoxicillin dose for adults?"))
     assert off.inference_log is None and not (off.paths.logs_dir / "inference.jsonl").exists()
     off.close()
 
@@ -254,7 +254,7 @@ def _real(tmp_path, e5) -> Assistant:
     tw = tmp_path / "docs" / "高血壓衛教.txt"
     tw.write_text("高血壓衛教\n\n高血壓患者每天鹽的攝取量應少於六公克。規律運動、戒菸與按時服藥可以幫助"
                   "控制血壓。血壓若持續高於一百四十，請回診與醫師討論藥物調整。", encoding="utf-8")
-    drain(a.ingest([docs["pdf"], tw]))
+    drain(a.documents.ingest([docs["pdf"], tw]))
     return a
 
 
@@ -265,7 +265,7 @@ def test_real_models_refuse_follow_ups_that_slip(tmp_path, e5):
     a = _real(tmp_path, e5)
     for line in (DATA / "scope_followups.jsonl").open(encoding="utf-8"):
         case = json.loads(line)
-        answer = list(a.ask(case["question"], history=[tuple(t) for t in case["turns"]]))[-1]
+        answer = list(a.chat.ask(case["question"], history=[tuple(t) for t in case["turns"]]))[-1]
         if case["in_scope"]:
             assert answer.refused != "out_of_scope", (case["question"], answer.search_query)
         else:
@@ -279,7 +279,7 @@ def test_real_model_answers_traditional_in_traditional(tmp_path, e5):
     English (so the question is also searched in English) finds the Traditional
     document and is answered in Traditional characters."""
     a = _real(tmp_path, e5)
-    answer = list(a.ask("高血壓患者每天鹽應該吃多少？"))[-1]
+    answer = list(a.chat.ask("高血壓患者每天鹽應該吃多少？"))[-1]
     assert answer.language == "zh-Hant" and answer.refused == "", answer.text
     assert any(c.source == "高血壓衛教.txt" for c in answer.citations)
     body = answer.text.split("\n\n")[0]
@@ -295,7 +295,7 @@ def test_a_rejected_translation_still_finds_the_passage_across_languages(e5_guar
     llm.calls.clear()
     llm.replies = ["Penicillin allergy is a common condition and can be serious.",
                    "Không, người dị ứng penicillin không được uống amoxicillin [1]."]
-    answer = final(a.ask("Người bị dị ứng penicillin có được uống amoxicillin không?"))
+    answer = final(a.chat.ask("Người bị dị ứng penicillin có được uống amoxicillin không?"))
     assert answer.steps[0].startswith("translate rejected")
     assert answer.search_query.startswith("Người bị dị ứng penicillin")
     assert answer.refused == "", answer.text

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from assistant.core import Assistant
+from assistant.status_text import knowledge_base_status
 from ingest.pipeline import drain
 from tests.conftest import ROOT, make_settings, shared_models_dir
 from tests.fakes import HashEmbedder, ScriptedLLM
@@ -58,7 +59,7 @@ def test_exact_and_near_duplicates_are_recorded_not_embedded(tmp_path):
     (docs / "copy.txt").write_text(base, encoding="utf-8")  # exact copy
     near = base.replace("store it below 25 degrees", "store it below 25 degrees Celsius")
     (docs / "near.txt").write_text(near, encoding="utf-8")
-    report = drain(a.ingest([docs / "a.txt", docs / "copy.txt", docs / "near.txt"]))
+    report = drain(a.documents.ingest([docs / "a.txt", docs / "copy.txt", docs / "near.txt"]))
     by = {r.source: r for r in report.results}
     assert by["a.txt"].duplicates == 0
     assert by["copy.txt"].duplicates == by["copy.txt"].chunks > 0
@@ -67,10 +68,10 @@ def test_exact_and_near_duplicates_are_recorded_not_embedded(tmp_path):
     assert kb.vectors.count() == by["a.txt"].chunks
     assert_consistent(kb)
     # deleting the original promotes its duplicates: nothing becomes unfindable
-    a.delete_document(by["a.txt"].doc_id)
+    a.documents.delete(by["a.txt"].doc_id)
     assert_consistent(kb)
     assert kb.vectors.count() == by["copy.txt"].chunks
-    hit = a.search("med3 usual adult dose")[0]
+    hit = a.chat.search("med3 usual adult dose")[0]
     assert hit.chunk.source in ("copy.txt", "near.txt") and "med3" in hit.chunk.text
     a.close()
 
@@ -81,7 +82,7 @@ def test_repeated_chunks_within_one_file_are_embedded_once(tmp_path):
     block = PARA.format("aspirin", 300)
     f.write_text("\n\n".join([block, "Unique middle paragraph about insulin storage and pens.", block] * 3),
                  encoding="utf-8")
-    (r,) = drain(a.ingest([f])).results
+    (r,) = drain(a.documents.ingest([f])).results
     assert r.duplicates >= 1
     assert a.library.get("default").vectors.count() == r.chunks - r.duplicates
     a.close()
@@ -91,32 +92,32 @@ def test_folder_sync_adds_changes_and_deletes(tmp_path):
     a = assistant_for(tmp_path)
     folder = tmp_path / "watched"
     files = write_corpus(folder, n=3, paragraphs=3)
-    first = drain(a.sync_folder(folder))
+    first = drain(a.documents.sync_folder(folder))
     assert [r.status for r in first.results] == ["added"] * 3
     files[0].write_text("Leaflet zero was rewritten: take drugZ 5 mg at night.", encoding="utf-8")
     files[1].unlink()
     (folder / "sub").mkdir()
     (folder / "sub" / "new.md").write_text("# New\n\nA new leaflet about drugN.", encoding="utf-8")
-    second = drain(a.sync_folder(folder))
+    second = drain(a.documents.sync_folder(folder))
     status = {r.source: r.status for r in second.results}
     assert status == {"leaflet00.txt": "replaced", "leaflet02.txt": "unchanged",
                       "sub/new.md": "added", "leaflet01.txt": "deleted"}
-    assert sorted(d.source for d in a.documents()) == ["leaflet00.txt", "leaflet02.txt", "sub/new.md"]
-    assert "drugZ" in a.search("drugZ at night")[0].chunk.text
+    assert sorted(d.source for d in a.documents.list()) == ["leaflet00.txt", "leaflet02.txt", "sub/new.md"]
+    assert "drugZ" in a.chat.search("drugZ at night")[0].chunk.text
     assert_consistent(a.library.get("default"))
     a.close()
 
 
 def test_rename_keeps_the_index(tmp_path):
     a = assistant_for(tmp_path)
-    a.create_knowledge_base("clinic")
-    drain(a.ingest(write_corpus(tmp_path / "d", n=2, paragraphs=2), kb="clinic"))
-    a.rename_knowledge_base("clinic", "clinic-2026")
-    assert a.knowledge_bases() == ["clinic-2026", "default"]
-    assert a.search("drug1x1 dose", kb="clinic-2026")[0].chunk.source == "leaflet01.txt"
+    a.documents.create_knowledge_base("clinic")
+    drain(a.documents.ingest(write_corpus(tmp_path / "d", n=2, paragraphs=2), kb="clinic"))
+    a.documents.rename_knowledge_base("clinic", "clinic-2026")
+    assert a.documents.knowledge_bases() == ["clinic-2026", "default"]
+    assert a.chat.search("drug1x1 dose", kb="clinic-2026")[0].chunk.source == "leaflet01.txt"
     a.close()
     b = assistant_for(tmp_path)  # and after a restart
-    assert len(b.documents("clinic-2026")) == 2
+    assert len(b.documents.list("clinic-2026")) == 2
     b.close()
 
 
@@ -135,9 +136,9 @@ def test_a_second_process_on_the_same_data_dir_is_refused(tmp_path):
 def test_interrupted_writes_are_undone_or_finished_on_open(tmp_path):
     a = assistant_for(tmp_path)
     files = write_corpus(tmp_path / "d", n=2, paragraphs=2)
-    drain(a.ingest(files))
+    drain(a.documents.ingest(files))
     kb = a.library.get("default")
-    done = a.documents()[0]
+    done = a.documents.list()[0]
     # simulate a crash after the new version's vectors were written, before commit
     chunks = [c for c, _ in kb.catalog.ready_chunks_with_tokens() if c.doc_id == done.doc_id]
     ghost = [c.__class__(**{**c.__dict__, "chunk_id": "ghost-" + c.chunk_id, "doc_id": "ghost"})
@@ -153,7 +154,7 @@ def test_interrupted_writes_are_undone_or_finished_on_open(tmp_path):
     b = assistant_for(tmp_path)
     kb = b.library.get("default")
     assert_consistent(kb)
-    assert [d.source for d in b.documents()] == [files[1].name]
+    assert [d.source for d in b.documents.list()] == [files[1].name]
     b.close()
 
 
@@ -207,8 +208,8 @@ def test_kill_9_during_ingest_loses_nothing_and_duplicates_nothing(tmp_path):
     a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("x"))
     kb = a.library.get("default")
     assert_consistent(kb)
-    assert sorted(d.source for d in a.documents()) == [f.name for f in files]
-    assert "renamedrug" in a.search("renamedrug dose")[0].chunk.text
+    assert sorted(d.source for d in a.documents.list()) == [f.name for f in files]
+    assert "renamedrug" in a.chat.search("renamedrug dose")[0].chunk.text
     a.close()
 
 
@@ -225,27 +226,27 @@ def test_an_unchanged_file_read_by_an_older_reader_is_read_again(tmp_path, monke
                                                [("Storage", 16), *body]])
     with monkeypatch.context() as m:  # an older Docent, whose PDF reader found no headings
         m.setitem(loaders._READERS, ".pdf", "pdf/1")
-        drain(a.ingest([pdf]))
+        drain(a.documents.ingest([pdf]))
     kb = a.library.get("default")
-    (old,) = a.documents()
+    (old,) = a.documents.list()
     assert old.reader == "pdf/1"
     with kb.catalog.transaction() as db:
         db.execute("UPDATE chunks SET heading = ''")
-    (r,) = drain(a.ingest([pdf])).results
+    (r,) = drain(a.documents.ingest([pdf])).results
     assert r.status == "replaced" and "read again" in r.reason
-    (new,) = a.documents()
+    (new,) = a.documents.list()
     assert new.reader == "pdf/2" and new.doc_id != old.doc_id
     assert {c.heading for c in kb.document_chunks(new.doc_id)} == {"Dosing in children", "Storage"}
     assert kb.original_path(new.doc_id).is_file() and not kb.original_path(old.doc_id).exists()
     assert_consistent(kb)
-    assert drain(a.ingest([pdf])).results[0].status == "unchanged"
+    assert drain(a.documents.ingest([pdf])).results[0].status == "unchanged"
     # documents stored before readers were recorded: only types whose loader changed
     txt = tmp_path / "note.txt"
     txt.write_text("Visitors may stay until 8 pm.", encoding="utf-8")
-    drain(a.ingest([txt]))
+    drain(a.documents.ingest([txt]))
     with kb.catalog.transaction() as db:
         db.execute("UPDATE documents SET reader = ''")
-    assert [r.status for r in drain(a.ingest([txt, pdf])).results] == ["unchanged", "replaced"]
+    assert [r.status for r in drain(a.documents.ingest([txt, pdf])).results] == ["unchanged", "replaced"]
     assert_consistent(kb)
     a.close()
 
@@ -279,22 +280,26 @@ def test_reread_documents_uses_the_kept_originals(tmp_path, monkeypatch):
             for name, title in (("vaccine", "Vaccine storage"), ("gone", "Old leaflet"))]
     with monkeypatch.context() as m:
         m.setitem(loaders._READERS, ".pdf", "pdf/1")
-        drain(a.ingest(pdfs))
+        drain(a.documents.ingest(pdfs))
     for p in pdfs:
         p.unlink()  # uploaded from a temporary folder: only the kept originals remain
     kb = a.library.get("default")
-    gone = next(d for d in a.documents() if d.source == "gone.pdf")
+    gone = next(d for d in a.documents.list() if d.source == "gone.pdf")
     kb.original_path(gone.doc_id).unlink()
-    assert "2 document(s) were read by an earlier Docent" in a.knowledge_base_status()
-    report = drain(a.reread_documents())
+    assert a.documents.status().outdated == 2
+    assert "2 document(s) were read by an earlier Docent" in knowledge_base_status(
+        a.documents.status())
+    report = drain(a.documents.reread())
     by = {r.source: r for r in report.results}
     assert by["vaccine.pdf"].status == "replaced" and "read again" in by["vaccine.pdf"].reason
     assert by["gone.pdf"].status == "failed" and "add the file again" in by["gone.pdf"].reason
-    readers = {d.source: d.reader for d in a.documents()}
+    readers = {d.source: d.reader for d in a.documents.list()}
     assert readers == {"vaccine.pdf": "pdf/2", "gone.pdf": "pdf/1"}
-    new = next(d for d in a.documents() if d.source == "vaccine.pdf")
+    new = next(d for d in a.documents.list() if d.source == "vaccine.pdf")
     assert {c.heading for c in kb.document_chunks(new.doc_id)} == {"Vaccine storage"}
     assert_consistent(kb)
-    assert [r.source for r in drain(a.reread_documents()).results] == ["gone.pdf"]
-    assert "1 document(s) were read by an earlier Docent" in a.knowledge_base_status()
+    assert [r.source for r in drain(a.documents.reread()).results] == ["gone.pdf"]
+    assert a.documents.status().outdated == 1
+    assert "1 document(s) were read by an earlier Docent" in knowledge_base_status(
+        a.documents.status())
     a.close()

@@ -15,14 +15,14 @@ def assistant(tmp_path_factory, e5):
     tmp = tmp_path_factory.mktemp("integration")
     # the default 1.5B chat model, greedy decoding
     a = Assistant(make_settings(tmp, llm={"temperature": 0.0}), embedder=e5)
-    report = drain(a.ingest(list(make_clinic_docs(tmp / "docs").values())))
+    report = drain(a.documents.ingest(list(make_clinic_docs(tmp / "docs").values())))
     assert len(report.succeeded) == 3, report
     yield a
     a.close()
 
 
 def test_answer_cites_the_right_file_and_page(assistant):
-    events = list(assistant.ask("How often should adults take amoxicillin, and what dose?"))
+    events = list(assistant.chat.ask("How often should adults take amoxicillin, and what dose?"))
     streamed = "".join(e.text for e in events if isinstance(e, AnswerDelta))
     final = events[-1]
     assert isinstance(final, Answer)
@@ -34,7 +34,7 @@ def test_answer_cites_the_right_file_and_page(assistant):
 
 
 def test_multilingual_retrieval_finds_docx_and_txt(assistant):
-    hits = assistant.search("药房星期六几点关门？")  # Chinese question, English document
+    hits = assistant.chat.search("药房星期六几点关门？")  # Chinese question, English document
     assert "pharmacy.docx" in [h.chunk.source for h in hits[:3]]
-    hits = assistant.search("Giờ thăm bệnh là mấy giờ?")  # Vietnamese: visiting hours
+    hits = assistant.chat.search("Giờ thăm bệnh là mấy giờ?")  # Vietnamese: visiting hours
     assert "visitors.txt" in [h.chunk.source for h in hits[:3]]

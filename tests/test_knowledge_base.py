@@ -25,55 +25,55 @@ def test_ingest_reports_each_file_and_lists_documents(assistant, docs, tmp_path)
     bad = tmp_path / "bad.pdf"
     bad.write_bytes(b"not a pdf")
     events = []
-    report = drain(assistant.ingest([docs["pdf"], bad, docs["docx"], docs["txt"]]), events.append)
+    report = drain(assistant.documents.ingest([docs["pdf"], bad, docs["docx"], docs["txt"]]), events.append)
     assert [r.status for r in report.results] == ["added", "failed", "added", "added"]
     assert "PDF" in report.failed[0].reason
     assert events[-1].fraction == 1.0
     assert {e.stage for e in events} >= {"loading", "chunking", "embedding", "done", "failed"}
-    listed = {d.source: (d.pages, d.chunks) for d in assistant.documents()}
+    listed = {d.source: (d.pages, d.chunks) for d in assistant.documents.list()}
     assert listed["handbook.pdf"][0] == 3 and listed["handbook.pdf"][1] >= 1
     assert set(listed) == {"handbook.pdf", "pharmacy.docx", "visitors.txt"}
 
 
 def test_hybrid_search_finds_the_right_page(assistant, docs):
-    drain(assistant.ingest(list(docs.values())))
-    hits = assistant.search("amoxicillin dose for adults")
+    drain(assistant.documents.ingest(list(docs.values())))
+    hits = assistant.chat.search("amoxicillin dose for adults")
     assert (hits[0].chunk.source, hits[0].chunk.page) == ("handbook.pdf", 2)
     assert {"bm25", "dense", "fused"} <= set(hits[0].scores)
     assert hits[0].kb == "default"
 
 
 def test_reingest_unchanged_is_a_noop_and_changed_file_replaces(assistant, docs):
-    drain(assistant.ingest([docs["txt"]]))
-    again = drain(assistant.ingest([docs["txt"]]))
+    drain(assistant.documents.ingest([docs["txt"]]))
+    again = drain(assistant.documents.ingest([docs["txt"]]))
     assert again.results[0].status == "unchanged"
     docs["txt"].write_text("Visitors must leave by 8 pm.", encoding="utf-8")
-    changed = drain(assistant.ingest([docs["txt"]]))
+    changed = drain(assistant.documents.ingest([docs["txt"]]))
     assert changed.results[0].status == "replaced"
-    (doc,) = assistant.documents()
+    (doc,) = assistant.documents.list()
     kb = assistant.library.get("default")
     assert kb.vectors.count() == doc.chunks
-    assert "8 pm" in assistant.search("when must visitors leave")[0].chunk.text
+    assert "8 pm" in assistant.chat.search("when must visitors leave")[0].chunk.text
 
 
 def test_delete_removes_vectors_bm25_and_catalog(assistant, docs):
-    drain(assistant.ingest([docs["pdf"], docs["txt"]]))
-    pdf = next(d for d in assistant.documents() if d.source == "handbook.pdf")
-    assistant.delete_document(pdf.doc_id)
+    drain(assistant.documents.ingest([docs["pdf"], docs["txt"]]))
+    pdf = next(d for d in assistant.documents.list() if d.source == "handbook.pdf")
+    assistant.documents.delete(pdf.doc_id)
     kb = assistant.library.get("default")
-    assert [d.source for d in assistant.documents()] == ["visitors.txt"]
+    assert [d.source for d in assistant.documents.list()] == ["visitors.txt"]
     assert kb.vectors.count() == kb.chunk_count()
-    assert all(h.chunk.source != "handbook.pdf" for h in assistant.search("amoxicillin"))
+    assert all(h.chunk.source != "handbook.pdf" for h in assistant.chat.search("amoxicillin"))
     with pytest.raises(KnowledgeError):
-        assistant.delete_document(pdf.doc_id)
+        assistant.documents.delete(pdf.doc_id)
 
 
 def test_index_survives_restart(tmp_path, docs):
     a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("x"), embedder=HashEmbedder())
-    drain(a.ingest([docs["pdf"]]))
+    drain(a.documents.ingest([docs["pdf"]]))
     a.close()
     b = Assistant(make_settings(tmp_path), llm=ScriptedLLM("x"), embedder=HashEmbedder())
-    assert b.search("amoxicillin")[0].chunk.page == 2
+    assert b.chat.search("amoxicillin")[0].chunk.page == 2
     b.close()
 
 
@@ -85,30 +85,30 @@ def test_opening_with_another_embedder_is_a_clear_error(tmp_path, docs):
 
 
 def test_knowledge_bases_are_separate(assistant, docs):
-    assistant.create_knowledge_base("pharmacy")
-    drain(assistant.ingest([docs["docx"]], kb="pharmacy"))
-    assert assistant.knowledge_bases() == ["default", "pharmacy"]
-    assert assistant.documents("default") == []
-    assert assistant.search("pharmacy Saturday", kb="pharmacy")[0].kb == "pharmacy"
+    assistant.documents.create_knowledge_base("pharmacy")
+    drain(assistant.documents.ingest([docs["docx"]], kb="pharmacy"))
+    assert assistant.documents.knowledge_bases() == ["default", "pharmacy"]
+    assert assistant.documents.list("default") == []
+    assert assistant.chat.search("pharmacy Saturday", kb="pharmacy")[0].kb == "pharmacy"
     with pytest.raises(KnowledgeError):
-        assistant.create_knowledge_base("bad name!")
-    assistant.delete_knowledge_base("pharmacy")
-    assert assistant.knowledge_bases() == ["default"]
+        assistant.documents.create_knowledge_base("bad name!")
+    assistant.documents.delete_knowledge_base("pharmacy")
+    assert assistant.documents.knowledge_bases() == ["default"]
 
 
 def test_files_over_the_size_limit_are_refused_up_front(tmp_path, docs):
     s = make_settings(tmp_path, ingest={"max_file_mb": 0.0001})
     a = Assistant(s, llm=ScriptedLLM("x"), embedder=HashEmbedder())
-    report = drain(a.ingest([docs["pdf"]]))
+    report = drain(a.documents.ingest([docs["pdf"]]))
     assert report.results[0].status == "failed" and "limit" in report.results[0].reason
     a.close()
 
 
 def test_one_question_searches_several_knowledge_bases(assistant, docs):
-    assistant.create_knowledge_base("pharmacy")
-    drain(assistant.ingest([docs["pdf"]]))
-    drain(assistant.ingest([docs["docx"]], kb="pharmacy"))
-    hits = assistant.search("amoxicillin dose and pharmacy Saturday hours", kb=["default", "pharmacy"], top_k=6)
+    assistant.documents.create_knowledge_base("pharmacy")
+    drain(assistant.documents.ingest([docs["pdf"]]))
+    drain(assistant.documents.ingest([docs["docx"]], kb="pharmacy"))
+    hits = assistant.chat.search("amoxicillin dose and pharmacy Saturday hours", kb=["default", "pharmacy"], top_k=6)
     assert {h.kb for h in hits} == {"default", "pharmacy"}
     assert {h.chunk.source for h in hits} == {"handbook.pdf", "pharmacy.docx"}
     assert all("fused" in h.scores for h in hits)

@@ -117,7 +117,7 @@ def docent(tmp_path, fake_server):
     assistant = Assistant(settings, llm=llm, embedder=HashEmbedder())
     note = tmp_path / "hands.txt"
     note.write_text("Wash your hands with soap and water for twenty seconds.\n", "utf-8")
-    for _ in assistant.ingest([note]):
+    for _ in assistant.documents.ingest([note]):
         pass
     yield assistant
     assistant.close()
@@ -127,57 +127,57 @@ def test_a_crash_mid_answer_stores_the_question_as_failed_and_retry_answers_it(d
                                                                               fake_server):
     from assistant.types import AnswerDelta
 
-    cid = docent.new_conversation().conversation_id
+    cid = docent.conversations.create().conversation_id
     with pytest.raises(BackendUnavailable):
-        for event in docent.chat(cid, "How long should I wash my hands?"):
+        for event in docent.conversations.send(cid, "How long should I wash my hands?"):
             if isinstance(event, AnswerDelta) and fake_server.pid:
                 os.kill(fake_server.pid, signal.SIGKILL)
-    [turn] = docent.conversation_turns(cid)
+    [turn] = docent.conversations.turns(cid)
     assert turn.status == "failed" and turn.question == "How long should I wash my hands?"
     assert turn.error
-    assert "(no answer:" in docent.export_conversation(cid)
-    answer = [e for e in docent.retry(cid)][-1]
-    [turn] = docent.conversation_turns(cid)
+    assert "(no answer:" in docent.conversations.export(cid)
+    answer = [e for e in docent.conversations.retry(cid)][-1]
+    [turn] = docent.conversations.turns(cid)
     assert turn.status == "done" and turn.answer == answer.text and "Wash" in turn.answer
 
 
 def test_the_question_is_stored_before_the_model_answers(docent):
     seen_by_model = []
-    served = docent._llm
+    served = docent.serving._llm
 
     class Watching(ServedLLM):
         def stream_chat(self, messages, max_tokens, temperature):
-            seen_by_model.extend(docent.conversation_turns(cid))
+            seen_by_model.extend(docent.conversations.turns(cid))
             return served.stream_chat(messages, max_tokens, temperature)
 
-    docent._llm = Watching(served.server, "fake", 4096, ready_timeout=30)
-    cid = docent.new_conversation().conversation_id
-    events = docent.chat(cid, "How long should I wash my hands?")
+    docent.serving._llm = Watching(served.server, "fake", 4096, ready_timeout=30)
+    cid = docent.conversations.create().conversation_id
+    events = docent.conversations.send(cid, "How long should I wash my hands?")
     while not seen_by_model:
         next(events)
     events.close()  # the page or the client went away
     [stored] = seen_by_model
     assert stored.status == "pending" and stored.question.startswith("How long")
-    assert docent.conversation_turns(cid)[0].status == "stopped"
+    assert docent.conversations.turns(cid)[0].status == "stopped"
 
 
 def test_stop_keeps_what_was_streamed_marked_stopped(docent):
     from assistant.types import Answer, AnswerDelta
 
-    cid = docent.new_conversation().conversation_id
+    cid = docent.conversations.create().conversation_id
     seen, final = [], None
-    for event in docent.chat(cid, "How long should I wash my hands?"):
+    for event in docent.conversations.send(cid, "How long should I wash my hands?"):
         if isinstance(event, AnswerDelta):
             seen.append(event.text)
             if len(seen) == 3:
-                assert docent.stop_answer(cid)
+                assert docent.conversations.stop(cid)
         final = event if isinstance(event, Answer) else final
     assert final is None and len(seen) == 3
-    [turn] = docent.conversation_turns(cid)
+    [turn] = docent.conversations.turns(cid)
     assert turn.status == "stopped" and turn.answer == "".join(seen)
-    assert not docent.stop_answer(cid)  # nothing is being written any more
-    final = list(docent.retry(cid))[-1]  # a stopped answer can be asked again
-    [turn] = docent.conversation_turns(cid)
+    assert not docent.conversations.stop(cid)  # nothing is being written any more
+    final = list(docent.conversations.retry(cid))[-1]  # a stopped answer can be asked again
+    [turn] = docent.conversations.turns(cid)
     assert isinstance(final, Answer) and turn.status == "done" and turn.answer == final.text
 
 
@@ -187,7 +187,7 @@ def test_health_reports_the_model_process(docent, fake_server):
 
     from assistant.api import build_health
 
-    docent._model_server = fake_server  # as the facade does when it starts the server
+    docent.serving._model_server = fake_server  # as the facade does when it starts the server
     app = FastAPI()
     app.include_router(build_health(docent))
     body = TestClient(app).get("/health").json()

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from assistant.core import Assistant
+from assistant.status_text import knowledge_base_status, reranker_status
 from finetune.questions import clean_question, sample_chunks
 from ingest.pipeline import drain
 from knowledge.compress import compress
@@ -31,18 +32,18 @@ def _pool():
 
 def test_auto_embedder_is_multilingual_and_the_choice_is_kept(tmp_path):
     (tmp_path / "en.txt").write_text(ENGLISH * 5, encoding="utf-8")
-    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"))
-    a.library.close()
-    a.library = Library(a.paths.kb_dir, _pool(), 220, 40)
-    a.create_knowledge_base("english")
+    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"), embedders=_pool())
+    a.documents.create_knowledge_base("english")
     assert a.library.manifest("english").embedder == "auto"
-    drain(a.ingest([tmp_path / "en.txt"], kb="english"))
+    drain(a.documents.ingest([tmp_path / "en.txt"], kb="english"))
     # an English first document still gets the multilingual embedder: the knowledge base
     # will be asked in Chinese and Vietnamese too
     assert a.library.manifest("english").embedder == E5_NAME
     assert a.library.manifest("english").language == "en"
-    assert "chosen for en text" in a.knowledge_base_status("english")
-    assert "Reranker: none" in a.knowledge_base_status("english")
+    status = a.documents.status("english")
+    assert (status.embedder, status.language, status.reranker.trained) == (E5_NAME, "en", None)
+    assert "chosen for en text" in knowledge_base_status(status)
+    assert "Reranker: none" in knowledge_base_status(status)
     # the choice is kept: reopening uses the recorded embedder, whatever the default
     a.library.close()
     lib = Library(a.paths.kb_dir, EmbedderPool(MINILM_NAME, loader=lambda n: HashEmbedder(n)),
@@ -57,11 +58,9 @@ def _english_only_kb(tmp_path):
     for English documents before) and holds one English file."""
     (tmp_path / "en.txt").write_text(ENGLISH * 5, encoding="utf-8")
     (tmp_path / "zh.txt").write_text(CHINESE * 5, encoding="utf-8")
-    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"))
-    a.library.close()
-    a.library = a.answerer.library = Library(a.paths.kb_dir, _pool(), 220, 40)
-    a.create_knowledge_base("clinic", MINILM_NAME)
-    drain(a.ingest([tmp_path / "en.txt"], kb="clinic"))
+    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"), embedders=_pool())
+    a.documents.create_knowledge_base("clinic", MINILM_NAME)
+    drain(a.documents.ingest([tmp_path / "en.txt"], kb="clinic"))
     return a
 
 
@@ -71,7 +70,7 @@ def test_a_chinese_file_reembeds_an_english_only_knowledge_base_first(tmp_path):
     old = base.manifest.collection
     english_chunks = base.chunk_count()
     events = []
-    drain(a.ingest([tmp_path / "zh.txt"], kb="clinic"), events.append)
+    drain(a.documents.ingest([tmp_path / "zh.txt"], kb="clinic"), events.append)
     stages = [e for e in events if e.stage == "re-embedding"]
     assert stages and stages[-1].message.startswith(f"{english_chunks}/{english_chunks} ")
     m = a.library.manifest("clinic")
@@ -106,15 +105,15 @@ def test_an_interrupted_reembed_leaves_the_old_index_as_it_was(tmp_path):
 
 def test_a_question_in_another_language_starts_reembedding_in_the_background(tmp_path):
     a = _english_only_kb(tmp_path)
-    list(a.ask("What is the dose of metformin?", kb="clinic"))
+    list(a.chat.ask("What is the dose of metformin?", kb="clinic"))
     assert a.jobs.latest("re-embedding", "clinic") is None
-    list(a.ask("Liều metformin ban đầu là bao nhiêu?", kb="clinic"))
+    list(a.chat.ask("Liều metformin ban đầu là bao nhiêu?", kb="clinic"))
     job = a.jobs.wait(a.jobs.latest("re-embedding", "clinic").job_id)
     assert job.state == "done", job.error
     assert a.library.manifest("clinic").embedder == E5_NAME
-    assert "re-embedding finished" in a.knowledge_base_status("clinic")
+    assert "re-embedding finished" in knowledge_base_status(a.documents.status("clinic"))
     with pytest.raises(Exception, match="already uses an embedder that reads every language"):
-        a.reembed_knowledge_base("clinic")
+        a.index_jobs.reembed("clinic")
 
 
 def test_compression_keeps_relevant_sentences_in_order_within_budget():
@@ -139,12 +138,12 @@ def test_answers_use_compressed_sources_and_condensed_follow_ups(tmp_path):
     llm = ScriptedLLM("What is the usual dose of metformin?")
     a = Assistant(make_settings(tmp_path, retrieval={"compress_budget": 60}), llm=llm,
                   embedder=HashEmbedder())
-    drain(a.ingest([tmp_path / "leaflet.txt"]))
-    answer = a.answer("And how much?", history=[("What is metformin?", "A diabetes medicine [1].")])
+    drain(a.documents.ingest([tmp_path / "leaflet.txt"]))
+    answer = a.chat.answer("And how much?", history=[("What is metformin?", "A diabetes medicine [1].")])
     assert answer.search_query == "What is the usual dose of metformin?"
     assert "What is metformin?" in llm.calls[0][1]["content"]  # the condense prompt
     assert "condense_s" in answer.timings and "compress_s" in answer.timings
-    assert all(a.llm.count_tokens(s.text) < 200 for s in answer.sources)
+    assert all(a.serving.llm.count_tokens(s.text) < 200 for s in answer.sources)
     assert any("500 mg" in s.text for s in answer.sources)
     a.close()
 
@@ -183,8 +182,8 @@ def test_a_knowledge_base_trains_its_reranker_and_uses_it(tmp_path):
                         f"{['care', 'rest', 'water', 'checks', 'time'][k % 5]} on day {k}."
                         for k in range(30))
         (tmp_path / f"{n}.txt").write_text(body, encoding="utf-8")
-    drain(a.ingest(sorted(tmp_path.glob("*.txt"))))
-    job = a.train_reranker()
+    drain(a.documents.ingest(sorted(tmp_path.glob("*.txt"))))
+    job = a.index_jobs.train_reranker()
     job = a.jobs.wait(job.job_id)
     assert job.state == "done", job.error
     kb = a.library.get(settings.default_kb)
@@ -192,19 +191,19 @@ def test_a_knowledge_base_trains_its_reranker_and_uses_it(tmp_path):
     assert record.version == 1 and record.questions >= 10 and record.groups >= 10
     assert (kb.root / "reranker" / "v1" / "model.safetensors").is_file()
     assert json.loads((kb.root / "reranker" / "job.json").read_text())["state"] == "done"
-    assert "trained v1" in a.reranker_status()
-    hits = a.search("eye drops leaflet")
+    assert "trained v1" in reranker_status(a.documents.status().reranker)
+    hits = a.chat.search("eye drops leaflet")
     assert "rerank" in hits[0].scores
     # training again makes v2 and reuses the questions already written
-    calls = len(a.llm.calls)
-    gen = train_reranker(kb, a.llm, RerankerTraining(questions=12, epochs=1))
+    calls = len(a.serving.llm.calls)
+    gen = train_reranker(kb, a.serving.llm, RerankerTraining(questions=12, epochs=1))
     while True:
         try:
             next(gen)
         except StopIteration as stop:
             assert stop.value.version == 2
             break
-    assert len(a.llm.calls) == calls
+    assert len(a.serving.llm.calls) == calls
     assert isinstance(kb.reranker(), CrossEncoderReranker)
     a.close()
 

@@ -91,12 +91,12 @@ def _assistant(tmp_path, fake, files=("report",), **settings):
     a = Assistant(make_settings(tmp_path, **settings), llm=fake, embedder=HashEmbedder())
     docs = make_clinic_docs(tmp_path / "docs")
     docs["report"] = write_pdf(tmp_path / "docs" / "checkup.pdf", REPORT_PAGES)
-    drain(a.ingest([docs[f] for f in files]))
+    drain(a.documents.ingest([docs[f] for f in files]))
     return a
 
 
 def _doc_id(a, source):
-    return a.resolve_documents([source])[0]
+    return a.documents.resolve([source])[0]
 
 
 def _collect(task):
@@ -120,7 +120,7 @@ def test_long_document_is_summarized_map_reduce_with_global_page_citations(tmp_p
 
     llm = ListLLM(respond=respond, n_ctx=600)
     a = _assistant(tmp_path, llm, llm={"max_tokens": 100})
-    events, summary = _collect(a.summarize([_doc_id(a, "checkup.pdf")]))
+    events, summary = _collect(a.tasks.summarize([_doc_id(a, "checkup.pdf")]))
 
     maps = [m for m, _ in llm.calls if "Combine them" not in m[-1]["content"]]
     numbers = [n for m in maps for n in _numbers_in(m[-1]["content"])]
@@ -143,7 +143,7 @@ def test_long_document_is_summarized_map_reduce_with_global_page_citations(tmp_p
 def test_short_document_is_summarized_in_one_call(tmp_path):
     llm = ListLLM(["Adults take amoxicillin 500 mg every 8 hours [2]. Clinic hours [1]."])
     a = _assistant(tmp_path, llm, files=("pdf",))
-    events, summary = _collect(a.summarize([_doc_id(a, "handbook.pdf")]))
+    events, summary = _collect(a.tasks.summarize([_doc_id(a, "handbook.pdf")]))
     assert len(llm.calls) == 1
     prompt = llm.calls[0][0][-1]["content"]
     assert "[2] (handbook.pdf, page 2)" in prompt and "Write in English." in prompt
@@ -158,7 +158,7 @@ def test_sentences_the_model_left_uncited_get_markers_from_word_overlap(tmp_path
                    "- For adults, the usual amoxicillin dose is 500 mg every 8 hours.\n"
                    "- Adults should get the influenza vaccine every autumn [3].")])
     a = _assistant(tmp_path, llm, files=("pdf",))
-    summary = run_task(a.summarize([_doc_id(a, "handbook.pdf")]))
+    summary = run_task(a.tasks.summarize([_doc_id(a, "handbook.pdf")]))
     assert summary.text.splitlines()[1:] == [
         "- For adults, the usual amoxicillin dose is 500 mg every 8 hours [2].",
         "- Adults should get the influenza vaccine every autumn [3]."]
@@ -170,14 +170,14 @@ def test_sentences_the_model_left_uncited_get_markers_from_word_overlap(tmp_path
 def test_unknown_document_fails_at_once_and_names_are_resolved(tmp_path):
     a = _assistant(tmp_path, ListLLM(), files=("pdf", "txt"))
     with pytest.raises(KnowledgeError, match="nope"):
-        a.summarize(["nope"])  # before any iteration
+        a.tasks.summarize(["nope"])  # before any iteration
     with pytest.raises(KnowledgeError, match="nope.pdf"):
-        a.resolve_documents(["handbook.pdf", "nope.pdf"])
+        a.documents.resolve(["handbook.pdf", "nope.pdf"])
     doc_id = _doc_id(a, "handbook.pdf")
-    assert a.resolve_documents([doc_id, "handbook.pdf", "visitors.txt"])[0] == doc_id
-    assert len(a.resolve_documents([doc_id, "handbook.pdf", "visitors.txt"])) == 2
+    assert a.documents.resolve([doc_id, "handbook.pdf", "visitors.txt"])[0] == doc_id
+    assert len(a.documents.resolve([doc_id, "handbook.pdf", "visitors.txt"])) == 2
     with pytest.raises(ValueError):
-        a.exam_questions([])
+        a.tasks.exam_questions([])
     a.close()
 
 
@@ -220,7 +220,7 @@ def test_exam_retries_a_bad_reply_once_then_skips_and_keeps_pages(tmp_path):
     llm = ListLLM(replies)
     a = _assistant(tmp_path, llm)
     doc_id = _doc_id(a, "checkup.pdf")
-    events, questions = _collect(a.exam_questions([doc_id], n=3))
+    events, questions = _collect(a.tasks.exam_questions([doc_id], n=3))
     assert len(questions) == 3 and not llm.replies and events[-1].skipped == 1
     retry = llm.calls[2][0]
     assert retry[-2] == {"role": "assistant", "content": MALFORMED}
@@ -241,8 +241,8 @@ def test_exam_in_traditional_chinese_is_written_in_traditional(tmp_path):
     reply = "问题：高血压患者每天应少于多少克盐？\nA）三克\nB）五克\nC）八克\nD）十克\n答案：B"
     llm = ListLLM([reply])
     a = Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder())
-    drain(a.ingest([tmp_path / "guide.txt"]))
-    (q,) = run_task(a.exam_questions([_doc_id(a, "guide.txt")], n=1))
+    drain(a.documents.ingest([tmp_path / "guide.txt"]))
+    (q,) = run_task(a.tasks.exam_questions([_doc_id(a, "guide.txt")], n=1))
     assert "Write in Traditional Chinese." in llm.calls[0][0][-1]["content"]
     assert q.question == "高血壓患者每天應少於多少克鹽？" and q.answer == "B"
     assert document_language_of_text(text) == "zh-Hant"
@@ -275,7 +275,7 @@ def test_advice_uses_the_passages_matching_the_focus_and_cites_them(tmp_path):
     llm = ListLLM([reply, "- Walk [1]."], n_ctx=600)
     a = _assistant(tmp_path, llm, llm={"max_tokens": 100})
     doc_id = _doc_id(a, "checkup.pdf")
-    result = run_task(a.advice([doc_id], focus="patient with high blood pressure"))
+    result = run_task(a.tasks.advice([doc_id], focus="patient with high blood pressure"))
     prompt = llm.calls[0][0][-1]["content"]
     assert "patient with high blood pressure" in prompt
     assert result.sources[0].page == 2 and len(result.sources) < 6  # cut to the context
@@ -283,7 +283,7 @@ def test_advice_uses_the_passages_matching_the_focus_and_cites_them(tmp_path):
                            "- Take aspirin.")
     (cite,) = result.citations
     assert cite.page == 2 and "salt" in cite.quote and cite.kb == "default"
-    plain = run_task(a.advice([doc_id]))
+    plain = run_task(a.tasks.advice([doc_id]))
     assert plain.sources[0].page == 1 and plain.focus == ""
     a.close()
 
@@ -319,12 +319,12 @@ def test_real_model_summarizes_and_writes_an_exam_question(tmp_path):
     settings = make_settings(tmp_path, llm={"model": "qwen2.5-coder-0.5b", "temperature": 0,
                                             "max_tokens": 200})
     a = Assistant(settings, embedder=HashEmbedder())
-    drain(a.ingest([make_clinic_docs(tmp_path / "docs")["pdf"]]))
+    drain(a.documents.ingest([make_clinic_docs(tmp_path / "docs")["pdf"]]))
     doc_id = _doc_id(a, "handbook.pdf")
-    summary = run_task(a.summarize([doc_id]))
+    summary = run_task(a.tasks.summarize([doc_id]))
     assert len(summary.text) > 40 and summary.citations
     assert all(1 <= c.page <= 3 for c in summary.citations)
-    questions = run_task(a.exam_questions([doc_id], n=2))
+    questions = run_task(a.tasks.exam_questions([doc_id], n=2))
     assert questions and all(q.answer in "ABCD" and 1 <= q.page <= 3 for q in questions)
     assert all(len(set(q.options)) == 4 for q in questions)
     a.close()

@@ -92,14 +92,14 @@ def model_update(assistant: Assistant, current: str | None, choices=None) -> gr.
     """The chat model menu, keeping ``current`` when it still exists."""
     choices = list_models(assistant) if choices is None else choices
     ids = [c.model_id for c in choices]
-    value = current if current in ids else (assistant.chat_model() if ids else None)
+    value = current if current in ids else (assistant.serving.chat_model() if ids else None)
     return gr.Dropdown(choices=model_menu(choices), value=value)
 
 
 # --- callbacks (plain functions of the facade) ------------------------------------------
 def list_models(assistant: Assistant) -> list:
     try:
-        return assistant.models()
+        return assistant.serving.models()
     except EXPECTED as exc:
         log.warning("Could not list models: %s", exc)
         return []
@@ -116,7 +116,7 @@ def adapter_rows(assistant: Assistant) -> list[list[str]]:
         if choice.method == "base":
             continue
         try:
-            rows.append(adapter_row(assistant.adapter(choice.model_id)))
+            rows.append(adapter_row(assistant.serving.adapter(choice.model_id)))
         except EXPECTED as exc:  # deleted meanwhile
             log.info("Adapter %s: %s", choice.model_id, exc)
     return rows
@@ -126,7 +126,7 @@ def adapter_metrics(assistant: Assistant, adapter_id: str | None) -> str:
     if not adapter_id:
         return "No adapters yet: a finished training job registers one here."
     try:
-        return metrics_markdown(assistant.adapter(adapter_id))
+        return metrics_markdown(assistant.serving.adapter(adapter_id))
     except EXPECTED as exc:
         return f"⚠️ {exc}"
 
@@ -135,7 +135,7 @@ def delete_adapter(assistant: Assistant, adapter_id: str | None) -> str:
     if not adapter_id:
         return "Pick an adapter first."
     try:
-        assistant.delete_adapter(adapter_id)
+        assistant.serving.delete_adapter(adapter_id)
     except EXPECTED as exc:
         return f"⚠️ {exc}"
     return f"Deleted adapter {adapter_id}."
@@ -147,7 +147,7 @@ def export_adapter(assistant: Assistant, adapter_id: str | None, choice: str) ->
         return "Pick an adapter first."
     kind, _, quant = (choice or "gguf:Q4_K_M").partition(":")
     try:
-        path = assistant.export_adapter(adapter_id, kind, quant or "Q4_K_M")
+        path = assistant.serving.export_adapter(adapter_id, kind, quant or "Q4_K_M")
     except EXPECTED as exc:
         return f"⚠️ Not exported: {exc}"
     except Exception as exc:  # the edge: conversion tools can fail in many ways

@@ -20,7 +20,7 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
     with gr.Blocks(title="Docent", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("# Docent\nAnswers from your own documents, with the file and page "
                     "for every claim. Everything stays on this computer.")
-        kbs = assistant.knowledge_bases()
+        kbs = assistant.documents.knowledge_bases()
         kb_choice = gr.Dropdown(
             label="Knowledge base", choices=kbs, value=assistant.settings.default_kb,
             elem_id="kb", interactive=True,
@@ -31,6 +31,6 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
             build_knowledge_tab(demo, assistant, kb_choice, downloads)
         with gr.Tab("Fine-tune", id="finetune-tab"):
             build_finetune_tab(demo, assistant, kb_choice, model_choice)
-        demo.load(lambda kb: gr.Dropdown(choices=assistant.knowledge_bases(), value=kb),
+        demo.load(lambda kb: gr.Dropdown(choices=assistant.documents.knowledge_bases(), value=kb),
                   [kb_choice], [kb_choice], api_name=False)
     return demo

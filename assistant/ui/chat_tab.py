@@ -75,12 +75,12 @@ def build_chat_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown
 
     def stop_answer(open_cid: str | None):
         if open_cid:
-            assistant.stop_answer(open_cid)
+            assistant.conversations.stop(open_cid)
 
     def leave(open_cid: str | None):
         if open_cid:
             left.add(open_cid)
-            assistant.stop_answer(open_cid)
+            assistant.conversations.stop(open_cid)
 
     inputs = [question, chatbot, kb_choice, model, cid, cites]
     outputs = [chatbot, question, inspector, cid, cites]
@@ -108,7 +108,8 @@ def build_chat_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown
 def build_model_menu(demo: gr.Blocks, assistant: Assistant) -> gr.Dropdown:
     """The "Model" dropdown; its choices are read again on every page load."""
     model = gr.Dropdown(label="Model", choices=model_choices(assistant),
-                        value=assistant.chat_model(), elem_id="chat-model", interactive=True,
+                        value=assistant.serving.chat_model(), elem_id="chat-model",
+                        interactive=True,
                         info="The base model or a fine-tuned adapter; switches at once.")
     demo.load(lambda current: model_update(assistant, current), [model], [model],
               api_name=False)
@@ -139,8 +140,8 @@ def _retry(assistant: Assistant, history: list, kb: str, cid: str | None, answer
     history[-1] = {"role": "assistant", "content": "…"}
     answered = answered[:-1]
     yield history, gr.skip(), [], cid, answered
-    yield from _stream(lambda: (cid, assistant.retry(cid, model or None)), history, cid,
-                       answered, gr.skip())
+    yield from _stream(lambda: (cid, assistant.conversations.retry(cid, model or None)),
+                       history, cid, answered, gr.skip())
 
 
 def _while_shown(updates: Iterator[tuple], left: set[str]) -> Iterator[tuple]:
@@ -195,8 +196,8 @@ def _open_chat(assistant: Assistant, cid: str | None, kb: str, question: str,
     ``model``: the base model or an adapter id for this turn."""
     if cid:
         try:
-            return cid, assistant.chat(cid, question, model)
+            return cid, assistant.conversations.send(cid, question, model)
         except ConversationNotFound:
             log.info("Conversation %s is gone; starting a new one", cid)
-    cid = assistant.new_conversation(kb or None).conversation_id
-    return cid, assistant.chat(cid, question, model)
+    cid = assistant.conversations.create(kb or None).conversation_id
+    return cid, assistant.conversations.send(cid, question, model)

@@ -46,7 +46,7 @@ def build_citations_panel(assistant: Assistant, cites_state: gr.State,
         if citation is None:
             return "", gr.Image(value=None, visible=False)
         try:
-            view = assistant.citation_view(citation.chunk_id, citation.kb, citation.quote)
+            view = assistant.chat.citation(citation.chunk_id, citation.kb, citation.quote)
         except DocentError as exc:
             return f"<p>⚠️ {exc}</p>", gr.Image(value=None, visible=False)
         image = _load(view.page_image)

@@ -61,7 +61,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
                           chat: ChatWidgets, downloads: Downloads) -> None:
     def listing(cid: str | None = None):
         try:
-            choices = conversation_choices(assistant.list_conversations())
+            choices = conversation_choices(assistant.conversations.list())
         except DocentError as exc:
             log.warning("Could not list conversations: %s", exc)
             choices = []
@@ -78,12 +78,12 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
         if not cid:
             return cleared()
         try:
-            info = next(c for c in assistant.list_conversations() if c.conversation_id == cid)
-            turns = assistant.conversation_turns(cid)
+            info = next(c for c in assistant.conversations.list() if c.conversation_id == cid)
+            turns = assistant.conversations.turns(cid)
         except (StopIteration, DocentError):
             return cleared("⚠️ That conversation no longer exists.")
         cites = [t.citations for t in turns]
-        kb = (gr.Dropdown(value=info.kb) if info.kb in assistant.knowledge_bases()
+        kb = (gr.Dropdown(value=info.kb) if info.kb in assistant.documents.knowledge_bases()
               else gr.skip())
         return (turn_messages(turns), [], cid, cites, *show_turn(cites), gr.skip(), info.title,
                 f"Reopened: {len(turns)} questions, knowledge base **{info.kb}**.",
@@ -93,7 +93,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
         if not cid:
             return gr.skip(), "Open or start a conversation first."
         try:
-            info = assistant.rename_conversation(cid, title or "")
+            info = assistant.conversations.rename(cid, title or "")
         except (DocentError, ValueError) as exc:
             return gr.skip(), f"⚠️ {exc}"
         return listing(cid), f"Renamed to **{info.title}**."
@@ -102,7 +102,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
         if not cid:
             return unchanged[:9] + ("Open a conversation to delete it.",) + unchanged[10:]
         try:
-            assistant.delete_conversation(cid)
+            assistant.conversations.delete(cid)
         except DocentError as exc:
             return unchanged[:9] + (f"⚠️ {exc}",) + unchanged[10:]
         return cleared("Conversation deleted.")
@@ -111,8 +111,8 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
         if not cid:
             return gr.File(visible=False), "Open or start a conversation to export it."
         try:
-            text = assistant.export_conversation(cid)
-            info = next(c for c in assistant.list_conversations() if c.conversation_id == cid)
+            text = assistant.conversations.export(cid)
+            info = next(c for c in assistant.conversations.list() if c.conversation_id == cid)
         except (StopIteration, DocentError) as exc:
             return gr.File(visible=False), f"⚠️ Could not export: {exc}"
         path = downloads.write(f"{info.title or 'conversation'}-{cid}.md", text)
@@ -123,7 +123,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
         if cid is None:
             return unchanged
         try:
-            info = next(c for c in assistant.list_conversations() if c.conversation_id == cid)
+            info = next(c for c in assistant.conversations.list() if c.conversation_id == cid)
         except StopIteration:
             return cleared()
         return cleared() if info.kb != kb else unchanged
@@ -144,7 +144,7 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
 def after_answer(assistant: Assistant, cid: str | None) -> tuple:
     """Updates of the conversation list and title once an answer is stored."""
     try:
-        infos = assistant.list_conversations()
+        infos = assistant.conversations.list()
     except DocentError:
         return gr.skip(), gr.skip()
     title = next((c.title for c in infos if c.conversation_id == cid), "")

@@ -126,7 +126,7 @@ def _event_text(ev) -> str:
 # --- callbacks (plain functions of the facade) ------------------------------------------
 def dataset_choices(assistant: Assistant) -> list[tuple[str, str]]:
     try:
-        return [(dataset_label(r), r.id) for r in assistant.datasets()]
+        return [(dataset_label(r), r.id) for r in assistant.datasets.list()]
     except EXPECTED as exc:
         log.warning("Could not list datasets: %s", exc)
         return []
@@ -139,7 +139,7 @@ def import_file(assistant: Assistant, path: str | None, name: str = "", kb: str 
     if not path:
         return "Choose a JSONL, CSV or parquet file first.", None
     try:
-        record = assistant.import_dataset(path, (name or "").strip() or Path(path).stem,
+        record = assistant.datasets.import_file(path, (name or "").strip() or Path(path).stem,
                                           kb or "")
     except EXPECTED as exc:
         return f"⚠️ Not imported:\n\n```\n{exc}\n```", None
@@ -151,7 +151,7 @@ def generate(assistant: Assistant, kb: str | None, n: int, refusals: bool, raft:
              on_event: Callable | None = None, per_passage: int = 2) -> tuple[str, str | None]:
     """Drive ``generate_dataset`` to the end -> (message, dataset id or None)."""
     try:
-        events = assistant.generate_dataset(kb or None, n, refusals=bool(refusals),
+        events = assistant.datasets.generate(kb or None, n, refusals=bool(refusals),
                                             raft_fraction=float(raft or 0.0),
                                             questions_per_chunk=int(per_passage))
         last = None
@@ -179,13 +179,13 @@ def preview_table(assistant: Assistant, ds_id: str | None, n: int = PREVIEW_ROWS
         return ["(no dataset)"], []
     try:
         shape = _record(assistant, ds_id).shape
-        return dataset_table(shape, assistant.preview_dataset(ds_id, n))
+        return dataset_table(shape, assistant.datasets.preview(ds_id, n))
     except EXPECTED as exc:
         return ["error"], [[str(exc)]]
 
 
 def _record(assistant: Assistant, ds_id: str):
-    for record in assistant.datasets():
+    for record in assistant.datasets.list():
         if record.id == ds_id:
             return record
     raise ValueError(f"No dataset {ds_id!r}.")
@@ -200,13 +200,13 @@ def save_edits(assistant: Assistant, ds_id: str | None, headers: list[str],
     try:
         record = _record(assistant, ds_id)
         edited = table_rows(headers, cells)
-        train = assistant.preview_dataset(ds_id, ALL_ROWS)
+        train = assistant.datasets.preview(ds_id, ALL_ROWS)
         if [_parsed(r) for r in edited] == train[:PREVIEW_ROWS]:
             return "No changes to save.", ds_id
         rest = train[PREVIEW_ROWS:]
-        heldout = (assistant.preview_dataset(str(record.path / "heldout.jsonl"), ALL_ROWS)
+        heldout = (assistant.datasets.preview(str(record.path / "heldout.jsonl"), ALL_ROWS)
                    if record.heldout else [])
-        new = assistant.edit_dataset(ds_id, edited + rest + heldout)
+        new = assistant.datasets.edit(ds_id, edited + rest + heldout)
     except EXPECTED as exc:
         return f"⚠️ Not saved:\n\n```\n{exc}\n```", None
     return f"Saved **{new.id}**: {new.train} training and {new.heldout} held-out rows.", new.id

@@ -94,7 +94,7 @@ def poll(assistant: Assistant, selected: str | None, last) -> tuple:
 # --- callbacks (plain functions of the facade) ------------------------------------------
 def list_jobs(assistant: Assistant) -> list:
     try:
-        return assistant.training_jobs()
+        return assistant.training.jobs()
     except EXPECTED as exc:
         log.warning("Could not list training jobs: %s", exc)
         return []
@@ -110,7 +110,7 @@ def loss_frame(assistant: Assistant, job_id: str | None) -> pd.DataFrame:
     points = []
     if job_id:
         try:
-            points = loss_points(assistant.training_metrics(job_id))
+            points = loss_points(assistant.training.metrics(job_id))
         except EXPECTED as exc:
             log.warning("Could not read metrics of %s: %s", job_id, exc)
     return pd.DataFrame(points, columns=["step", "loss"])
@@ -120,7 +120,7 @@ def log_tail(assistant: Assistant, job_id: str | None, lines: int = LOG_LINES) -
     if not job_id:
         return ""
     try:
-        text = assistant.training_log(job_id)
+        text = assistant.training.log(job_id)
     except EXPECTED as exc:
         return f"(no log: {exc})"
     return "\n".join(text.splitlines()[-lines:])
@@ -131,18 +131,18 @@ def job_view(assistant: Assistant, job_id: str | None) -> tuple[str, pd.DataFram
     if not job_id:
         return "No training jobs yet: start one under Train.", loss_frame(assistant, None), ""
     try:
-        record = assistant.training_job(job_id)
+        record = assistant.training.job(job_id)
     except EXPECTED as exc:
         return f"⚠️ {exc}", loss_frame(assistant, None), ""
     return job_details(record), loss_frame(assistant, job_id), log_tail(assistant, job_id)
 
 
 def cancel_job(assistant: Assistant, job_id: str | None) -> str:
-    return _job_action(assistant.cancel_training, job_id, "")
+    return _job_action(assistant.training.cancel, job_id, "")
 
 
 def resume_job(assistant: Assistant, job_id: str | None) -> str:
-    return _job_action(assistant.resume_training, job_id, ": it continues from its last checkpoint")
+    return _job_action(assistant.training.resume, job_id, ": it continues from its last checkpoint")
 
 
 def _job_action(action, job_id: str | None, suffix: str) -> str:

@@ -140,13 +140,13 @@ def estimate_text(assistant: Assistant, method: str, spec: dict, base: str,
                   ds_id: str | None) -> str:
     """Markdown: parameters, memory (needed and free), time per step and in all."""
     try:
-        est = assistant.training_estimate(method, spec, (base or "").strip(), ds_id or None)
+        est = assistant.training.estimate(method, spec, (base or "").strip(), ds_id or None)
     except EXPECTED as exc:
         return f"⚠️ {exc}"
     verdict = "**Fits**" if est.fits else "**Does not fit**"
     text = (f"{verdict}: ~{est.params / 1e6:.0f}M parameters; needs ~{est.memory_gb:.1f} GB "
             f"of {est.available_gb:.1f} GB free; ~{est.seconds_per_step:.1f} s per step")
-    rows = next((r.train for r in assistant.datasets() if r.id == ds_id), 0) if ds_id else 0
+    rows = next((r.train for r in assistant.datasets.list() if r.id == ds_id), 0) if ds_id else 0
     if rows and method != "cpt":
         steps = planned_steps({**SPECS[method]().__dict__, **spec}, rows)
         text += (f"; {steps} step{'s' if steps != 1 else ''} ≈ "
@@ -161,7 +161,7 @@ def start_job(assistant: Assistant, method: str, spec: dict, base: str, ds_id: s
     if not ds_id:
         return "Choose or import a dataset first.", None
     try:
-        job = assistant.start_training(method, spec, (base or "").strip(), ds_id,
+        job = assistant.training.start(method, spec, (base or "").strip(), ds_id,
                                        name=(name or "").strip(), force=bool(force))
     except EXPECTED as exc:
         return f"⚠️ {exc}", None

@@ -17,18 +17,18 @@ def build_kb_panel(assistant: Assistant, kb_choice: gr.Dropdown) -> None:
         status = gr.Markdown()
 
     def _choices(value: str | None):
-        return gr.Dropdown(choices=assistant.knowledge_bases(), value=value)
+        return gr.Dropdown(choices=assistant.documents.knowledge_bases(), value=value)
 
     def do_create(new: str):
         try:
-            assistant.create_knowledge_base((new or "").strip())
+            assistant.documents.create_knowledge_base((new or "").strip())
         except Exception as exc:
             return f"⚠️ {exc}", gr.Dropdown()
         return f"Created **{new.strip()}**.", _choices(new.strip())
 
     def do_rename(current: str, new: str):
         try:
-            assistant.rename_knowledge_base(current, (new or "").strip())
+            assistant.documents.rename_knowledge_base(current, (new or "").strip())
         except Exception as exc:
             return f"⚠️ {exc}", gr.Dropdown()
         return f"Renamed **{current}** to **{new.strip()}**.", _choices(new.strip())
@@ -39,7 +39,7 @@ def build_kb_panel(assistant: Assistant, kb_choice: gr.Dropdown) -> None:
         if current == assistant.settings.default_kb:
             return "The default knowledge base cannot be deleted.", gr.Dropdown(), False
         try:
-            assistant.delete_knowledge_base(current)
+            assistant.documents.delete_knowledge_base(current)
         except Exception as exc:
             return f"⚠️ {exc}", gr.Dropdown(), False
         return f"Deleted **{current}**.", _choices(assistant.settings.default_kb), False

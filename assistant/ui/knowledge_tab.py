@@ -70,33 +70,33 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
     refresh_tasks = build_tasks_panel(demo, assistant, kb_choice, downloads)
 
     def refresh(kb: str):
-        records = assistant.documents(kb or None)
+        records = assistant.documents.list(kb or None)
         return document_rows(records), gr.Dropdown(choices=document_choices(records), value=None)
 
     def ingest(paths: list | None, pw: str, kb: str, progress=gr.Progress()):
         if not paths:
             return "Choose or drop files first.", [], *refresh(kb)
         items = [IngestItem(Path(p), Path(p).name) for p in paths]
-        report = _run(assistant.ingest(items, kb or None, password=pw or None), progress)
+        report = _run(assistant.documents.ingest(items, kb or None, password=pw or None), progress)
         return _summary(report), report_rows(report), *refresh(kb)
 
     def sync(path: str, kb: str, progress=gr.Progress()):
         if not (path or "").strip():
             return "Enter a folder path first.", [], *refresh(kb)
         try:
-            report = _run(assistant.sync_folder(path.strip(), kb or None), progress)
+            report = _run(assistant.documents.sync_folder(path.strip(), kb or None), progress)
         except Exception as exc:
             return f"⚠️ {exc}", [], *refresh(kb)
         return _summary(report), report_rows(report), *refresh(kb)
 
     def reread(kb: str, progress=gr.Progress()):
-        report = _run(assistant.reread_documents(kb or None), progress)
+        report = _run(assistant.documents.reread(kb or None), progress)
         return _summary(report), report_rows(report), *refresh(kb)
 
     def delete(doc_id: str | None, kb: str):
         if not doc_id:
             return "Pick a document to delete.", *refresh(kb)
-        assistant.delete_document(doc_id, kb or None)
+        assistant.documents.delete(doc_id, kb or None)
         return "Deleted.", *refresh(kb)
 
     outputs = [summary, results, docs, doc_pick]

@@ -1,5 +1,5 @@
 """The knowledge base's profile (Knowledge tab): preset, scope subject, the editable
-system prompt, the disclaimer; saved with ``Assistant.set_kb_profile``."""
+system prompt, the disclaimer; saved with ``Documents.set_profile``."""
 from __future__ import annotations
 
 import logging
@@ -62,7 +62,7 @@ def build_profile_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
 
     def load(kb: str):
         try:
-            p = assistant.kb_profile(kb or None)
+            p = assistant.documents.profile(kb or None)
         except (DocentError, ValueError, OSError) as exc:
             return (gr.skip(),) * 5 + (f"⚠️ Could not read the profile: {exc}",)
         return (p, preset_name(p), p.subject, p.system_prompt, p.disclaimer,
@@ -79,7 +79,7 @@ def build_profile_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
     def store(kb: str, name: str, current: Profile, subj: str, text: str, disc: str):
         try:
             p = profile_from_form(name, current, subj, text, disc)
-            assistant.set_kb_profile(p, kb or None)
+            assistant.documents.set_profile(p, kb or None)
         except ValueError as exc:
             return gr.skip(), f"⚠️ Not saved: {exc}"
         except (DocentError, OSError) as exc:

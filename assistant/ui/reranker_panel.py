@@ -5,7 +5,9 @@ import logging
 
 import gradio as gr
 
-from assistant.core import TRAIN_RERANKER, Assistant
+from assistant.core import Assistant
+from assistant.services.index_jobs import TRAIN_RERANKER
+from assistant.status_text import knowledge_base_status
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
@@ -24,15 +26,15 @@ def build_reranker_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dr
 
     def show(kb: str):
         try:
-            text = assistant.knowledge_base_status(kb or None)
+            facts = assistant.documents.status(kb or None)
         except Exception as exc:  # the edge: say what is wrong, keep the page up
             return f"⚠️ {exc}", gr.Timer(active=False)
-        job = assistant.jobs.latest(TRAIN_RERANKER, kb or assistant.settings.default_kb)
-        return text, gr.Timer(active=bool(job and job.running))
+        training = any(job.running for job in facts.jobs if job.kind == TRAIN_RERANKER)
+        return knowledge_base_status(facts), gr.Timer(active=training)
 
     def start(kb: str):
         try:
-            assistant.train_reranker(kb or None)
+            assistant.index_jobs.train_reranker(kb or None)
         except Exception as exc:
             log.warning("Could not start reranker training: %s", exc)
             return f"⚠️ Could not start training: {exc}", gr.Timer(active=False)

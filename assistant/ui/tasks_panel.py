@@ -44,7 +44,7 @@ def build_tasks_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropd
 
     def refresh(kb: str):
         try:
-            records = assistant.documents(kb or None)
+            records = assistant.documents.list(kb or None)
         except DocentError as exc:
             log.warning("Could not list documents: %s", exc)
             records = []
@@ -87,7 +87,7 @@ def _task(assistant: Assistant, doc_ids: list[str], task: str, n: float | None, 
     """The facade's task generator for the chosen task (its input checked now)."""
     kb = kb or None
     if task == EXAM:
-        return assistant.exam_questions(doc_ids, kb, int(n or 5))
+        return assistant.tasks.exam_questions(doc_ids, kb, int(n or 5))
     if task == ADVICE:
-        return assistant.advice(doc_ids, kb, focus or "")
-    return assistant.summarize(doc_ids, kb)
+        return assistant.tasks.advice(doc_ids, kb, focus or "")
+    return assistant.tasks.summarize(doc_ids, kb)

@@ -1,0 +1,154 @@
+"""Knowledge bases and their documents: create, rename, delete, status facts, profiles,
+ingestion (files, uploads, folder sync, re-reading) and the document list."""
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.jobs import JobStatus
+from assistant.profiles import Profile, save_profile
+from assistant.services.bases import KnowledgeBases
+from assistant.services.index_jobs import REEMBED, TRAIN_RERANKER, IndexJobs
+from assistant.settings import RetrievalSettings
+from ingest.chunking import ChunkingParams
+from ingest.pipeline import (
+    IngestItem, folder_items, ingest_files, outdated_documents, reread_documents, sync_folder,
+)
+from ingest.types import IngestEvent, IngestReport
+from knowledge.errors import KnowledgeError
+from knowledge.rerank import RerankerRecord, current_reranker
+from knowledge.types import DocumentRecord
+
+Ingestion = Generator[IngestEvent, None, IngestReport]
+
+
+@dataclass(frozen=True)
+class RerankerState:
+    """What reorders a knowledge base's hits: the configured choice and what it has."""
+
+    choice: str  # retrieval.reranker: "none", "auto", "trained" or "cross-encoder"
+    cross_encoder: str  # retrieval.reranker_model (used when the choice is "cross-encoder")
+    rerank_top: int  # retrieval.rerank_top: how many hits a reranker reorders
+    trained: RerankerRecord | None  # the knowledge base's current trained reranker
+
+    @property
+    def uses_trained(self) -> bool:
+        return self.trained is not None and self.choice in ("auto", "trained")
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseStatus:
+    name: str
+    documents: int
+    chunks: int
+    embedder: str  # knowledge.language.AUTO until the first document chooses it
+    language: str  # the language the embedder was chosen for ("" when not chosen by one)
+    reranker: RerankerState
+    jobs: tuple[JobStatus, ...]  # the latest re-embedding, then reranker training, if any
+    outdated: int  # documents read by an earlier reader (see ``reread``)
+
+
+class Documents:
+    def __init__(self, bases: KnowledgeBases, chunking: ChunkingParams, max_file_mb: float,
+                 retrieval: RetrievalSettings, index_jobs: IndexJobs):
+        self._bases, self._chunking = bases, chunking
+        self._max_bytes = int(max_file_mb * 2**20)
+        self._retrieval, self._index_jobs = retrieval, index_jobs
+
+    # --- knowledge bases -------------------------------------------------------
+    def knowledge_bases(self) -> list[str]:
+        return self._bases.library.names()
+
+    def create_knowledge_base(self, name: str, embedder: str | None = None) -> None:
+        """``embedder``: "auto" (default: from the first document's language), an
+        installed embedder's name, or a sentence-transformers folder."""
+        self._bases.library.create(name, embedder)
+
+    def rename_knowledge_base(self, old: str, new: str) -> None:
+        self._bases.library.rename(old, new)
+
+    def delete_knowledge_base(self, name: str) -> None:
+        self._bases.library.delete(name)
+
+    def status(self, kb: str | None = None) -> KnowledgeBaseStatus:
+        """Size, embedder, reranker, latest background jobs and outdated documents."""
+        base = self._bases.get(kb)
+        m = base.manifest
+        jobs = (self._index_jobs.latest(kind, base.name) for kind in (REEMBED, TRAIN_RERANKER))
+        r = self._retrieval
+        reranker = RerankerState(r.reranker, r.reranker_model, r.rerank_top,
+                                 current_reranker(base.root))
+        return KnowledgeBaseStatus(base.name, len(base.documents()), base.chunk_count(),
+                                   m.embedder, m.language or "", reranker,
+                                   tuple(j for j in jobs if j is not None),
+                                   len(outdated_documents(base)))
+
+    def profile(self, kb: str | None = None) -> Profile:
+        return self._bases.profile(kb)
+
+    def set_profile(self, profile: Profile, kb: str | None = None) -> None:
+        save_profile(self._bases.get(kb).root, profile)
+
+    # --- documents -------------------------------------------------------------
+    def list(self, kb: str | None = None) -> list[DocumentRecord]:
+        return self._bases.get(kb).documents()
+
+    def delete(self, doc_id: str, kb: str | None = None) -> None:
+        self._bases.get(kb).delete_document(doc_id)
+
+    def resolve(self, refs: Sequence[str], kb: str | None = None) -> list[str]:
+        """Document ids for ``refs``: ids or file names as ``list(kb)`` gives them."""
+        base = self._bases.get(kb)
+        ids = {d.doc_id for d in base.documents()}
+        out: list[str] = []
+        for ref in refs:
+            record = None if ref in ids else base.find_document(ref)
+            if ref not in ids and record is None:
+                raise KnowledgeError(f"No document {ref!r} in knowledge base {base.name!r}: "
+                                     "give a file name or id as `kb docs` lists them.")
+            out.append(ref if record is None else record.doc_id)
+        return [*dict.fromkeys(out)]
+
+    # --- ingestion -------------------------------------------------------------
+    def ingest(self, items: Sequence[IngestItem | Path | str], kb: str | None = None,
+               password: str | None = None) -> Ingestion:
+        """Progress events while ingesting files and folders; returns the report (see
+        ``ingest.pipeline.drain``). ``password`` opens encrypted PDFs in this batch."""
+        return ingest_files(self._bases.get(kb), _expand(items, password), self._chunking,
+                            self._max_bytes)
+
+    def ingest_uploads(self, paths: Sequence[Path | str], kb: str | None = None,
+                       password: str | None = None, names: Sequence[str] = ()) -> Ingestion:
+        """``ingest`` for uploaded files: each is shown and cited by its name in ``names``
+        (default: its file name), and no origin is kept (an upload is no synced folder)."""
+        names = list(names) or [Path(p).name for p in paths]
+        if len(names) != len(paths):
+            raise ValueError(f"{len(paths)} uploads but {len(names)} names.")
+        items = [IngestItem(Path(p), name, "", password) for p, name in zip(paths, names)]
+        return ingest_files(self._bases.get(kb), items, self._chunking, self._max_bytes)
+
+    def sync_folder(self, folder: Path | str, kb: str | None = None) -> Ingestion:
+        """Make ``kb`` match ``folder`` (add, replace changed, delete removed files)."""
+        return sync_folder(self._bases.get(kb), Path(folder).expanduser(), self._chunking,
+                           self._max_bytes)
+
+    def reread(self, kb: str | None = None) -> Ingestion:
+        """Read again the documents of ``kb`` that an older reader read (e.g. PDFs from
+        before headings were found), from their stored originals."""
+        return reread_documents(self._bases.get(kb), self._chunking, self._max_bytes)
+
+
+def _expand(items: Sequence[IngestItem | Path | str], password: str | None) -> list[IngestItem]:
+    out: list[IngestItem] = []
+    for item in items:
+        if isinstance(item, IngestItem):
+            out.append(item if password is None
+                       else IngestItem(item.path, item.source, item.origin, password))
+            continue
+        path = Path(item).expanduser()
+        if path.is_dir():
+            out.extend(folder_items(path, password))
+        else:
+            out.append(IngestItem(path, path.name, str(path.resolve()), password))
+    return out
