@@ -15,7 +15,6 @@ from assistant.ui.finetune_format import METHOD_LABELS, duration
 from finetune.specs import LORA_TARGETS, SPECS, planned_steps, qlora_unavailable_reason
 
 log = logging.getLogger(__name__)
-BASE_MODELS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 COMMON = ("lr", "epochs", "max_steps", "micro_batch_size", "grad_accum", "max_length", "dropout")
 PER_METHOD = {"lora": ("target_modules", "r", "alpha", "qlora"),
               "cpt": ("target_modules", "r", "alpha", "qlora", "block_size"),
@@ -39,7 +38,8 @@ def build_train_panel(assistant: Assistant, dataset: gr.Dropdown) -> TrainPanel:
     with gr.Row():
         method = gr.Radio([(label, m) for m, label in METHOD_LABELS.items()], value="lora",
                           label="Method", elem_id="ft-method", scale=2)
-        base = gr.Dropdown(BASE_MODELS, value=BASE_MODELS[0], allow_custom_value=True,
+        models = assistant.training.base_models()
+        base = gr.Dropdown(models, value=models[0], allow_custom_value=True,
                            label="Base model", elem_id="ft-base", scale=2,
                            info="A default model, or the path of a local Hugging Face folder.")
         name = gr.Textbox(label="Adapter name (optional)", max_lines=1, scale=1,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
-from pathlib import Path
 
 import gradio as gr
 
@@ -18,7 +17,7 @@ from assistant.ui.profile_panel import build_profile_panel
 from assistant.ui.reranker_panel import build_reranker_panel
 from assistant.ui.tasks_panel import build_tasks_panel
 from ingest.loaders import supported_extensions
-from ingest.pipeline import IngestItem, drain
+from ingest.pipeline import drain
 from ingest.types import IngestEvent, IngestReport
 
 log = logging.getLogger(__name__)
@@ -76,8 +75,7 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
     def ingest(paths: list | None, pw: str, kb: str, progress=gr.Progress()):
         if not paths:
             return "Choose or drop files first.", [], *refresh(kb)
-        items = [IngestItem(Path(p), Path(p).name) for p in paths]
-        report = _run(assistant.documents.ingest(items, kb or None, password=pw or None), progress)
+        report = _run(assistant.documents.ingest_uploads(paths, kb or None, pw or None), progress)
         return _summary(report), report_rows(report), *refresh(kb)
 
     def sync(path: str, kb: str, progress=gr.Progress()):
