@@ -167,7 +167,9 @@ def _cmd_kb(assistant, args) -> int:
                if args.kb_command == "train-reranker"
                else assistant.index_jobs.reembed(args.kb, args.embedder))
         last = ""
-        while (job := assistant.index_jobs.latest(job.kind, job.target)).running:
+        # the job runs in a worker process; this one installs its result when it is done
+        while (job := assistant.index_jobs.get(job.id)).active or (
+                job.status == "succeeded" and not job.installed):
             line = job.describe()
             if line != last:
                 print(f"\r{line[:100]:100s}", end="", file=sys.stderr, flush=True)
@@ -175,7 +177,7 @@ def _cmd_kb(assistant, args) -> int:
             time.sleep(1.0)
         print(file=sys.stderr)
         print(job.describe())
-        return 0 if job.state == "done" else 1
+        return 0 if job.status == "succeeded" else 1
     elif args.kb_command == "status":
         from assistant.status_text import knowledge_base_status
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from assistant.conversations import ConversationStore
 from assistant.inference_log import InferenceLog
-from assistant.jobs import Jobs
+from assistant.background import job_queue
 from assistant.llm import LLM
 from assistant.services.bases import KnowledgeBases
 from assistant.services.chat import Chat
@@ -47,14 +47,14 @@ class Assistant:
         self.library.get(settings.default_kb, create=True)
         bases = KnowledgeBases(self.library, settings.default_kb,
                                settings.answers.default_profile)
-        self.jobs = Jobs()  # reranker training and re-embedding: used by index_jobs only
+        # the one job queue: fine-tuning, reranker training, re-embedding (worker processes)
+        self.jobs = job_queue(settings, self.library)
         log_path = paths.logs_dir / "inference.jsonl"
         self.inference_log = InferenceLog(log_path) if settings.answers.inference_log else None
 
         self.serving = Serving(settings, AdapterRegistry(paths.data_dir / "adapters"), llm)
         base_llm = lambda: self.serving.llm  # noqa: E731 (built on first use)
-        self.index_jobs = IndexJobs(bases, self.embedders, self.jobs, base_llm,
-                                    settings.retrieval)
+        self.index_jobs = IndexJobs(bases, self.embedders, self.jobs, settings)
         self.documents = Documents(bases, chunking, settings.ingest.max_file_mb,
                                    settings.retrieval, self.index_jobs)
         self.chat = Chat(settings, bases, self.embedders, self.serving, self.index_jobs,
@@ -64,9 +64,11 @@ class Assistant:
             self.serving, settings.llm.n_ctx)
         self.tasks = Tasks(bases, base_llm, settings.llm)
         self.datasets = Datasets(paths.data_dir / "datasets", bases, base_llm)
-        self.training = Training(paths, self.datasets, bases, settings.retrieval.top_k)
+        self.training = Training(paths, self.datasets, bases, settings.retrieval.top_k,
+                                 self.jobs)
 
     def close(self) -> None:
+        self.jobs.close()
         self.serving.close()
         self.library.close()
         self.conversations.close()

@@ -145,6 +145,12 @@ class KnowledgeBase:
             embedder = self._embedders.get(embedder_name)
             if self._stores.vectors is None or self._stores.vectors.embedder.name == embedder.name:
                 return 0
+            dims = {np.asarray(v).shape[-1] for v in vectors.values()}
+            if dims - {embedder.dim}:
+                raise KnowledgeError(
+                    f"The vectors made for {self.name!r} have {sorted(dims)} dimensions, but "
+                    f"{embedder.name} here makes {embedder.dim}: they come from another model "
+                    "of that name. Nothing was changed; re-embed again.")
             ids = self._stores.catalog.canonical_ids()
             made = [cid for cid in ids if cid in vectors]
             missing = [cid for cid in ids if cid not in vectors]

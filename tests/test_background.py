@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ingest.chunking import ChunkingParams
 from ingest.pipeline import IngestItem, drain, ingest_files
 from knowledge.embedders import EmbedderPool
+from knowledge.errors import KnowledgeError
 from knowledge.library import Library
 from knowledge.retrievers import FusionConfig
 from knowledge.snapshot import read_snapshot, snapshot_retriever, write_snapshot
@@ -77,5 +79,10 @@ def test_vectors_made_from_a_snapshot_are_installed_with_what_changed_since(tmp_
     again = lib.get("clinic")
     assert again.embedder.name == "hash-b" and again.vectors.count() == again.chunk_count()
     assert again.install_vectors("hash-b", {}) == 0
+    wrong = {cid: np.ones(8, np.float32) for cid in made}
+    assert again.install_vectors("hash-a", {}) == again.chunk_count()  # back, all embedded here
+    with pytest.raises(KnowledgeError, match="have \\[8\\] dimensions.*Nothing was changed"):
+        again.install_vectors("hash-b", wrong)
+    assert again.embedder.name == "hash-a"
     np.testing.assert_equal(again.vectors.count(), again.chunk_count())
     lib.close()

@@ -141,7 +141,7 @@ def test_estimate_and_refusals(assistant, tmp_path):
 # --- jobs --------------------------------------------------------------------------------
 def _write_job(data_dir: Path, job_id: str, status: str, rows: list[dict], **extra) -> Path:
     """A job folder as finetune.jobs and the worker write it."""
-    folder = data_dir / "finetune" / "jobs" / job_id
+    folder = data_dir / "jobs" / job_id
     folder.mkdir(parents=True)
     now = time.time()
     record = {"id": job_id, "method": "lora", "spec": {"r": 8}, "base_model": "qwen2.5-coder-0.5b",

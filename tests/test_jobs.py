@@ -94,3 +94,22 @@ def test_unknown_jobs_and_kinds_are_clear_errors(tmp_path):
         q.get("../etc")
     with pytest.raises(JobError, match="Unknown kind"):
         q.submit_task("three", "x", {})
+
+
+def test_fine_tuning_jobs_kept_by_an_earlier_docent_join_the_one_queue(tmp_path):
+    from assistant.background import job_queue
+    from finetune.jobs import JobRecord, write_job
+    from knowledge.library import Library
+    from tests.conftest import make_settings
+    from tests.fakes import HashEmbedder
+
+    settings = make_settings(tmp_path)
+    earlier = settings.paths.data_dir / "finetune" / "jobs" / "20250101-120000-aaaaaa"
+    earlier.mkdir(parents=True)
+    write_job(earlier, JobRecord("20250101-120000-aaaaaa", "lora", {"r": 8}, "qwen2.5-coder-0.5b",
+                                 "faq-1", status="succeeded", created=1.0))
+    library = Library(settings.paths.kb_dir, HashEmbedder(), 220, 40)
+    queue = job_queue(settings, library)
+    assert [r.id for r in queue.list()] == ["20250101-120000-aaaaaa"]
+    assert queue.list()[0].kind == "finetune" and queue.latest("re-embedding", "x") is None
+    library.close()

@@ -2,7 +2,6 @@
 reranker a knowledge base trains for itself (real MiniLM weights, a scripted LLM)."""
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -103,15 +102,24 @@ def test_an_interrupted_reembed_leaves_the_old_index_as_it_was(tmp_path):
     lib.close()
 
 
+@pytest.mark.slow
 def test_a_question_in_another_language_starts_reembedding_in_the_background(tmp_path):
-    a = _english_only_kb(tmp_path)
+    # real MiniLM and e5: the new vectors are made by a worker process, which loads the
+    # embedder by name as the app would
+    (tmp_path / "en.txt").write_text(ENGLISH * 5, encoding="utf-8")
+    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("ok"))
+    a.documents.create_knowledge_base("clinic", MINILM_NAME)
+    drain(a.documents.ingest([tmp_path / "en.txt"], kb="clinic"))
     list(a.chat.ask("What is the dose of metformin?", kb="clinic"))
     assert a.jobs.latest("re-embedding", "clinic") is None
     list(a.chat.ask("Liều metformin ban đầu là bao nhiêu?", kb="clinic"))
-    job = a.jobs.wait(a.jobs.latest("re-embedding", "clinic").job_id)
-    assert job.state == "done", job.error
+    job = a.jobs.wait(a.jobs.latest("re-embedding", "clinic").id, timeout=300)
+    assert job.status == "succeeded", a.jobs.log(job.id)
+    a.jobs.poll()  # installs the new vectors (the app's watcher does this every 2 s)
     assert a.library.manifest("clinic").embedder == E5_NAME
     assert "re-embedding finished" in knowledge_base_status(a.documents.status("clinic"))
+    dense = a.library.get("clinic").retriever("dense")
+    assert dense.retrieve("Liều metformin ban đầu", 1)[0].chunk.source == "en.txt"
     with pytest.raises(Exception, match="already uses an embedder that reads every language"):
         a.index_jobs.reembed("clinic")
 
@@ -174,8 +182,12 @@ class QuestionLLM(ScriptedLLM):
 def test_a_knowledge_base_trains_its_reranker_and_uses_it(tmp_path):
     topics = ["insulin storage", "asthma inhalers", "measles vaccine", "iron tablets",
               "blood pressure", "eye drops", "wound dressing", "hay fever"]
+    # the job's worker writes the questions with the real 0.5B model (a process of its
+    # own cannot use this test's scripted one) and mines negatives with BM25 (the hash
+    # embedder is not installed there); training again here reuses its questions
     settings = make_settings(tmp_path, retrieval={"reranker_questions": 12, "reranker": "auto"},
-                             chunking={"chunk_size": 60, "chunk_overlap": 10})
+                             chunking={"chunk_size": 60, "chunk_overlap": 10},
+                             llm={"model": "qwen2.5-coder-0.5b"})
     a = Assistant(settings, llm=QuestionLLM(), embedder=HashEmbedder())
     for n, topic in enumerate(topics):
         body = " ".join(f"Note {k} on {topic}: step {k * 7 + n} says {topic} needs "
@@ -184,13 +196,13 @@ def test_a_knowledge_base_trains_its_reranker_and_uses_it(tmp_path):
         (tmp_path / f"{n}.txt").write_text(body, encoding="utf-8")
     drain(a.documents.ingest(sorted(tmp_path.glob("*.txt"))))
     job = a.index_jobs.train_reranker()
-    job = a.jobs.wait(job.job_id)
-    assert job.state == "done", job.error
+    job = a.jobs.wait(job.id, timeout=600)
+    assert job.status == "succeeded", a.jobs.log(job.id)
     kb = a.library.get(settings.default_kb)
     record = current_reranker(kb.root)
-    assert record.version == 1 and record.questions >= 10 and record.groups >= 10
+    assert record.version == 1 and record.questions >= 10 and record.groups >= 6
     assert (kb.root / "reranker" / "v1" / "model.safetensors").is_file()
-    assert json.loads((kb.root / "reranker" / "job.json").read_text())["state"] == "done"
+    assert job.progress["stage"] == "done" and job.result["version"] == 1
     assert "trained v1" in reranker_status(a.documents.status().reranker)
     hits = a.chat.search("eye drops leaflet")
     assert "rerank" in hits[0].scores

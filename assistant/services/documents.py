@@ -6,11 +6,11 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.jobs import JobStatus
 from assistant.profiles import Profile, save_profile
 from assistant.services.bases import KnowledgeBases
 from assistant.services.index_jobs import REEMBED, TRAIN_RERANKER, IndexJobs
 from assistant.settings import RetrievalSettings
+from common.jobs import TaskRecord
 from ingest.chunking import ChunkingParams
 from ingest.pipeline import (
     IngestItem, folder_items, ingest_files, outdated_documents, reread_documents, sync_folder,
@@ -45,7 +45,7 @@ class KnowledgeBaseStatus:
     embedder: str  # knowledge.language.AUTO until the first document chooses it
     language: str  # the language the embedder was chosen for ("" when not chosen by one)
     reranker: RerankerState
-    jobs: tuple[JobStatus, ...]  # the latest re-embedding, then reranker training, if any
+    jobs: tuple[TaskRecord, ...]  # the latest re-embedding, then reranker training, if any
     outdated: int  # documents read by an earlier reader (see ``reread``)
 
 

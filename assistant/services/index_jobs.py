@@ -1,50 +1,50 @@
-"""Background work on a knowledge base's index: training its reranker and re-embedding
-it. The only users of the thread jobs (``assistant.jobs.Jobs``) are the methods below."""
+"""Long work on a knowledge base's index, as jobs of the one job system run by worker
+processes (``assistant.background``): training its reranker and re-embedding it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from assistant.jobs import Jobs, JobStatus, Progress
+from assistant.background import (
+    REEMBED, TRAIN_RERANKER, submit_reembed, submit_reranker_training,
+)
 from assistant.language import question_language
-from assistant.llm import LLM
 from assistant.services.bases import KnowledgeBases
-from assistant.settings import RetrievalSettings
-from finetune.reranker import RerankerTraining, train_reranker
+from assistant.settings import Settings
+from common.jobs import JobQueue, TaskRecord
+from finetune.reranker import RerankerTraining
 from knowledge.embedders import EmbedderPool
 from knowledge.errors import KnowledgeError
 from knowledge.language import MULTILINGUAL, multilingual
-from knowledge.rerank import reranker_dir
 
 log = logging.getLogger(__name__)
 
-TRAIN_RERANKER = "reranker training"
-REEMBED = "re-embedding"
+__all__ = ["IndexJobs", "REEMBED", "TRAIN_RERANKER"]
 
 
 class IndexJobs:
-    def __init__(self, bases: KnowledgeBases, embedders: EmbedderPool, jobs: Jobs,
-                 llm: Callable[[], LLM], retrieval: RetrievalSettings):
-        self._bases, self._embedders, self._jobs = bases, embedders, jobs
-        self._llm, self._retrieval = llm, retrieval
+    def __init__(self, bases: KnowledgeBases, embedders: EmbedderPool, queue: JobQueue,
+                 settings: Settings):
+        self._bases, self._embedders, self._queue = bases, embedders, queue
+        self._settings = settings  # handed to the worker: it builds its own models from them
 
-    def latest(self, kind: str, kb: str | None = None) -> JobStatus | None:
+    def latest(self, kind: str, kb: str | None = None) -> TaskRecord | None:
         """The last job of ``kind`` (TRAIN_RERANKER or REEMBED) on ``kb``, if any."""
-        return self._jobs.latest(kind, self._bases.name(kb))
+        return self._queue.latest(kind, self._bases.name(kb))
 
-    def train_reranker(self, kb: str | None = None, questions: int | None = None) -> JobStatus:
-        """Start training ``kb``'s reranker in the background; poll ``latest``."""
+    def get(self, job_id: str) -> TaskRecord:
+        return self._queue.get(job_id)
+
+    def train_reranker(self, kb: str | None = None, questions: int | None = None) -> TaskRecord:
+        """Queue training ``kb``'s reranker in a worker process; poll ``get`` or ``latest``."""
         base = self._bases.get(kb)
-        cfg = RerankerTraining(questions=questions or self._retrieval.reranker_questions)
-        return self._jobs.start(TRAIN_RERANKER, base.name,
-                                lambda: train_reranker(base, self._llm(), cfg),
-                                record=reranker_dir(base.root) / "job.json")
+        cfg = RerankerTraining(questions=questions or self._settings.retrieval.reranker_questions)
+        return submit_reranker_training(self._queue, self._settings, base, cfg)
 
-    def reembed(self, kb: str | None = None, embedder: str | None = None) -> JobStatus:
-        """Start re-embedding ``kb`` in the background with ``embedder`` (default: the
-        multilingual one, for an English-only knowledge base that holds or is asked in
-        another language); it stays searchable with its old vectors until the new ones are
-        all in, then switches."""
+    def reembed(self, kb: str | None = None, embedder: str | None = None) -> TaskRecord:
+        """Queue re-embedding ``kb`` with ``embedder`` (default: the multilingual one, for
+        an English-only knowledge base that holds or is asked in another language); it
+        stays searchable with its old vectors until the new ones are installed."""
         base = self._bases.get(kb)
         if base.vectors is None:
             raise KnowledgeError(f"Knowledge base {base.name!r} is empty: there is nothing "
@@ -55,13 +55,7 @@ class IndexJobs:
         target = self._embedders.get(embedder or MULTILINGUAL).name  # loads it: fails early
         if target == base.manifest.embedder:
             raise KnowledgeError(f"Knowledge base {base.name!r} already uses {target}.")
-
-        def work():
-            for done, total in base.reembed(target):
-                yield Progress("re-embedding", done, total, target)
-            return {"embedder": base.manifest.embedder}
-
-        return self._jobs.start(REEMBED, base.name, work, record=base.root / "reembed-job.json")
+        return submit_reembed(self._queue, self._settings, base, target)
 
     def reembed_for(self, question: str, names: Sequence[str]) -> list[str]:
         """Start re-embedding the English-only knowledge bases among ``names`` when the
@@ -73,8 +67,8 @@ class IndexJobs:
             base = self._bases.library.get(name)
             if base.vectors is None or multilingual(base.manifest.embedder):
                 continue
-            job = self._jobs.latest(REEMBED, name)
-            if job is None or not job.running:
+            job = self._queue.latest(REEMBED, name)
+            if job is None or not job.active:
                 self.reembed(name)
                 log.info("Knowledge base %s is asked in another language than English: "
                          "re-embedding it with the multilingual embedder", name)

@@ -1,6 +1,6 @@
-"""Fine-tuning jobs: the base models, an estimate before a start, and the queue of jobs
-in <data_dir>/finetune/jobs (records on disk run one at a time by a worker subprocess;
-see finetune.jobs). Adapters that jobs produce are registered in <data_dir>/adapters and
+"""Fine-tuning jobs: the base models, an estimate before a start, and the fine-tuning
+jobs of the one job queue (records on disk, each run by a worker subprocess; see
+common.jobs and finetune.jobs). Adapters that jobs produce are registered in <data_dir>/adapters and
 served by ``Serving``."""
 from __future__ import annotations
 
@@ -12,22 +12,15 @@ from assistant.services.bases import KnowledgeBases
 from assistant.services.datasets import Datasets
 from assistant.settings import Paths
 from finetune.evaluate import RAG_PROMPTS
+from finetune.jobs import JobQueue
 
 
 class Training:
-    def __init__(self, paths: Paths, datasets: Datasets, bases: KnowledgeBases, top_k: int):
+    def __init__(self, paths: Paths, datasets: Datasets, bases: KnowledgeBases, top_k: int,
+                 queue: JobQueue):
         self._paths, self._datasets, self._bases = paths, datasets, bases
         self._top_k = top_k  # hits per held-out question when a job is evaluated with RAG
-        self._queue = None
-
-    @property
-    def queue(self):
-        """The job queue (created on first use; marks stale running jobs interrupted)."""
-        from finetune.jobs import JobQueue
-
-        if self._queue is None:
-            self._queue = JobQueue(self._paths.data_dir / "finetune" / "jobs")
-        return self._queue
+        self.queue = queue
 
     def base_models(self) -> list[str]:
         """The installed default models one can train on, the smallest (fastest) first;

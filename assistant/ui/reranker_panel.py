@@ -29,7 +29,7 @@ def build_reranker_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dr
             facts = assistant.documents.status(kb or None)
         except Exception as exc:  # the edge: say what is wrong, keep the page up
             return f"⚠️ {exc}", gr.Timer(active=False)
-        training = any(job.running for job in facts.jobs if job.kind == TRAIN_RERANKER)
+        training = any(job.active for job in facts.jobs if job.kind == TRAIN_RERANKER)
         return knowledge_base_status(facts), gr.Timer(active=training)
 
     def start(kb: str):

@@ -1,0 +1,119 @@
+"""The services' worker: ``python -m assistant.worker --job DIR``.
+
+Runs one job of ``assistant.background`` (reranker training, re-embedding) from its
+folder: the settings the app had, a snapshot of the knowledge base, the parameters.
+Progress goes to ``metrics.jsonl`` as ``{"stage", "done", "total", "message"}`` lines;
+the end (succeeded with a result, or failed with the reason) to the record.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from assistant.background import (
+    NEW_IDS, NEW_VECTORS, REEMBED, TRAIN_RERANKER, settings_of,
+)
+from common.jobs import TaskRecord, append_metrics, finish, read_record, update_record, worker_main
+
+log = logging.getLogger("assistant.worker")
+
+
+def run_job(job_dir: Path) -> int:
+    record = read_record(job_dir)
+    update_record(job_dir, status="running", pid=os.getpid(), started=record.started or time.time())
+    work = {TRAIN_RERANKER: _train_reranker, REEMBED: _reembed}.get(record.kind)
+    try:
+        if work is None:
+            raise ValueError(f"this worker does not run {record.kind!r} jobs")
+        result = work(record, job_dir)
+    except Exception as exc:  # noqa: BLE001 - recorded in the job, then exit non-zero
+        log.error("Job %s failed:\n%s", record.id, traceback.format_exc())
+        finish(job_dir, status="failed", error=str(exc) or type(exc).__name__)
+        return 1
+    finish(job_dir, status="succeeded", error="", result=result)
+    return 0
+
+
+def _progress(job_dir: Path, stage: str, done: int, total: int, message: str = "") -> None:
+    append_metrics(job_dir, {"stage": stage, "done": done, "total": total, "message": message,
+                             "time": time.time()})
+
+
+def _embedders(settings):
+    from knowledge.embedders import EmbedderPool
+
+    return EmbedderPool(settings.embedder.model, settings.embedder.batch_size,
+                        models_dir=settings.paths.models_dir)
+
+
+def _train_reranker(record: TaskRecord, job_dir: Path) -> dict:
+    from assistant.llm import LlamaCppLLM, OpenAICompatLLM
+    from common.models import resolve_gguf
+    from finetune.reranker import RerankerTraining, train_reranker_on
+    from knowledge.errors import KnowledgeError
+    from knowledge.snapshot import read_snapshot, snapshot_retriever
+
+    settings = settings_of(job_dir)
+    snapshot = read_snapshot(job_dir / "snapshot")
+    try:
+        embedder = _embedders(settings).get(snapshot.embedder)
+    except KnowledgeError as exc:  # e.g. a folder that is gone: mine with keywords alone
+        log.warning("Mining negatives with BM25 alone: %s", exc)
+        embedder = None
+    cfg = RerankerTraining(**record.params["config"])
+    retrieval = settings.retrieval.config()
+    retriever = snapshot_retriever(snapshot, embedder, retrieval.fusion, cfg.candidates)
+    llm_cfg = settings.llm
+    if llm_cfg.backend == "openai":
+        llm = OpenAICompatLLM(llm_cfg.base_url, llm_cfg.remote_model, llm_cfg.api_key,
+                              llm_cfg.request_timeout, llm_cfg.n_ctx, llm_cfg.seed)
+    else:  # the worker loads its own copy: a crash here costs this job only
+        llm = LlamaCppLLM(resolve_gguf(llm_cfg.model, settings.paths.models_dir), llm_cfg.n_ctx,
+                          llm_cfg.n_threads, llm_cfg.n_gpu_layers, llm_cfg.seed,
+                          llm_cfg.repeat_penalty)
+    events = train_reranker_on([c for c, _ in snapshot.chunks], retriever,
+                               Path(record.params["root"]), llm, cfg)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as stop:
+            reranker = stop.value
+            break
+        _progress(job_dir, event.stage, event.done, event.total, event.message)
+    return asdict(reranker)
+
+
+def _reembed(record: TaskRecord, job_dir: Path) -> dict:
+    from knowledge.snapshot import read_snapshot
+
+    settings = settings_of(job_dir)
+    embedder = _embedders(settings).get(record.params["embedder"])
+    chunks = [c for c, _ in read_snapshot(job_dir / "snapshot").chunks]
+    batch = max(1, settings.embedder.batch_size)
+    parts = []
+    _progress(job_dir, "re-embedding", 0, len(chunks), embedder.name)
+    for start in range(0, len(chunks), batch):
+        part = chunks[start:start + batch]
+        parts.append(np.asarray(embedder.embed_passages([c.index_text for c in part]),
+                                dtype=np.float32))
+        _progress(job_dir, "re-embedding", start + len(part), len(chunks), embedder.name)
+    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), np.float32)
+    np.save(job_dir / NEW_VECTORS, vectors)
+    (job_dir / NEW_IDS).write_text(json.dumps([c.chunk_id for c in chunks]), encoding="utf-8")
+    return {"embedder": embedder.name, "passages": len(chunks)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return worker_main(run_job, "python -m assistant.worker", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
