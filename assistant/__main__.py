@@ -225,7 +225,6 @@ def _cmd_chats(assistant, args) -> int:
         assistant.conversations.delete(args.id)
         print(f"deleted {args.id}")
     return 0
-# --- end conversations --------------------------------------------------------
 
 
 # --- document tasks -------------------------------------------------------------
@@ -303,7 +302,6 @@ def _cmd_task(assistant, args) -> int:
     else:
         print(out, end="")
     return status
-# --- end document tasks ---------------------------------------------------------
 
 
 def _cmd_models(settings, args) -> int:

@@ -22,6 +22,7 @@ from assistant.background import (
     NEW_IDS, NEW_VECTORS, REEMBED, TRAIN_RERANKER, settings_of,
 )
 from common.jobs import TaskRecord, append_metrics, finish, read_record, update_record, worker_main
+from common.progress import drain
 
 log = logging.getLogger("assistant.worker")
 
@@ -81,13 +82,7 @@ def _train_reranker(record: TaskRecord, job_dir: Path) -> dict:
                           llm_cfg.repeat_penalty)
     events = train_reranker_on([c for c, _ in snapshot.chunks], retriever,
                                Path(record.params["root"]), llm, cfg)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as stop:
-            reranker = stop.value
-            break
-        _progress(job_dir, event.stage, event.done, event.total, event.message)
+    reranker = drain(events, lambda e: _progress(job_dir, e.stage, e.done, e.total, e.message))
     return asdict(reranker)
 
 

@@ -236,6 +236,7 @@ def _train(kb, questions: int, llm_name: str, options: list[str]) -> None:
     from assistant.llm import LlamaCppLLM
     from common.models import resolve_gguf
     from assistant.settings import load_settings
+    from common.progress import drain
     from finetune.reranker import RerankerTraining, train_reranker
 
     settings = load_settings()
@@ -248,16 +249,14 @@ def _train(kb, questions: int, llm_name: str, options: list[str]) -> None:
             raise SystemExit(f"--train-option: no field {key!r} (fields: {', '.join(fields)})")
         extra[key] = float(value) if "." in value or "e" in value else int(value)
     gen = train_reranker(kb, llm, RerankerTraining(questions=questions, **extra))
-    last = ""
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            print(f"  trained: {stop.value}", flush=True)
-            return
-        if ev.stage != last or ev.done == ev.total or ev.done % 50 == 0:
+    last = [""]
+
+    def show(ev) -> None:
+        if ev.stage != last[0] or ev.done == ev.total or ev.done % 50 == 0:
             print(f"  [{ev.stage}] {ev.done}/{ev.total} {ev.message}", flush=True)
-            last = ev.stage
+            last[0] = ev.stage
+
+    print(f"  trained: {drain(gen, show)}", flush=True)
 
 
 def _rerankers(kb, args) -> dict:

@@ -1,1 +1,1 @@
-"""Fine-tuning: datasets, LoRA and ReFT trainers, jobs, adapters (issue #6)."""
+"""Fine-tuning: datasets, LoRA, CPT, DPO and ReFT trainers, jobs, adapters, reranker training."""

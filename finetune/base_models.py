@@ -134,7 +134,7 @@ def _bundled_gguf_py() -> Path | None:
     if os.environ.get("DOCENT_GGUF_PY"):
         candidates.append(Path(os.environ["DOCENT_GGUF_PY"]))
     try:
-        from finetune.gguf import convert_tools_dir  # engineer F's module
+        from finetune.gguf import convert_tools_dir
 
         candidates.append(Path(convert_tools_dir()) / "gguf-py")
     except Exception as exc:  # noqa: BLE001 - missing tools are reported below

@@ -13,9 +13,10 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from common.hashing import file_sha256
+from common.progress import drain  # noqa: F401 - ingestion callers drain through here
 from ingest.chunking import ChunkingParams, chunk_pages, doc_id_for
 from ingest.errors import IngestError
-from common.hashing import file_sha256
 from ingest.loaders import load, read_by_current, reader_of, supported_extensions
 from ingest.types import FileResult, IngestEvent, IngestReport
 from knowledge.base import KnowledgeBase
@@ -176,13 +177,3 @@ def _stored_file(kb: KnowledgeBase, doc: DocumentRecord) -> Path | None:
     return None
 
 
-def drain(events: Generator[IngestEvent, None, IngestReport],
-          on_event: Callable[[IngestEvent], None] | None = None) -> IngestReport:
-    """Run an ingestion generator to the end and return its report."""
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as stop:
-            return stop.value
-        if on_event:
-            on_event(event)

@@ -114,7 +114,6 @@ def build_model_menu(demo: gr.Blocks, assistant: Assistant) -> gr.Dropdown:
     demo.load(lambda current: model_update(assistant, current), [model], [model],
               api_name=False)
     return model
-# --- end chat model menu ----------------------------------------------------------------
 
 
 def _respond(assistant: Assistant, message: str, history: list, kb: str,

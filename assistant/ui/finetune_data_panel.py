@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from common.errors import DocentError
+from common.progress import drain
 from assistant.core import Assistant
 from assistant.ui.finetune_format import dataset_label, dataset_table, table_rows
 
@@ -154,15 +155,15 @@ def generate(assistant: Assistant, kb: str | None, n: int, refusals: bool, raft:
         events = assistant.datasets.generate(kb or None, n, refusals=bool(refusals),
                                             raft_fraction=float(raft or 0.0),
                                             questions_per_chunk=int(per_passage))
-        last = None
-        while True:
-            try:
-                last = next(events)
-            except StopIteration as stop:
-                record = stop.value
-                break
+        seen: list = []
+
+        def note(event) -> None:
+            seen[:] = [event]
             if on_event:
-                on_event(last)
+                on_event(event)
+
+        record = drain(events, note)
+        last = seen[0] if seen else None
     except EXPECTED as exc:
         return f"⚠️ Not generated: {exc}", None
     except Exception as exc:  # the edge: say what failed, keep the app up
