@@ -6,11 +6,14 @@ a kill costs the job, not the app, and its record survives a restart. A worker c
 open a knowledge base (one process holds it), so it gets a snapshot of its passages
 (``knowledge.snapshot``) in the job's folder:
 
-* reranker training writes the new reranker into the knowledge base's ``reranker/``
-  folder itself (files of their own, read at search time);
+* reranker training trains into the job's folder (with the questions the knowledge base
+  already has, so they are reused); the process holding the knowledge base moves the
+  reranker in as its next version when the job has succeeded (``on_finished``);
 * re-embedding writes the new vectors into the job's folder, and the process holding
-  the knowledge base installs them when the job has succeeded (``on_finished``):
-  passages added since the snapshot are embedded then, removed ones skipped.
+  the knowledge base installs them the same way: passages added since the snapshot are
+  embedded then, removed ones skipped.
+A knowledge base deleted or renamed meanwhile makes the install fail with the reason;
+nothing is written into its old folder.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import numpy as np
 from assistant.settings import Settings
 from common.jobs import JobKind, JobQueue, TaskRecord
 from finetune.jobs import JobQueue as FinetuneJobQueue
-from finetune.reranker import RerankerTraining
+from finetune.reranker import RerankerTraining, install_reranker
 from knowledge.library import Library
 from knowledge.rerank import reranker_dir
 from knowledge.snapshot import write_snapshot
@@ -39,6 +42,7 @@ WORKER = "assistant.worker"
 SETTINGS_FILE = "settings.json"
 NEW_VECTORS = "new_vectors.npy"
 NEW_IDS = "new_ids.json"
+TRAINED = "reranker"  # in a training job's folder: what it trained
 
 
 def job_queue(settings: Settings, library: Library) -> JobQueue:
@@ -46,7 +50,8 @@ def job_queue(settings: Settings, library: Library) -> JobQueue:
     reranker training share a lane (both train on every core); re-embedding runs beside
     them."""
     kinds = {
-        TRAIN_RERANKER: JobKind(WORKER, TaskRecord, lane="train"),
+        TRAIN_RERANKER: JobKind(WORKER, TaskRecord, lane="train",
+                                on_finished=lambda record: install_trained(library, record)),
         REEMBED: JobKind(WORKER, TaskRecord, lane="embed",
                          on_finished=lambda record: install_vectors(library, record)),
     }
@@ -60,8 +65,11 @@ def job_queue(settings: Settings, library: Library) -> JobQueue:
 def submit_reranker_training(queue: JobQueue, settings: Settings, base, cfg: RerankerTraining
                              ) -> TaskRecord:
     """Queue training ``base``'s reranker (a snapshot with its vectors goes along)."""
-    params = {"config": asdict(cfg), "root": str(reranker_dir(base.root))}
-    return _submit(queue, settings, TRAIN_RERANKER, base, params, vectors=True)
+    questions = reranker_dir(base.root) / "questions.jsonl"
+    files = {f"{TRAINED}/questions.jsonl": questions.read_text(encoding="utf-8")
+             } if questions.is_file() else {}
+    return _submit(queue, settings, TRAIN_RERANKER, base, {"config": asdict(cfg)}, vectors=True,
+                   files=files)
 
 
 def submit_reembed(queue: JobQueue, settings: Settings, base, embedder: str) -> TaskRecord:
@@ -70,15 +78,25 @@ def submit_reembed(queue: JobQueue, settings: Settings, base, embedder: str) -> 
 
 
 def _submit(queue: JobQueue, settings: Settings, kind: str, base, params: dict,
-            vectors: bool) -> TaskRecord:
+            vectors: bool, files: dict[str, str] | None = None) -> TaskRecord:
     job_id, folder = queue.new_folder()
-    settings_path = folder / SETTINGS_FILE
-    settings_path.write_text(settings.model_dump_json(), encoding="utf-8")
-    os.chmod(settings_path, 0o600)  # it may hold a remote server's API key
+    for name, text in (files or {}).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    # readable by this user only: the settings may hold a remote server's API key
+    fd = os.open(folder / SETTINGS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(settings.model_dump_json())
     count = write_snapshot(base, folder / "snapshot", vectors=vectors)
     record = TaskRecord(job_id, kind, base.name, {**params, "passages": count},
                         created=time.time(), path=folder)
     return queue.submit_record(record)
+
+
+def install_trained(library: Library, record: TaskRecord) -> None:
+    """Move the reranker a training job made into ``record.target``."""
+    made = install_reranker(record.path / TRAINED, library.get(record.target).root)
+    log.info("Knowledge base %s: reranker v%d installed", record.target, made.version)
 
 
 def install_vectors(library: Library, record: TaskRecord) -> None:

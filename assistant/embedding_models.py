@@ -26,8 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from assistant.errors import AssistantError
-from common.errors import ModelChecksumError, ModelNotFound
+from common.errors import DocentError, ModelChecksumError, ModelNotFound
 from common.models import is_verified, write_stamp
 from common.hashing import file_sha256
 from knowledge.embedders import EMBEDDINGGEMMA_NAME
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     try:
         folder = ensure_embeddinggemma(args.models_dir or load_settings().paths.models_dir)
-    except AssistantError as exc:
+    except DocentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"EmbeddingGemma-300M (Gemma terms of use) is in {folder}; use it with "

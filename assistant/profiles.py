@@ -2,7 +2,7 @@
 and the medical care rules (disclaimer, urgent-symptom advice, no uncited dosing).
 
 Stored as ``profile.json`` in the knowledge base's folder, versioned. A knowledge base
-with no profile file gets the settings' default profile (``assistant.default_scope``).
+with no profile file gets the settings' default profile (``answers.default_profile``).
 
 >>> p = preset("medical")
 >>> p.scope, p.medical, bool(p.disclaimer)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import traceback
@@ -19,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from assistant.background import (
-    NEW_IDS, NEW_VECTORS, REEMBED, TRAIN_RERANKER, settings_of,
+    NEW_IDS, NEW_VECTORS, REEMBED, TRAIN_RERANKER, TRAINED, settings_of,
 )
-from common.jobs import TaskRecord, append_metrics, finish, read_record, update_record, worker_main
+from common.jobs import TaskRecord, append_metrics, finish, read_record, start, worker_main
 from common.progress import drain
 
 log = logging.getLogger("assistant.worker")
@@ -29,7 +28,8 @@ log = logging.getLogger("assistant.worker")
 
 def run_job(job_dir: Path) -> int:
     record = read_record(job_dir)
-    update_record(job_dir, status="running", pid=os.getpid(), started=record.started or time.time())
+    if not start(job_dir, started=record.started or time.time()):
+        return 0  # cancelled before it began
     work = {TRAIN_RERANKER: _train_reranker, REEMBED: _reembed}.get(record.kind)
     try:
         if work is None:
@@ -80,8 +80,9 @@ def _train_reranker(record: TaskRecord, job_dir: Path) -> dict:
         llm = LlamaCppLLM(resolve_gguf(llm_cfg.model, settings.paths.models_dir), llm_cfg.n_ctx,
                           llm_cfg.n_threads, llm_cfg.n_gpu_layers, llm_cfg.seed,
                           llm_cfg.repeat_penalty)
+    # trained into the job's folder; the app moves it into the knowledge base when done
     events = train_reranker_on([c for c, _ in snapshot.chunks], retriever,
-                               Path(record.params["root"]), llm, cfg)
+                               job_dir / TRAINED, llm, cfg)
     reranker = drain(events, lambda e: _progress(job_dir, e.stage, e.done, e.total, e.message))
     return asdict(reranker)
 

@@ -195,9 +195,22 @@ def pid_alive(pid: int, worker: str = "") -> bool:
 
 def finish(job_dir: Path, record_type: type = TaskRecord, **changes) -> None:
     """The worker writes the end of its job, unless the user cancelled it meanwhile."""
-    if read_record(job_dir, record_type).status == "cancelled":
-        return
-    update_record(job_dir, record_type, ended=time.time(), **changes)
+    _unless_cancelled(job_dir, record_type, ended=time.time(), **changes)
+
+
+def start(job_dir: Path, record_type: type = TaskRecord, **changes) -> bool:
+    """The worker marks its job running; False when it was cancelled meanwhile (the
+    worker then stops without working)."""
+    return _unless_cancelled(job_dir, record_type, status="running", pid=os.getpid(), **changes)
+
+
+def _unless_cancelled(job_dir: Path, record_type: type, **changes) -> bool:
+    with _locked(job_dir):
+        record = read_record(job_dir, record_type)
+        if record.status == "cancelled":
+            return False
+        write_record(job_dir, replace(record, **changes))
+    return True
 
 
 # --- the queue -------------------------------------------------------------------------
@@ -215,7 +228,10 @@ class JobQueue:
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
         self._watcher: threading.Thread | None = None
+        self._installing = threading.Lock()
         self.poll()
+        if any(self._pending(r) for r in self._records()):
+            self._watch()  # work left by an earlier run: follow it and install its results
 
     # --- reading ---
     def list(self, kind: str | None = None) -> list:
@@ -316,7 +332,8 @@ class JobQueue:
         if record.status not in RESUMABLE:
             raise JobError(f"Job {job_id} is {record.status}; only interrupted, failed or "
                            "cancelled jobs can be resumed.")
-        self._update(folder, status="queued", resume=True, error="", ended=0.0, pid=0)
+        again = {"installed": False} if hasattr(record, "installed") else {}
+        self._update(folder, status="queued", resume=True, error="", ended=0.0, pid=0, **again)
         self.poll()
         self._watch()
         return self._read(folder)
@@ -335,8 +352,8 @@ class JobQueue:
         return changed
 
     def poll(self) -> None:
-        """Reap finished workers, install finished results, and start the oldest queued
-        job of each lane that has none running."""
+        """Reap finished workers and start the oldest queued job of each lane that has
+        none running."""
         with self._lock:
             for job_id, proc in list(self._procs.items()):
                 if proc.poll() is not None:
@@ -344,7 +361,6 @@ class JobQueue:
                     self._reaped(job_id, proc.returncode)
             self.recover()
             records = self._records()
-            self._install(records)
             busy = {self.kinds[r.kind].lane for r in records if r.status == "running"}
             for record in sorted((r for r in records if r.status == "queued"),
                                  key=lambda r: r.created):
@@ -361,19 +377,34 @@ class JobQueue:
     def _update(self, folder: Path, **changes):
         return update_record(folder, self.kinds[record_kind(folder)].record, **changes)
 
-    def _install(self, records) -> None:
-        for record in records:
-            hook = self.kinds[record.kind].on_finished
-            if hook is None or record.status != "succeeded" or getattr(record, "installed", True):
-                continue
-            try:
-                hook(record)
-            except Exception as exc:  # noqa: BLE001 - the job fails with the reason
-                log.exception("Installing the result of job %s failed", record.id)
-                self._update(record.path, status="failed", installed=True,
-                             error=f"its result could not be installed: {exc}")
-            else:
-                self._update(record.path, installed=True)
+    def install_finished(self) -> list[str]:
+        """Run ``on_finished`` for each succeeded job not yet installed, once each, outside
+        the queue's lock (an install may wait for a knowledge base's writes). The watcher
+        thread calls this; the ids installed."""
+        done = []
+        with self._installing:
+            for record in self._records():
+                if record.status != "succeeded" or getattr(record, "installed", True):
+                    continue
+                hook = self.kinds[record.kind].on_finished
+                if hook is None:
+                    continue
+                try:
+                    hook(record)
+                except Exception as exc:  # noqa: BLE001 - the job fails with the reason
+                    log.exception("Installing the result of job %s failed", record.id)
+                    self._update(record.path, status="failed", installed=True,
+                                 error=f"its result could not be installed: {exc}")
+                else:
+                    self._update(record.path, installed=True)
+                    done.append(record.id)
+        return done
+
+    def _pending(self, record) -> bool:
+        """Active, or succeeded with a result still to install."""
+        return record.status in ACTIVE or (
+            record.status == "succeeded" and not getattr(record, "installed", True)
+            and self.kinds[record.kind].on_finished is not None)
 
     def _start(self, record) -> None:
         folder = record.path
@@ -425,9 +456,8 @@ class JobQueue:
         while self._watcher is me:
             try:
                 self.poll()
-                records = self._records()
-                if not any(r.status in ACTIVE or (r.status == "succeeded" and not getattr(
-                        r, "installed", True) and self.kinds[r.kind].on_finished) for r in records):
+                self.install_finished()
+                if not any(self._pending(r) for r in self._records()):
                     break
             except Exception:  # logged; the next poll retries
                 log.exception("Polling jobs failed")

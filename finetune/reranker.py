@@ -135,8 +135,7 @@ def train_reranker_on(chunks: list[Chunk], retriever, root: Path, llm,
 
     # 5. save, then point at it
     yield TrainingEvent("saving", 0, 1)
-    version = 1 + max((int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit()),
-                      default=0)
+    version = _next_version(root)
     out = root / f"v{version}"
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
@@ -148,11 +147,41 @@ def train_reranker_on(chunks: list[Chunk], retriever, root: Path, llm,
         max_length=cfg.max_length,
     )
     (out / "record.json").write_text(json.dumps(asdict(record), indent=2), encoding="utf-8")
+    _point_at(root, record)
+    yield TrainingEvent("done", 1, 1, f"reranker v{version} from {len(groups)} questions")
+    return record
+
+
+def install_reranker(trained: Path, kb_root: Path) -> RerankerRecord:
+    """Move the reranker a job trained under ``trained`` (its own ``reranker/`` folder)
+    into the knowledge base at ``kb_root`` as its next version, with the questions
+    written, and point ``current.json`` at it (last, atomically)."""
+    made = RerankerRecord(**json.loads((trained / "current.json").read_text(encoding="utf-8")))
+    root = reranker_dir(kb_root)
+    root.mkdir(parents=True, exist_ok=True)
+    version = _next_version(root)
+    record = RerankerRecord(**{**asdict(made), "version": version, "path": f"v{version}"})
+    (trained / made.path).replace(root / record.path)
+    (root / record.path / "record.json").write_text(json.dumps(asdict(record), indent=2),
+                                                    encoding="utf-8")
+    questions = trained / "questions.jsonl"
+    if questions.is_file():
+        tmp = root / "questions.jsonl.tmp"
+        tmp.write_bytes(questions.read_bytes())
+        tmp.replace(root / "questions.jsonl")
+    _point_at(root, record)
+    return record
+
+
+def _next_version(root: Path) -> int:
+    return 1 + max((int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit()),
+                   default=0)
+
+
+def _point_at(root: Path, record: RerankerRecord) -> None:
     tmp = root / "current.json.tmp"
     tmp.write_text(json.dumps(asdict(record), indent=2), encoding="utf-8")
     tmp.replace(root / "current.json")
-    yield TrainingEvent("done", 1, 1, f"reranker v{version} from {len(groups)} questions")
-    return record
 
 
 def _train(groups, cfg: RerankerTraining, base: Path, losses: list[float]):

@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from common.jobs import finish, worker_main
+from common.jobs import finish, start, worker_main
 
 log = logging.getLogger("finetune.worker")
 REGISTERED = "registered.json"  # in the job folder once the adapter is in the registry
@@ -30,12 +30,11 @@ def _rank0() -> bool:
 
 
 def run_job(job_dir: Path) -> int:
-    from finetune.jobs import read_job, update_job
+    from finetune.jobs import JobRecord, read_job
 
     record = read_job(job_dir)
-    if _rank0():
-        update_job(job_dir, status="running", pid=os.getpid(),
-                   started=record.started or time.time())
+    if _rank0() and not start(job_dir, JobRecord, started=record.started or time.time()):
+        return 0  # cancelled before it began
     try:
         result = _train_and_register(record, job_dir)
     except Exception as exc:  # noqa: BLE001 - recorded in the job, then exit non-zero

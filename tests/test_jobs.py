@@ -82,10 +82,43 @@ def test_a_failed_job_says_why_and_results_are_installed_once(tmp_path):
     assert q.wait(bad.id, timeout=60, interval=0.2).error == "asked to fail"
     good = q.submit_task("two", "kb", {"steps": 1})
     q.wait(good.id, timeout=60, interval=0.2)
-    q.poll()
-    q.poll()
+    q.install_finished()
+    q.install_finished()
     assert [r.id for r in installed] == [good.id]
     assert json.loads((good.path / "job.json").read_text())["installed"] is True
+
+
+def test_a_result_that_cannot_be_installed_fails_the_job_and_a_resume_installs_it(tmp_path):
+    calls: list = []
+
+    def install(record):
+        calls.append(record.id)
+        if len(calls) == 1:
+            raise RuntimeError("the knowledge base is gone")
+
+    q = JobQueue(tmp_path / "jobs", {"two": JobKind(ECHO, TaskRecord, on_finished=install)})
+    job = q.submit_task("two", "kb", {"steps": 1})
+    q.wait(job.id, timeout=60, interval=0.2)
+    q.install_finished()
+    failed = q.get(job.id)
+    assert failed.status == "failed" and "could not be installed: the knowledge base is gone" \
+        in failed.error
+    assert q.wait(q.resume(job.id).id, timeout=60, interval=0.2).status == "succeeded"
+    q.install_finished()
+    assert calls == [job.id, job.id] and q.get(job.id).installed
+
+
+def test_a_queue_opened_later_follows_and_installs_what_an_earlier_run_left(tmp_path):
+    first = _queue(tmp_path)
+    job = first.submit_task("two", "kb", {"steps": 2, "sleep": 0.3})
+    first.close()  # the app stops; the worker goes on
+    installed: list = []
+    again = _queue(tmp_path, installed)
+    again.wait(job.id, timeout=60, interval=0.2)
+    deadline = time.time() + 30
+    while not installed and time.time() < deadline:
+        time.sleep(0.2)  # the watcher started by the new queue installs it
+    assert [r.id for r in installed] == [job.id]
 
 
 def test_unknown_jobs_and_kinds_are_clear_errors(tmp_path):

@@ -115,7 +115,7 @@ def test_a_question_in_another_language_starts_reembedding_in_the_background(tmp
     list(a.chat.ask("Liều metformin ban đầu là bao nhiêu?", kb="clinic"))
     job = a.jobs.wait(a.jobs.latest("re-embedding", "clinic").id, timeout=300)
     assert job.status == "succeeded", a.jobs.log(job.id)
-    a.jobs.poll()  # installs the new vectors (the app's watcher does this every 2 s)
+    a.jobs.install_finished()  # the new vectors (the app's watcher does this every 2 s)
     assert a.library.manifest("clinic").embedder == E5_NAME
     assert "re-embedding finished" in knowledge_base_status(a.documents.status("clinic"))
     dense = a.library.get("clinic").retriever("dense")
@@ -198,6 +198,7 @@ def test_a_knowledge_base_trains_its_reranker_and_uses_it(tmp_path):
     job = a.index_jobs.train_reranker()
     job = a.jobs.wait(job.id, timeout=600)
     assert job.status == "succeeded", a.jobs.log(job.id)
+    a.jobs.install_finished()  # moves it into the knowledge base (the watcher does too)
     kb = a.library.get(settings.default_kb)
     record = current_reranker(kb.root)
     assert record.version == 1 and record.questions >= 10 and record.groups >= 6

@@ -7,7 +7,7 @@ import threading
 
 from assistant.conversations import (ConversationInfo, ConversationStore, Turn,
                                      history_for_prompt)
-from assistant.errors import AssistantError
+from common.errors import DocentError
 from assistant.services.bases import KnowledgeBases
 from assistant.services.chat import Chat, Stream
 from assistant.services.serving import Serving
@@ -114,7 +114,7 @@ class Conversations:
                 self.store.stop(turn_id, "".join(streamed))
             raise
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, (AssistantError, ValueError)) else (
+            reason = str(exc) if isinstance(exc, (DocentError, ValueError)) else (
                 f"{type(exc).__name__}: {exc}")
             self.store.fail(turn_id, reason, "".join(streamed))
             raise

@@ -4,7 +4,7 @@ Each task is a generator: it yields ``TaskProgress`` events and *returns* its re
 (``Summary``, ``list[ExamQuestion]``, ``Advice``), which ends up in ``StopIteration.value``
 — the same style as ingestion. ``run_task`` drives one to the end::
 
-    summary = run_task(assistant.summarize([doc_id]), on_progress=print)
+    summary = run_task(assistant.tasks.summarize([doc_id]), on_progress=print)
 """
 from __future__ import annotations
 

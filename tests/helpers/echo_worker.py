@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from common.jobs import append_metrics, finish, last_metrics, read_record, update_record, worker_main
+from common.jobs import append_metrics, finish, last_metrics, read_record, start, worker_main
 
 
 def run(job_dir: Path) -> int:
     record = read_record(job_dir)
-    update_record(job_dir, status="running", pid=os.getpid())
+    if not start(job_dir):
+        return 0
     p = record.params
     first = last_metrics(job_dir).get("done", 0) + 1 if record.resume else 1
     for step in range(first, p.get("steps", 3) + 1):
