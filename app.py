@@ -22,7 +22,7 @@ import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from common.errors import DocentError  # noqa: E402
-from assistant.api import build_api, build_health  # noqa: E402
+from assistant.api import BodyLimit, build_api, build_health  # noqa: E402
 from assistant.core import Assistant  # noqa: E402
 from assistant.errors import BackendUnavailable  # noqa: E402
 from assistant.llm import quiet_http_clients  # noqa: E402
@@ -46,11 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["server"] = bind
     try:
         settings = load_settings(args.config, **overrides)
-        if not settings.server.loopback and not settings.server.api_token:
-            print(f"Docent cannot start: binding to {settings.server.host} makes the app and "
-                  "its API reachable from other machines, so it needs an API token. Set "
-                  "server.api_token (e.g. DOCENT_SERVER__API_TOKEN=<a long random string>) "
-                  "or bind to 127.0.0.1.", file=sys.stderr)
+        problem = _token_problem(settings.server)
+        if problem:
+            print(f"Docent cannot start: {problem}", file=sys.stderr)
             return 2
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         quiet_http_clients()
@@ -87,6 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+MIN_TOKEN = 16  # characters of an API token when the app is reachable from other machines
+
+
+def _token_problem(server) -> str:
+    """Why ``server``'s token does not protect a bind beyond loopback ("" when it does)."""
+    if server.loopback or len(server.api_token) >= MIN_TOKEN:
+        return ""
+    why = ("it needs an API token" if not server.api_token else
+           f"its API token must be at least {MIN_TOKEN} characters (it has "
+           f"{len(server.api_token)})")
+    return (f"binding to {server.host} makes the app and its API reachable from other "
+            f"machines, so {why}. Set server.api_token to a long random string, e.g.\n"
+            "  export DOCENT_SERVER__API_TOKEN=$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')\nor bind to 127.0.0.1.")
+
+
 def build_app(assistant: Assistant) -> FastAPI:
     """One server: the OpenAI-compatible API under /v1 and the Gradio UI at /."""
     import gradio as gr
@@ -94,18 +108,21 @@ def build_app(assistant: Assistant) -> FastAPI:
     from assistant.ui import build_ui
 
     app = FastAPI(title="Docent", docs_url=None, redoc_url=None, openapi_url=None)
+    server = assistant.settings.server
+    app.add_middleware(BodyLimit, limit=int(server.max_request_mb * 2**20), prefix="/v1")
     app.include_router(build_api(assistant))
     app.include_router(build_health(assistant))
     demo = build_ui(assistant)
     demo.queue(default_concurrency_limit=4)
-    server = assistant.settings.server
     auth = None
     if not server.loopback:  # the page is as reachable as the API: same token, as password
         def auth(_user: str, password: str) -> bool:
             return secrets.compare_digest(password.encode(), server.api_token.encode())
     return gr.mount_gradio_app(app, demo, path="/", server_name=server.host,
                                server_port=server.port, show_error=True, auth=auth,
-                               auth_message="Password: the server's API token.")
+                               auth_message="Password: the server's API token.",
+                               # an upload over the limit is refused while it arrives
+                               max_file_size=int(assistant.settings.ingest.max_file_mb * 2**20))
 
 
 def clear_uploads(folder) -> int:

@@ -112,6 +112,47 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+class BodyLimit:
+    """ASGI middleware: a request under ``prefix`` whose body is over ``limit`` bytes is
+    answered 413 before it is read in full. A declared Content-Length is judged at once;
+    a body without one (chunked) is read up to the limit, then refused or passed on."""
+
+    def __init__(self, app, limit: int, prefix: str = "/v1"):
+        self.app, self.limit, self.prefix = app, limit, prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.limit:
+                return await self._refuse(scope, receive, send)
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:  # no length given: hold what arrives, up to the limit
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._refuse(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send):
+        mb = self.limit / 2**20
+        error = APIError(413, f"The request body is over {mb:g} MB (server.max_request_mb): "
+                              "send a shorter one.", "request_too_large")
+        await error.response()(scope, receive, send)
+
+
 def api_error(exc: Exception) -> APIError:
     """The HTTP error for a domain error (the one place they become messages here)."""
     if isinstance(exc, APIError):

@@ -192,6 +192,9 @@ class ServerSettings(_Section):
     api_token: str = Field(
         "", max_length=4096, description="Bearer token the OpenAI-compatible API (/v1) "
         "requires; empty: no token. Required when host is not a loopback address.")
+    max_request_mb: float = Field(
+        4.0, gt=0, le=1024, description="Largest request body the API (/v1) accepts, in MB; "
+        "a larger one is answered 413 before it is read in full.")
     max_queued_requests: int = Field(
         16, ge=1, le=10000, description="Chat completions (/v1) handled or waiting at once; "
         "one more is answered 429 with Retry-After instead of waiting without end.")

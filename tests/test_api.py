@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import httpx
 import openai
 import pytest
 import uvicorn
@@ -286,7 +287,7 @@ def test_web_page_is_served_beside_the_api(api):
 
 
 def test_token_auth(tmp_path):
-    s = make_settings(tmp_path, server={"api_token": "s3cret-token"})
+    s = make_settings(tmp_path, server={"api_token": "s3cret-token-0123456"})
     a = Assistant(s, llm=ScriptedLLM(REPLY), embedder=HashEmbedder())
     app = FastAPI()
     app.include_router(build_api(a))
@@ -299,21 +300,21 @@ def test_token_auth(tmp_path):
                 urllib.request.urlopen(url + "/v1/models", timeout=30)
             assert raw.value.code == 401
             assert json.loads(raw.value.read())["error"]["type"] == "invalid_request_error"
-            assert [m.id for m in client(url, "s3cret-token").models.list()] == [BASE]
+            assert [m.id for m in client(url, "s3cret-token-0123456").models.list()] == [BASE]
     finally:
         a.close()
 
 
 def test_page_asks_for_the_token_when_bound_beyond_loopback(tmp_path):
     """Settings say 0.0.0.0 (the test itself still listens on loopback only)."""
-    s = make_settings(tmp_path, server={"host": "0.0.0.0", "api_token": "s3cret-token"})
+    s = make_settings(tmp_path, server={"host": "0.0.0.0", "api_token": "s3cret-token-0123456"})
     a = Assistant(s, llm=ScriptedLLM(REPLY), embedder=HashEmbedder())
     try:
         with serve(docent_app.build_app(a)) as url:
             with pytest.raises(urllib.error.HTTPError) as raw:
                 urllib.request.urlopen(url + "/config", timeout=30)
             assert raw.value.code == 401
-            for password, ok in (("wrong", False), ("s3cret-token", True)):
+            for password, ok in (("wrong", False), ("s3cret-token-0123456", True)):
                 form = urllib.parse.urlencode({"username": "me", "password": password})
                 try:
                     with urllib.request.urlopen(url + "/login", form.encode(), timeout=30) as r:
@@ -415,3 +416,70 @@ def test_real_app_serves_the_api(app_server):
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
     assert "2" in text and "7" in text
     assert chunks[-1].model_extra["sources"][0]["source"] == "visitors.txt"
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(tmp_path):
+    import http.client
+
+    s = make_settings(tmp_path, server={"max_request_mb": 1})
+    a = Assistant(s, llm=ScriptedLLM(REPLY), embedder=HashEmbedder())
+    try:
+        with serve(docent_app.build_app(a)) as url:
+            port = int(url.rsplit(":", 1)[1])
+            # 20 MB announced, 1 MB sent: the answer comes without the rest
+            t0 = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.putrequest("POST", "/v1/chat/completions")
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(20 * 2**20))
+            conn.endheaders()
+            conn.send(b"x" * 2**20)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            assert resp.status == 413 and time.perf_counter() - t0 < 5
+            assert body["error"]["code"] == "request_too_large"
+            assert "server.max_request_mb" in body["error"]["message"]
+            conn.close()
+            # no length given (chunked): read up to the limit, then refused
+            chunks = (b"y" * 2**16 for _ in range(40))  # 2.5 MB
+            reply = httpx.post(url + "/v1/chat/completions", content=chunks, timeout=30)
+            assert reply.status_code == 413
+            # under the limit, chunked or not, the request goes through as before
+            ok = json.dumps({"model": BASE, "messages": [{"role": "user", "content": "hi"}],
+                             "stream": False}).encode()
+            assert httpx.post(url + "/v1/chat/completions", content=ok, timeout=60,
+                              headers={"Content-Type": "application/json"}).status_code == 200
+            assert httpx.post(url + "/v1/chat/completions", content=iter([ok]), timeout=60,
+                              headers={"Content-Type": "application/json"}).status_code == 200
+    finally:
+        a.close()
+
+
+def test_a_short_token_is_refused_beyond_loopback(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DOCENT_SERVER__API_TOKEN", raising=False)
+    monkeypatch.setenv("DOCENT_SERVER__API_TOKEN", "x")
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("the app loaded its models before refusing")
+
+    monkeypatch.setattr(docent_app, "Assistant", no_models)
+    assert docent_app.main(["--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "at least 16 characters (it has 1)" in err and "secrets.token_urlsafe(32)" in err
+    assert docent_app._token_problem(make_settings(
+        tmp_path, server={"host": "0.0.0.0", "api_token": "k" * 16}).server) == ""
+    assert docent_app._token_problem(make_settings(tmp_path, server={"api_token": "x"}).server) == ""
+
+
+def test_an_upload_over_the_file_limit_is_refused_while_it_arrives(tmp_path):
+    s = make_settings(tmp_path, ingest={"max_file_mb": 1})
+    a = Assistant(s, llm=ScriptedLLM(REPLY), embedder=HashEmbedder())
+    try:
+        with serve(docent_app.build_app(a)) as url:
+            files = {"files": ("big.txt", b"z" * (2 * 2**20), "text/plain")}
+            big = httpx.post(url + "/gradio_api/upload", files=files, timeout=60)
+            assert big.status_code == 413, big.text
+            small = {"files": ("small.txt", b"fine", "text/plain")}
+            assert httpx.post(url + "/gradio_api/upload", files=small, timeout=60).status_code == 200
+    finally:
+        a.close()
