@@ -77,6 +77,10 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
             "(setting ingest.max_file_mb).")
     sha, reader = file_sha256(path), reader_of(path)
     existing = kb.find_document(source)
+    if existing is None and (existing := _same_file(kb, path)) is not None:
+        # the file is stored already, reached another way (through its folder, or by its
+        # own path): it stays one document, under the name it was first stored with
+        source = existing.source
     reread = existing is not None and existing.sha256 == sha
     if reread and read_by_current(path, existing.reader):
         return FileResult(source, "unchanged", existing.chunks, existing.pages, existing.chars,
@@ -110,6 +114,16 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
     notes = (["read again with the newer reader"] if reread else []) + list(doc.warnings)
     return FileResult(source, status, record.chunks, record.pages, record.chars,
                       reason="; ".join(notes), doc_id=doc_id, duplicates=record.duplicates)
+
+
+def _same_file(kb: KnowledgeBase, path: Path) -> DocumentRecord | None:
+    """The stored document that came from the file at ``path`` (paths compared resolved:
+    symlinks and ``..`` followed), if any."""
+    target = path.resolve()
+    for doc in kb.documents():
+        if doc.origin and Path(doc.origin).resolve() == target:
+            return doc
+    return None
 
 
 def folder_items(folder: Path, password: str | None = None) -> list[IngestItem]:

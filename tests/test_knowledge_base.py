@@ -56,6 +56,32 @@ def test_reingest_unchanged_is_a_noop_and_changed_file_replaces(assistant, docs)
     assert "8 pm" in assistant.chat.search("when must visitors leave")[0].chunk.text
 
 
+def test_one_file_reached_through_its_folder_and_by_its_path_is_one_document(assistant, docs,
+                                                                              tmp_path):
+    folder = docs["txt"].parent
+    synced = drain(assistant.documents.sync_folder(folder))
+    stored = {d.source: d for d in assistant.documents.list()}
+    chunks = assistant.library.get("default").chunk_count()
+    # the same file by its own path, and through a symlink with '..' in it
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "link.txt").symlink_to(docs["txt"])
+    for path in (docs["txt"], tmp_path / "elsewhere" / ".." / "elsewhere" / "link.txt"):
+        again = drain(assistant.documents.ingest([path]))
+        assert again.results[0].status == "unchanged"
+        assert again.results[0].source == "visitors.txt"
+    assert {d.source for d in assistant.documents.list()} == set(stored)
+    assert assistant.library.get("default").chunk_count() == chunks
+    # changed, then added by its path: it replaces the one document, under its first name
+    docs["txt"].write_text("Visitors must leave by 8 pm.", encoding="utf-8")
+    changed = drain(assistant.documents.ingest([docs["txt"]]))
+    assert changed.results[0].status == "replaced"
+    assert len(assistant.documents.list()) == len(stored)
+    # and the folder's next sync keeps it (its file is still there)
+    resync = drain(assistant.documents.sync_folder(folder))
+    assert {r.status for r in resync.results} == {"unchanged"}
+    assert len(synced.results) == len(resync.results)
+
+
 def test_delete_removes_vectors_bm25_and_catalog(assistant, docs):
     drain(assistant.documents.ingest([docs["pdf"], docs["txt"]]))
     pdf = next(d for d in assistant.documents.list() if d.source == "handbook.pdf")
