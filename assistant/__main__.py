@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                                 "searchable meanwhile (default: the multilingual embedder)")
     reembed.add_argument("--embedder", help="e.g. embeddinggemma-300m (after `make "
                          "embeddinggemma`)")
+    chk = kb_sub.add_parser("check", help="do --kb's catalog, vectors and BM25 agree? "
+                            "(missing, orphaned, duplicate entries)")
+    chk.add_argument("--repair", action="store_true", help="make them agree")
+    chk.add_argument("--all", action="store_true", help="every knowledge base")
     kb_sub.add_parser("reread", help="read --kb's documents that an older Docent read again "
                       "(e.g. PDFs from before section headings were found)")
     _chats_parser(sub)
@@ -182,6 +186,13 @@ def _cmd_kb(assistant, args) -> int:
         from assistant.status_text import knowledge_base_status
 
         print(knowledge_base_status(assistant.documents.status(args.kb)))
+    elif args.kb_command == "check":
+        from assistant.status_text import consistency
+
+        reports = assistant.documents.check(args.kb, args.repair, args.all)
+        for report in reports:
+            print(consistency(report))
+        return 0 if all(r.consistent or r.repaired for r in reports) else 1
     elif args.kb_command == "reread":
         report = drain(assistant.documents.reread(args.kb), _progress)
         _print_report(report)

@@ -154,4 +154,37 @@ def run_doctor(settings: Settings) -> Report:
     kbs = sorted(p.parent.name for p in kb_root.glob("*/manifest.json")) if kb_root.exists() else []
     rep.add("")
     rep.add(f"Knowledge bases: {', '.join(kbs) if kbs else '(none yet)'}")
+    if kbs:
+        _consistency(settings, rep)
     return rep
+
+
+def _consistency(settings: Settings, rep: Report) -> None:
+    """Each knowledge base's catalog against its vectors and BM25 (read only)."""
+    from assistant.status_text import consistency
+    from knowledge.embedders import EmbedderPool
+    from knowledge.errors import KnowledgeError
+    from knowledge.library import Library
+
+    try:
+        library = Library(settings.paths.kb_dir, EmbedderPool(
+            settings.embedder.model, settings.embedder.batch_size,
+            models_dir=settings.paths.models_dir), settings.chunking.chunk_size,
+            settings.chunking.chunk_overlap)
+    except KnowledgeError as exc:  # a running Docent holds them: it can check them itself
+        rep.add(f"  (not checked: {exc})")
+        return
+    try:
+        for name in library.names():
+            try:
+                report = library.get(name).check()
+            except KnowledgeError as exc:
+                rep.problems.append(f"Knowledge base {name} cannot be opened: {exc}")
+                continue
+            for line in consistency(report).splitlines():
+                rep.add("  " + line)
+            if not report.consistent:
+                rep.problems.append(f"Knowledge base {name} disagrees with itself: run "
+                                    f"`python -m assistant kb check --repair --kb {name}`.")
+    finally:
+        library.close()

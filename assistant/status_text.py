@@ -3,7 +3,40 @@ Markdown by the web page and printed by ``python -m assistant kb status``."""
 from __future__ import annotations
 
 from assistant.services.documents import KnowledgeBaseStatus, RerankerState
+from knowledge.check import ConsistencyReport
 from knowledge.language import AUTO
+
+
+def consistency(report: ConsistencyReport) -> str:
+    """One knowledge base's consistency check, a line per kind of disagreement.
+
+    >>> print(consistency(ConsistencyReport("clinic", 40)))
+    clinic: consistent (40 passages; the catalog, the vectors and BM25 agree).
+    >>> print(consistency(ConsistencyReport("clinic", 40, ("a", "b"), duplicate_documents=("x.txt",))))
+    clinic: 40 passages in the catalog;
+      2 missing from the vector store
+      1 extra copy of a stored file (x.txt)
+      run `python -m assistant kb check --repair --kb clinic` to mend it.
+    """
+    if report.consistent:
+        what = "repaired; they agree now" if report.repaired else \
+            "the catalog, the vectors and BM25 agree"
+        return f"{report.knowledge_base}: consistent ({report.passages} passages; {what})."
+    parts = [(report.missing_vectors, "missing from the vector store"),
+             (report.orphan_vectors, "in the vector store but not in the catalog (orphans)"),
+             (report.missing_bm25, "missing from BM25"),
+             (report.orphan_bm25, "in BM25 but not in the catalog")]
+    lines = [f"{report.knowledge_base}: {report.passages} passages in the catalog;"]
+    lines += [f"  {len(ids)} {words}" for ids, words in parts if ids]
+    if report.duplicate_documents:
+        n = len(report.duplicate_documents)
+        lines.append(f"  {n} extra cop{'y' if n == 1 else 'ies'} of a stored file "
+                     f"({', '.join(report.duplicate_documents[:5])})")
+    lines += [f"  note: {note}" for note in report.notes]
+    lines.append("  repaired." if report.repaired else
+                 f"  run `python -m assistant kb check --repair --kb {report.knowledge_base}` "
+                 "to mend it.")
+    return "\n".join(lines)
 
 
 def knowledge_base_status(status: KnowledgeBaseStatus) -> str:

@@ -19,6 +19,7 @@ from common.text import detect_language
 from knowledge import reembed as reembedding
 from knowledge.bm25 import BM25Index
 from knowledge.catalog import Catalog
+from knowledge.check import ConsistencyReport, check
 from knowledge.compress import Compressed
 from knowledge.embedders import E5_NAME, Embedder, EmbedderPool
 from knowledge.errors import EmbedderNotFound, IndexMismatch, KnowledgeError
@@ -183,6 +184,12 @@ class KnowledgeBase:
 
     def delete_document(self, doc_id: str) -> None:
         self._writer.delete_document(doc_id)
+
+    def check(self, repair: bool = False) -> ConsistencyReport:
+        """Whether the catalog, the vectors and BM25 agree (``knowledge.check``); with
+        ``repair``, make them agree. Writes wait meanwhile."""
+        with self._stores.lock:
+            return check(self._stores, self._writer.delete_document, repair)
 
     # --- stored originals (cited pages are rendered from them) --------------------
     def original_path(self, doc_id: str) -> Path:

@@ -47,6 +47,10 @@ class BM25Index:
     def __contains__(self, chunk_id: str) -> bool:
         return chunk_id in self._chunks
 
+    def ids(self) -> set[str]:
+        with self._lock:
+            return set(self._chunks)
+
     def load(self, rows: Iterable[tuple[Chunk, list[str]]]) -> None:
         with self._lock:
             self.__init__(self.k1, self.b)

@@ -16,6 +16,7 @@ from ingest.pipeline import (
     IngestItem, folder_items, ingest_files, outdated_documents, reread_documents, sync_folder,
 )
 from ingest.types import IngestEvent, IngestReport
+from knowledge.check import ConsistencyReport
 from knowledge.errors import KnowledgeError
 from knowledge.rerank import RerankerRecord, current_reranker
 from knowledge.types import DocumentRecord
@@ -111,6 +112,13 @@ class Documents:
         return [*dict.fromkeys(out)]
 
     # --- ingestion -------------------------------------------------------------
+    def check(self, kb: str | None = None, repair: bool = False, every: bool = False
+              ) -> list[ConsistencyReport]:
+        """Whether ``kb``'s (or, ``every``, each knowledge base's) catalog, vectors and
+        BM25 agree; ``repair`` makes them agree (``knowledge.check``)."""
+        names = self._bases.library.names() if every else [self._bases.name(kb)]
+        return [self._bases.library.get(name).check(repair) for name in names]
+
     def ingest(self, items: Sequence[IngestItem | Path | str], kb: str | None = None,
                password: str | None = None) -> Ingestion:
         """Progress events while ingesting files and folders; returns the report (see
