@@ -16,7 +16,7 @@ from assistant.services.bases import KnowledgeBases
 from assistant.services.chat import Chat
 from assistant.services.conversations import Conversations
 from assistant.services.datasets import Datasets
-from assistant.services.documents import Documents
+from assistant.services.documents import Documents, FolderAccess
 from assistant.services.index_jobs import IndexJobs
 from assistant.services.serving import Serving
 from assistant.services.tasks import Tasks
@@ -55,6 +55,9 @@ class Assistant:
         self.serving = Serving(settings, AdapterRegistry(paths.data_dir / "adapters"), llm)
         base_llm = lambda: self.serving.llm  # noqa: E731 (built on first use)
         self.index_jobs = IndexJobs(bases, self.embedders, self.jobs, settings)
+        # the folders the page may make this server read (the CLI is not limited)
+        self.web_folders = FolderAccess.for_server(settings.server.allowed_folders,
+                                                   settings.server.loopback)
         self.documents = Documents(bases, chunking, settings.ingest.max_file_mb,
                                    settings.retrieval, self.index_jobs)
         self.chat = Chat(settings, bases, self.embedders, self.serving, self.index_jobs,

@@ -192,6 +192,10 @@ class ServerSettings(_Section):
     api_token: str = Field(
         "", max_length=4096, description="Bearer token the OpenAI-compatible API (/v1) "
         "requires; empty: no token. Required when host is not a loopback address.")
+    allowed_folders: list[Path] = Field(
+        default_factory=list, description="Folders the page may sync from (and their "
+        "subfolders), checked after symlinks and '..' are resolved. Empty: any folder when "
+        "bound to loopback, none beyond it. The CLI on this machine is not limited.")
     max_request_mb: float = Field(
         4.0, gt=0, le=1024, description="Largest request body the API (/v1) accepts, in MB; "
         "a larger one is answered 413 before it is read in full.")

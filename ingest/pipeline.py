@@ -126,26 +126,37 @@ def _same_file(kb: KnowledgeBase, path: Path) -> DocumentRecord | None:
     return None
 
 
-def folder_items(folder: Path, password: str | None = None) -> list[IngestItem]:
-    """Every supported file under ``folder``, named by its path relative to it."""
+def folder_items(folder: Path, password: str | None = None,
+                 inside: Sequence[Path] | None = None) -> list[IngestItem]:
+    """Every supported file under ``folder``, named by its path relative to it. With
+    ``inside`` (resolved roots), a file whose real path lies outside them (a symlink
+    pointing elsewhere) is left out."""
     exts = set(supported_extensions())
     root = folder.resolve()
     return [IngestItem(p, str(p.relative_to(root)), str(p), password)
             for p in sorted(root.rglob("*"))
-            if p.is_file() and p.suffix.lower() in exts and not p.name.startswith((".", "~$"))]
+            if p.is_file() and p.suffix.lower() in exts and not p.name.startswith((".", "~$"))
+            and (inside is None or within(p.resolve(), inside))]
+
+
+def within(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether the resolved ``path`` is one of ``roots`` or under one."""
+    return any(path == r or r in path.parents for r in roots)
 
 
 def sync_folder(
     kb: KnowledgeBase, folder: Path, params: ChunkingParams, max_bytes: int = 200 * 2**20,
-    count: Callable[[str], int] | None = None,
+    count: Callable[[str], int] | None = None, inside: Sequence[Path] | None = None,
 ) -> Generator[IngestEvent, None, IngestReport]:
     """Make the knowledge base match ``folder``: add new files, replace changed ones,
-    delete documents whose file under this folder is gone."""
+    delete documents whose file under this folder is gone. ``inside``: see
+    ``folder_items``."""
     if not folder.is_dir():
         raise IngestError(f"Not a folder: {folder}")
-    items = folder_items(folder)
+    items = folder_items(folder, inside=inside)
     report = yield from ingest_files(kb, items, params, max_bytes, count)
-    present = {i.origin for i in items}
+    # a file left out by ``inside`` is still there: not a reason to delete its document
+    present = {i.origin for i in (folder_items(folder) if inside is not None else items)}
     prefix = str(folder.resolve()) + "/"
     gone = [d for d in kb.documents() if d.origin.startswith(prefix) and d.origin not in present]
     deleted = []

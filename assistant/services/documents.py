@@ -14,6 +14,7 @@ from common.jobs import TaskRecord
 from ingest.chunking import ChunkingParams
 from ingest.pipeline import (
     IngestItem, folder_items, ingest_files, outdated_documents, reread_documents, sync_folder,
+    within,
 )
 from ingest.types import IngestEvent, IngestReport
 from knowledge.check import ConsistencyReport
@@ -136,15 +137,54 @@ class Documents:
         items = [IngestItem(Path(p), name, "", password) for p, name in zip(paths, names)]
         return ingest_files(self._bases.get(kb), items, self._chunking, self._max_bytes)
 
-    def sync_folder(self, folder: Path | str, kb: str | None = None) -> Ingestion:
-        """Make ``kb`` match ``folder`` (add, replace changed, delete removed files)."""
-        return sync_folder(self._bases.get(kb), Path(folder).expanduser(), self._chunking,
-                           self._max_bytes)
+    def sync_folder(self, folder: Path | str, kb: str | None = None,
+                    access: FolderAccess | None = None) -> Ingestion:
+        """Make ``kb`` match ``folder`` (add, replace changed, delete removed files).
+        ``access``: the folders a web session may read (the CLI passes none)."""
+        folder = Path(folder).expanduser()
+        inside = None
+        if access is not None:
+            folder, inside = access.check(folder), access.roots
+        return sync_folder(self._bases.get(kb), folder, self._chunking, self._max_bytes,
+                           inside=inside)
 
     def reread(self, kb: str | None = None) -> Ingestion:
         """Read again the documents of ``kb`` that an older reader read (e.g. PDFs from
         before headings were found), from their stored originals."""
         return reread_documents(self._bases.get(kb), self._chunking, self._max_bytes)
+
+
+@dataclass(frozen=True)
+class FolderAccess:
+    """Which folders a web session may make the server read: ``roots`` (resolved) and
+    their subfolders; with no roots, any folder when ``anywhere`` (a loopback bind with
+    no list: one person on their own computer), else none."""
+
+    roots: tuple[Path, ...] = ()
+    anywhere: bool = False
+
+    @classmethod
+    def for_server(cls, allowed: list[Path], loopback: bool) -> "FolderAccess":
+        roots = tuple(Path(p).expanduser().resolve() for p in allowed)
+        return cls(roots, anywhere=loopback and not roots)
+
+    def check(self, folder: Path) -> Path:
+        """``folder`` resolved (symlinks, ``..``), or an error when it is not allowed."""
+        real = Path(folder).expanduser().resolve()
+        if self.anywhere or within(real, self.roots):
+            return real
+        if not self.roots:
+            raise FolderNotAllowed(
+                "Syncing a folder from the page is off on a server that other machines can "
+                "reach. An admin lists the folders it may read in server.allowed_folders "
+                "(e.g. DOCENT_SERVER__ALLOWED_FOLDERS='[\"/srv/clinic-docs\"]').")
+        raise FolderNotAllowed(
+            f"{folder} is not inside the folders this server may read ("
+            + ", ".join(str(r) for r in self.roots) + "): pick a folder under one of them.")
+
+
+class FolderNotAllowed(KnowledgeError):
+    """A web session asked for a folder outside ``server.allowed_folders``."""
 
 
 def _expand(items: Sequence[IngestItem | Path | str], password: str | None) -> list[IngestItem]:

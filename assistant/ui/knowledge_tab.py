@@ -82,7 +82,8 @@ def build_knowledge_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dro
         if not (path or "").strip():
             return "Enter a folder path first.", [], *refresh(kb)
         try:
-            report = _run(assistant.documents.sync_folder(path.strip(), kb or None), progress)
+            report = _run(assistant.documents.sync_folder(path.strip(), kb or None,
+                                                          assistant.web_folders), progress)
         except Exception as exc:
             return f"⚠️ {exc}", [], *refresh(kb)
         return _summary(report), report_rows(report), *refresh(kb)
