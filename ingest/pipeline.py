@@ -49,10 +49,12 @@ def ingest_files(
     knowledge base's embedder tokens)."""
     results: list[FileResult] = []
     total = len(items)
+    origins = _Origins(kb)
     for index, item in enumerate(items):
         started = time.perf_counter()
         try:
-            result = yield from _ingest_one(kb, item, params, max_bytes, count, index, total)
+            result = yield from _ingest_one(kb, item, params, max_bytes, count, index, total,
+                                            origins)
         except (IngestError, KnowledgeError, OSError) as exc:
             result = FileResult(item.name, "failed", reason=str(exc))
         except Exception as exc:  # isolate any unexpected loader bug to this file
@@ -65,7 +67,8 @@ def ingest_files(
     return IngestReport(tuple(results))
 
 
-def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
+def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total,
+                origins: "_Origins"):
     source, path = item.name, item.path
     yield IngestEvent(source, "loading", index, total)
     if not path.is_file():
@@ -77,7 +80,7 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
             "(setting ingest.max_file_mb).")
     sha, reader = file_sha256(path), reader_of(path)
     existing = kb.find_document(source)
-    if existing is None and (existing := _same_file(kb, path)) is not None:
+    if existing is None and (existing := origins.document(path)) is not None:
         # the file is stored already, reached another way (through its folder, or by its
         # own path): it stays one document, under the name it was first stored with
         source = existing.source
@@ -110,20 +113,32 @@ def _ingest_one(kb, item: IngestItem, params, max_bytes, count, index, total):
     with kb.keeping_original(doc_id, original):
         record = kb.add_document(doc_id, source, sha, doc.page_count, chunks,
                                  origin=item.origin, reader=reader)
+    origins.add(item.origin, source)
     status = "replaced" if existing is not None else "added"
     notes = (["read again with the newer reader"] if reread else []) + list(doc.warnings)
     return FileResult(source, status, record.chunks, record.pages, record.chars,
                       reason="; ".join(notes), doc_id=doc_id, duplicates=record.duplicates)
 
 
-def _same_file(kb: KnowledgeBase, path: Path) -> DocumentRecord | None:
-    """The stored document that came from the file at ``path`` (paths compared resolved:
-    symlinks and ``..`` followed), if any."""
-    target = path.resolve()
-    for doc in kb.documents():
-        if doc.origin and Path(doc.origin).resolve() == target:
-            return doc
-    return None
+class _Origins:
+    """The stored documents by the file they came from (paths resolved: symlinks and
+    ``..`` followed), read from the catalog once per batch, on first need."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+        self._sources: dict[Path, str] | None = None
+
+    def document(self, path: Path) -> DocumentRecord | None:
+        """The stored document that came from the file at ``path``, if any."""
+        if self._sources is None:
+            self._sources = {Path(d.origin).resolve(): d.source
+                             for d in self.kb.documents() if d.origin}
+        source = self._sources.get(path.resolve())
+        return self.kb.find_document(source) if source is not None else None
+
+    def add(self, origin: str, source: str) -> None:
+        if origin and self._sources is not None:
+            self._sources[Path(origin).resolve()] = source
 
 
 def folder_items(folder: Path, password: str | None = None,
