@@ -220,6 +220,28 @@ class ServerSettings(_Section):
             return False
 
 
+class VectorStoreSettings(_Section):
+    url: str = Field(
+        "", max_length=2048, description="Address of a Chroma server (for example "
+        "http://127.0.0.1:8000) every knowledge base keeps its vectors in; empty: the embedded "
+        "store under <data_dir>/knowledge/chroma. The catalog stays local and is the record "
+        "of truth either way.")
+    collection_prefix: str = Field(
+        "docent", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$",
+        description="Start of every collection name on a Chroma server, so that several "
+        "Docent installations can share one server without seeing each other's vectors.")
+
+
+class TrainingSettings(_Section):
+    launcher: Literal["auto", "python", "torchrun"] = Field(
+        "auto", description="How a fine-tuning worker starts: 'python' (one process), "
+        "'torchrun' (one process per GPU, or per 'processes' on CPU), 'auto' (torchrun when "
+        "more than one GPU is visible).")
+    processes: int = Field(
+        0, ge=0, le=64, description="Worker processes under torchrun; 0: one per visible GPU. "
+        "On CPU (gloo) set it to run data-parallel processes.")
+
+
 class Paths(BaseModel):
     """Every runtime path, derived from the data dir."""
 
@@ -264,6 +286,10 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion limits.")
     answers: AnswerSettings = Field(default_factory=AnswerSettings, description="How answers are checked and framed.")
     server: ServerSettings = Field(default_factory=ServerSettings, description="Web server.")
+    vector_store: VectorStoreSettings = Field(
+        default_factory=VectorStoreSettings, description="Where passage vectors are kept.")
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings, description="How fine-tuning jobs are started.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 
     @property
