@@ -14,9 +14,11 @@ app restart and a crash of the work itself. Statuses:
 Each record has a ``kind``; a ``JobKind`` names the worker module for it
 (``python -m <worker> --job DIR``), the record class, and the ``lane``: one job per lane
 runs at a time (fine-tuning and reranker training share the CPU-heavy lane), jobs of
-other lanes run beside it. ``on_finished`` lets the submitting process install a result
-that only it may write (it holds the knowledge base); it runs once per job, from
-``poll``.
+other lanes run beside it. ``launch`` may put a launcher before the worker (torchrun:
+``python -m torch.distributed.run ... -m <worker> --job DIR``); the record then keeps the
+launcher's pid, and cancel stops it with every process it started. ``on_finished`` lets
+the submitting process install a result that only it may write (it holds the knowledge
+base); it runs once per job, from ``poll``.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from common.errors import DocentError
+from common.processes import launched_me, pid_alive, stop_tree
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ class JobKind:
     record: type = TaskRecord
     lane: str = "cpu"
     on_finished: Callable | None = None  # (record) -> None, in the submitting process
+    # (record) -> the interpreter's arguments before ``-m <worker>`` (e.g. torchrun's)
+    launch: Callable | None = None
 
 
 # --- records ---------------------------------------------------------------------------
@@ -180,36 +184,30 @@ def metrics(job_dir: Path) -> list[dict]:
     return out
 
 
-def pid_alive(pid: int, worker: str = "") -> bool:
-    """A live (not zombie) process whose command line runs ``worker``."""
-    if pid <= 0:
-        return False
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and worker in " ".join(proc.cmdline())
-    except Exception:  # noqa: BLE001 - gone, or no access: not ours
-        return False
-
-
 def finish(job_dir: Path, record_type: type = TaskRecord, **changes) -> None:
     """The worker writes the end of its job, unless the user cancelled it meanwhile."""
-    _unless_cancelled(job_dir, record_type, ended=time.time(), **changes)
+    ended = time.time()
+    _unless_cancelled(job_dir, record_type, lambda record: {"ended": ended, **changes})
 
 
 def start(job_dir: Path, record_type: type = TaskRecord, **changes) -> bool:
     """The worker marks its job running; False when it was cancelled meanwhile (the
-    worker then stops without working)."""
-    return _unless_cancelled(job_dir, record_type, status="running", pid=os.getpid(), **changes)
+    worker then stops without working). The pid stays the one the queue started when that
+    is this process or the launcher above it (torchrun): cancel signals that one."""
+    def running(record) -> dict:
+        pid = record.pid if launched_me(record.pid) else os.getpid()
+        return {"status": "running", "pid": pid, **changes}
+
+    return _unless_cancelled(job_dir, record_type, running)
 
 
-def _unless_cancelled(job_dir: Path, record_type: type, **changes) -> bool:
+def _unless_cancelled(job_dir: Path, record_type: type, changes: Callable) -> bool:
+    """Write ``changes(record)`` (a dict of fields) unless the job was cancelled."""
     with _locked(job_dir):
         record = read_record(job_dir, record_type)
         if record.status == "cancelled":
             return False
-        write_record(job_dir, replace(record, **changes))
+        write_record(job_dir, replace(record, **changes(record)))
     return True
 
 
@@ -408,9 +406,10 @@ class JobQueue:
 
     def _start(self, record) -> None:
         folder = record.path
-        worker = self.kinds[record.kind].worker
+        kind = self.kinds[record.kind]
         logf = (folder / LOG).open("ab")
-        cmd = [self.python, "-m", worker, "--job", str(folder)]
+        launch = kind.launch(record) if kind.launch else []
+        cmd = [self.python, *launch, "-m", kind.worker, "--job", str(folder)]
         env = {**os.environ, **(self.env or {})}
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -430,20 +429,17 @@ class JobQueue:
                                "see the log, then resume")
 
     def _stop(self, job_id: str, pid: int) -> None:
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                return
-            deadline = time.time() + wait
-            while time.time() < deadline:
-                proc = self._procs.get(job_id)
-                if proc is not None and proc.poll() is not None:
-                    del self._procs[job_id]
-                    return
-                if proc is None and not pid_alive(pid):
-                    return
-                time.sleep(0.1)
+        """Stop a worker and whatever it started (torchrun's ranks)."""
+        def ended() -> bool:
+            proc = self._procs.get(job_id)
+            if proc is None:
+                return not pid_alive(pid)
+            if proc.poll() is None:
+                return False
+            del self._procs[job_id]
+            return True
+
+        stop_tree(pid, ended)
 
     def _watch(self) -> None:
         if self._watcher is not None and self._watcher.is_alive():

@@ -146,3 +146,24 @@ def test_fine_tuning_jobs_kept_by_an_earlier_docent_join_the_one_queue(tmp_path)
     assert [r.id for r in queue.list()] == ["20250101-120000-aaaaaa"]
     assert queue.list()[0].kind == "finetune" and queue.latest("re-embedding", "x") is None
     library.close()
+
+
+def test_a_launched_worker_keeps_the_launchers_pid_and_cancel_stops_what_it_started(tmp_path):
+    """A launcher (as torchrun) starts the worker in its own session: the record keeps the
+    launcher's pid, and cancel stops the worker too, not only the launcher's group."""
+    from common.processes import pid_alive
+
+    launcher = ["-m", "tests.helpers.session_launcher"]
+    q = JobQueue(tmp_path / "jobs", {"one": JobKind(ECHO, TaskRecord,
+                                                    launch=lambda record: launcher)})
+    job = q.submit_task("one", "x", {"steps": 200, "sleep": 0.1})
+    while q.get(job.id).progress.get("done", 0) < 2:
+        time.sleep(0.1)
+    child = int((job.path / "child.pid").read_text())
+    running = q.get(job.id)
+    assert running.pid != child and pid_alive(running.pid, "session_launcher")
+    assert q.cancel(job.id).status == "cancelled"
+    deadline = time.time() + 10
+    while pid_alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(child) and not pid_alive(running.pid)
