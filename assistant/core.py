@@ -24,8 +24,14 @@ from assistant.services.training import Training
 from assistant.settings import Settings
 from finetune.registry import AdapterRegistry
 from ingest.chunking import ChunkingParams
+from knowledge.chroma import VectorStoreConfig
 from knowledge.embedders import Embedder, EmbedderPool
 from knowledge.library import Library
+
+
+def vector_store_config(settings: Settings) -> VectorStoreConfig:
+    """Where the knowledge bases keep their vectors (``knowledge.chroma``)."""
+    return VectorStoreConfig(settings.vector_store.url, settings.vector_store.collection_prefix)
 
 
 class Assistant:
@@ -43,7 +49,8 @@ class Assistant:
                          models_dir=paths.models_dir))
         chunking = ChunkingParams(settings.chunking.chunk_size, settings.chunking.chunk_overlap)
         self.library = Library(paths.kb_dir, self.embedders, chunking.chunk_size,
-                               chunking.chunk_overlap, settings.retrieval.config())
+                               chunking.chunk_overlap, settings.retrieval.config(),
+                               vector_store_config(settings))
         self.library.get(settings.default_kb, create=True)
         bases = KnowledgeBases(self.library, settings.default_kb,
                                settings.answers.default_profile)

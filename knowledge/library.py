@@ -1,4 +1,5 @@
-"""All knowledge bases under one directory, sharing one Chroma client."""
+"""All knowledge bases under one directory, sharing one Chroma client (embedded, or a
+Chroma server: ``knowledge.chroma``)."""
 from __future__ import annotations
 
 from common.text import count_tokens
@@ -9,6 +10,7 @@ import shutil
 import threading
 from pathlib import Path
 
+from knowledge.chroma import VectorStoreConfig, close_client, open_client
 from knowledge.compress import Compressed, compress
 from knowledge.base import KnowledgeBase
 from knowledge.embedders import Embedder, EmbedderPool
@@ -22,19 +24,11 @@ from knowledge.types import Hit
 log = logging.getLogger(__name__)
 
 
-def _chroma_client(path: Path):
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(
-        path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    )
-
-
 class _ProcessLock:
     """One process per knowledge directory: an embedded Chroma does not see what another
-    process writes, so a second Docent process on the same data dir is refused."""
+    process writes, and the catalogs and BM25 are this process's alone even when the
+    vectors are on a Chroma server, so a second Docent process on the same data dir is
+    refused."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -60,9 +54,11 @@ class _ProcessLock:
 
 class Library:
     def __init__(self, root: Path, embedders: EmbedderPool | Embedder, chunk_size: int,
-                 chunk_overlap: int, retrieval: RetrievalConfig = RetrievalConfig()):
+                 chunk_overlap: int, retrieval: RetrievalConfig = RetrievalConfig(),
+                 vector_store: VectorStoreConfig = VectorStoreConfig()):
         """``embedders``: the pool knowledge bases load their embedder from; a single
-        ``Embedder`` means every knowledge base uses that one."""
+        ``Embedder`` means every knowledge base uses that one. ``vector_store``: embedded
+        Chroma under ``root`` (the default) or a Chroma server."""
         self.root = root
         if isinstance(embedders, Embedder):
             embedders = EmbedderPool.fixed(embedders)
@@ -70,8 +66,13 @@ class Library:
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         self.retrieval = retrieval
         root.mkdir(parents=True, exist_ok=True)
+        self.vector_store = vector_store
         self._process_lock = _ProcessLock(root / ".lock")
-        self._client = _chroma_client(root / "chroma")
+        try:
+            self._client = open_client(vector_store, root / "chroma")
+        except KnowledgeError:
+            self._process_lock.release()
+            raise
         self._open: dict[str, KnowledgeBase] = {}
         self._lock = threading.Lock()
 
@@ -110,10 +111,19 @@ class Library:
         with self._lock:
             if name not in self._open:
                 manifest = self.manifest(name)
-                self._open[name] = KnowledgeBase(
+                self._open[name] = kb = KnowledgeBase(
                     self.root / name, manifest, self.embedders, self._client, self.retrieval
                 )
+                self._warn_if_vectors_missing(kb)
             return self._open[name]
+
+    def _warn_if_vectors_missing(self, kb: KnowledgeBase) -> None:
+        """A catalog with passages whose collection is empty: the vector store changed
+        (e.g. vector_store.url was set) or lost them; the catalog can refill it."""
+        if kb.vectors is not None and kb.chunk_count() and kb.vectors.count() == 0:
+            log.warning("Knowledge base %s has passages but none in %s: run `python -m "
+                        "assistant kb check --repair --kb %s` to embed them there.", kb.name,
+                        self.vector_store.describe(self.root), kb.name)
 
     def search(self, names: list[str], query: str, top_k: int) -> list[Hit]:
         """Search one or several knowledge bases; several are fused by reciprocal rank,
@@ -134,7 +144,7 @@ class Library:
 
     def rename(self, old: str, new: str) -> None:
         """Rename a knowledge base: one directory rename (atomic); its Chroma collection
-        keeps its id."""
+        keeps its name (the manifest's stable id), on a server too."""
         validate_kb_name(new)
         with self._lock:
             if not (self.root / old / "manifest.json").is_file():
@@ -154,16 +164,13 @@ class Library:
             kb.close()
             self._open.pop(name, None)
             if kb.vectors is not None:
-                self._client.delete_collection(kb.vectors.collection.name)
+                self._client.delete_collection(kb.manifest.collection)
             shutil.rmtree(self.root / name)
 
     def close(self) -> None:
-        from chromadb.api.client import SharedSystemClient
-
         with self._lock:
             for kb in self._open.values():
                 kb.close()
             self._open.clear()
-            # chromadb caches one system per path; drop it so a later client reads the disk
-            SharedSystemClient.clear_system_cache()
+            close_client(self._client)
             self._process_lock.release()
