@@ -96,6 +96,24 @@ def _embedders(settings: Settings, rep: Report) -> None:
         rep.problems.append(f"embedder.model {chosen} is not a folder.")
 
 
+def _vector_store(settings: Settings, rep: Report) -> None:
+    """Where the vectors are kept and, for a Chroma server, whether it answers."""
+    from assistant.core import vector_store_config
+    from knowledge.chroma import heartbeat
+    from knowledge.errors import KnowledgeError
+
+    try:
+        config = vector_store_config(settings)
+        where = config.describe(settings.paths.kb_dir)
+        if config.server:
+            where += f": answers (Chroma {heartbeat(config)})"
+    except KnowledgeError as exc:
+        rep.add(f"Vector store: {settings.vector_store.url}: NOT USABLE")
+        rep.problems.append(str(exc))
+        return
+    rep.add(f"Vector store: {where}")
+
+
 def _canary(settings: Settings, rep: Report) -> None:
     """llama.cpp on this CPU: each default model generates a few tokens in a child process."""
     rep.add("llama.cpp canary:")
@@ -134,6 +152,7 @@ def run_doctor(settings: Settings) -> Report:
     else:
         _models(settings, rep)
     _embedders(settings, rep)
+    _vector_store(settings, rep)
     rep.add("")
     _canary(settings, rep)
     rep.add("")
@@ -161,6 +180,7 @@ def run_doctor(settings: Settings) -> Report:
 
 def _consistency(settings: Settings, rep: Report) -> None:
     """Each knowledge base's catalog against its vectors and BM25 (read only)."""
+    from assistant.core import vector_store_config
     from assistant.status_text import consistency
     from knowledge.embedders import EmbedderPool
     from knowledge.errors import KnowledgeError
@@ -170,8 +190,9 @@ def _consistency(settings: Settings, rep: Report) -> None:
         library = Library(settings.paths.kb_dir, EmbedderPool(
             settings.embedder.model, settings.embedder.batch_size,
             models_dir=settings.paths.models_dir), settings.chunking.chunk_size,
-            settings.chunking.chunk_overlap)
-    except KnowledgeError as exc:  # a running Docent holds them: it can check them itself
+            settings.chunking.chunk_overlap, vector_store=vector_store_config(settings))
+    except KnowledgeError as exc:  # a running Docent holds them (it can check them itself),
+        # or the vector store does not answer (reported above)
         rep.add(f"  (not checked: {exc})")
         return
     try:

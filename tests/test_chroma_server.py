@@ -247,6 +247,23 @@ def test_a_server_that_stops_mid_session_is_a_clear_error_and_nothing_is_lost(tm
         proc.wait(timeout=20)
 
 
+def test_doctor_reports_the_vector_store_and_whether_it_answers(chroma_server, tmp_path):
+    from assistant.doctor import Report, _vector_store
+
+    rep = Report()
+    _vector_store(make_settings(tmp_path, vector_store={"url": chroma_server}), rep)
+    assert rep.lines == [f"Vector store: Chroma server at {chroma_server} (collections "
+                         f"docent_*): answers (Chroma {httpx.get(chroma_server + '/api/v2/version').json()})"]
+    assert rep.problems == []
+    dead = f"http://127.0.0.1:{free_port()}"
+    rep = Report()
+    _vector_store(make_settings(tmp_path, vector_store={"url": dead}), rep)
+    assert rep.lines == [f"Vector store: {dead}: NOT USABLE"] and "chroma run" in rep.problems[0]
+    rep = Report()
+    _vector_store(make_settings(tmp_path), rep)
+    assert rep.lines == [f"Vector store: embedded Chroma under {tmp_path / 'data' / 'knowledge' / 'chroma'}"]
+
+
 def test_a_collection_prefix_chroma_cannot_name_is_refused():
     with pytest.raises(KnowledgeError, match="collection_prefix"):
         VectorStoreConfig("http://127.0.0.1:8000", collection_prefix="-docent")
