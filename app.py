@@ -3,14 +3,15 @@
 
 Bound beyond loopback, the API needs a token (``server.api_token``, e.g. the
 ``DOCENT_SERVER__API_TOKEN`` environment variable), which the web page then asks for
-as its password; without one Docent refuses to start.
+as its password; without one Docent refuses to start. Once accounts exist
+(``python -m assistant users add NAME``), the page asks for an account's login and the
+API for an account's token (``users token NAME``); admins get the whole page at /admin/.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import secrets
 import sys
 import time
 
@@ -22,6 +23,7 @@ import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from common.errors import DocentError  # noqa: E402
+from assistant.accounts import AccountStore  # noqa: E402
 from assistant.api import BodyLimit, build_api, build_health  # noqa: E402
 from assistant.core import Assistant  # noqa: E402
 from assistant.errors import BackendUnavailable  # noqa: E402
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["server"] = bind
     try:
         settings = load_settings(args.config, **overrides)
-        problem = _token_problem(settings.server)
+        accounts = AccountStore(settings.paths.data_dir / "accounts.sqlite3")
+        problem = _token_problem(settings.server, accounts.exists())
         if problem:
             print(f"Docent cannot start: {problem}", file=sys.stderr)
             return 2
@@ -88,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
 MIN_TOKEN = 16  # characters of an API token when the app is reachable from other machines
 
 
-def _token_problem(server) -> str:
-    """Why ``server``'s token does not protect a bind beyond loopback ("" when it does)."""
-    if server.loopback or len(server.api_token) >= MIN_TOKEN:
+def _token_problem(server, accounts: bool = False) -> str:
+    """Why ``server``'s token does not protect a bind beyond loopback ("" when it does, or
+    when there is none and ``accounts`` protect the page and API instead)."""
+    if server.loopback or len(server.api_token) >= MIN_TOKEN or (
+            accounts and not server.api_token):
         return ""
     why = ("it needs an API token" if not server.api_token else
            f"its API token must be at least {MIN_TOKEN} characters (it has "
@@ -98,31 +103,50 @@ def _token_problem(server) -> str:
     return (f"binding to {server.host} makes the app and its API reachable from other "
             f"machines, so {why}. Set server.api_token to a long random string, e.g.\n"
             "  export DOCENT_SERVER__API_TOKEN=$(python -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))')\nor bind to 127.0.0.1.")
+            "print(secrets.token_urlsafe(32))')\nor make accounts (`python -m assistant "
+            "users add NAME`) and leave the token empty, or bind to 127.0.0.1.")
 
 
 def build_app(assistant: Assistant) -> FastAPI:
-    """One server: the OpenAI-compatible API under /v1 and the Gradio UI at /."""
-    import gradio as gr
+    """One server: the OpenAI-compatible API under /v1 and the Gradio page at /.
 
-    from assistant.ui import build_ui
-
+    Once an account exists (``python -m assistant users add``), "/" is the page of any
+    account (ask, sources, its own conversations) and "/admin/" the whole page, for admin
+    accounts only. Without accounts "/" is the whole page: no login on loopback, beyond
+    it the server's API token as password."""
     app = FastAPI(title="Docent", docs_url=None, redoc_url=None, openapi_url=None)
     server = assistant.settings.server
     app.add_middleware(BodyLimit, limit=int(server.max_request_mb * 2**20), prefix="/v1")
     app.include_router(build_api(assistant))
     app.include_router(build_health(assistant))
-    demo = build_ui(assistant)
+    access = assistant.access
+    if access.accounts.exists():
+        _mount_page(app, assistant, "/admin", True, "Administration: an admin account.",
+                    lambda name, password: access.by_password(name, password, admin=True))
+        _mount_page(app, assistant, "/", False, "Your Docent account.", access.by_password)
+    else:
+        _mount_page(app, assistant, "/", True, "Password: the server's API token.",
+                    None if server.loopback else access.by_password)
+    return app
+
+
+def _mount_page(app: FastAPI, assistant: Assistant, path: str, admin: bool, message: str,
+                login) -> None:
+    """Mount the page at ``path``; ``login(name, password)`` -> a user or None (None: no
+    login). Mount "/" last: it matches every path."""
+    import gradio as gr
+
+    from assistant.ui import build_ui
+
+    demo = build_ui(assistant, admin=admin)
     demo.queue(default_concurrency_limit=4)
-    auth = None
-    if not server.loopback:  # the page is as reachable as the API: same token, as password
-        def auth(_user: str, password: str) -> bool:
-            return secrets.compare_digest(password.encode(), server.api_token.encode())
-    return gr.mount_gradio_app(app, demo, path="/", server_name=server.host,
-                               server_port=server.port, show_error=True, auth=auth,
-                               auth_message="Password: the server's API token.",
-                               # an upload over the limit is refused while it arrives
-                               max_file_size=int(assistant.settings.ingest.max_file_mb * 2**20))
+    auth = None if login is None else (lambda name, password: login(name, password) is not None)
+    server = assistant.settings.server
+    gr.mount_gradio_app(app, demo, path=path, server_name=server.host,
+                        server_port=server.port, show_error=True, auth=auth,
+                        auth_message=message,
+                        # an upload over the limit is refused while it arrives
+                        max_file_size=int(assistant.settings.ingest.max_file_mb * 2**20))
 
 
 def clear_uploads(folder) -> int:

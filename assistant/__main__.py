@@ -13,6 +13,7 @@ go_offline()
 
 from common.errors import DocentError  # noqa: E402
 from assistant.cli_finetune import cmd_finetune, finetune_parser  # noqa: E402
+from assistant.cli_users import cmd_users, users_parser  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
 from ingest.pipeline import drain  # noqa: E402
 
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _chats_parser(sub)
     _task_parser(sub)  # document tasks
     finetune_parser(sub)  # fine-tuning (assistant/cli_finetune.py)
+    users_parser(sub)  # accounts (assistant/cli_users.py)
     models = sub.add_parser("models", help="assemble and check the default chat models")
     models.add_argument("names", nargs="*", help="default: the selected model")
     canary = sub.add_parser("canary", help="prove the llama.cpp build runs on this CPU: each "
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_models(settings, args)
         if args.command == "canary":
             return _cmd_canary(settings, args)
+        if args.command == "users":
+            return cmd_users(settings, args)
         from assistant.core import Assistant
 
         assistant = Assistant(settings)

@@ -46,7 +46,7 @@ class Answerer:
         self._guard, self._log = guard, inference_log
 
     def ask(self, llm: LLM, question: str, kbs: list[str], history: Sequence[tuple[str, str]],
-            profile: Profile, model: str) -> Iterator[Reading | AnswerDelta | Answer]:
+            profile: Profile, model: str, user: str = "") -> Iterator[Reading | AnswerDelta | Answer]:
         timings: dict[str, float] = {}
         steps: list[str] = []  # which intermediate outputs were used, for the log
         lang = question_language(question)
@@ -64,6 +64,7 @@ class Answerer:
         supported = self._supported(searched, found, kbs[0])
         urgent = urgent_advice(question, lang) if profile.medical else ""
         run = _Run(question, query, lang, kbs, model, timings, best, urgent, steps)
+        run.user = user
         if profile.scope:
             t0 = time.perf_counter()
             verdict = self._guard().check(profile.subject, standalone, supported and bool(hits))
@@ -231,7 +232,7 @@ class Answerer:
 
     def _record(self, answer: Answer, run: "_Run") -> None:
         if self._log is not None:
-            self._log.record(answer, run.kbs)
+            self._log.record(answer, run.kbs, run.user)
 
 
 class _Run:
@@ -243,6 +244,7 @@ class _Run:
         self.question, self.query, self.lang, self.kbs = question, query, lang, kbs
         self.model, self.timings, self.support, self.urgent = model, timings, best, urgent
         self.steps = tuple(steps)
+        self.user = ""  # the account asking, for the inference log
 
 
 def _citations(body: str, sources: list[Source]) -> list[Citation]:

@@ -29,8 +29,13 @@ With the official client::
                                        extra_body={"knowledge_base": "clinic"})
     r.choices[0].message.content, r.model_extra["sources"]
 
-Auth: when ``server.api_token`` is set, every request needs ``Authorization: Bearer
-<token>``. Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
+``GET /v1/conversations``: the caller's own stored conversations (id, title, knowledge
+base, times, number of turns), most recent first.
+
+Auth: once an account exists (``python -m assistant users``), or when
+``server.api_token`` is set, every request needs ``Authorization: Bearer <token>``: an
+account's token (``users token NAME``), with that account's rights and conversations, or
+the server's token (the machine's own admin). Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
 400 bad request, 401 token, 404 unknown model or knowledge base, 429 more than
 ``server.max_queued_requests`` chat completions at once (with ``Retry-After``), 502 the
 model server unreachable or crashed mid-answer, 500 anything else (logged). An error
@@ -42,7 +47,6 @@ import asyncio
 import itertools
 import json
 import logging
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
@@ -57,6 +61,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from common.errors import DocentError
+from assistant.accounts import LOCAL, User
+from assistant.conversations import ConversationInfo
 from assistant.core import Assistant
 from assistant.errors import BackendUnavailable
 from assistant.types import Answer, AnswerDelta
@@ -191,15 +197,18 @@ class _OpenAIRoute(APIRoute):
         return route
 
 
-def _auth(token: str):
+def _auth(access: Access):
+    """Who is calling (``request.state.user``): an account's token, the server's own
+    token, or LOCAL when neither accounts nor a token are set."""
     async def check(request: Request) -> None:
-        if not token:
-            return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-                given.strip().encode(), token.encode()):
+        token = given.strip() if scheme.lower() == "bearer" else ""
+        user = await run_in_threadpool(access.by_token, token)
+        if user is None:
             raise APIError(401, "Missing or wrong API token: send 'Authorization: Bearer "
-                           "<token>' with the server's api_token.", "invalid_api_key")
+                           "<token>' with your token (`python -m assistant users token NAME` "
+                           "on the server) or the server's api_token.", "invalid_api_key")
+        request.state.user = user
     return check
 
 
@@ -208,21 +217,29 @@ def build_api(assistant: Assistant) -> APIRouter:
     """The ``/v1`` routes over ``assistant`` (see the module docstring)."""
     created = int(time.time())
     router = APIRouter(prefix="/v1", route_class=_OpenAIRoute,
-                       dependencies=[Depends(_auth(assistant.settings.server.api_token))])
+                       dependencies=[Depends(_auth(assistant.access))])
 
     @router.get("/models")
     async def list_models() -> dict:
         ids = await run_in_threadpool(assistant.serving.model_ids)
         return {"object": "list", "data": [_model_card(i, created) for i in ids]}
 
+    @router.get("/conversations")
+    async def list_conversations(request: Request) -> dict:
+        """The caller's own stored conversations (the page's), most recent first."""
+        infos = await run_in_threadpool(assistant.conversations.list,
+                                        request.state.user.name)
+        return {"object": "list", "data": [_conversation_card(c) for c in infos]}
+
     admission = Admission(assistant.settings.server.max_queued_requests)
 
     @router.post("/chat/completions")
-    async def chat_completions(req: ChatRequest) -> Response:
+    async def chat_completions(req: ChatRequest, request: Request) -> Response:
         admission.enter()
         handed_over = False
         try:
-            model, events = await run_in_threadpool(start_turn, assistant, req)
+            model, events = await run_in_threadpool(start_turn, assistant, req,
+                                                    request.state.user)
             first = await _next_in_thread(events)  # errors before the first token: HTTP status
             reply = _Reply("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model)
             if req.stream:
@@ -281,6 +298,12 @@ class Admission:
         self.active = max(0, self.active - 1)
 
 
+def _conversation_card(c: ConversationInfo) -> dict:
+    return {"id": c.conversation_id, "object": "conversation", "title": c.title,
+            "knowledge_base": c.kb, "created_at": c.created_at, "updated_at": c.updated_at,
+            "turns": c.turns}
+
+
 def _model_card(model_id: str, created: int) -> dict:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "docent"}
 
@@ -302,9 +325,11 @@ class _Final:
 Events = Generator["str | _Final", None, None]
 
 
-def start_turn(assistant: Assistant, req: ChatRequest) -> tuple[str, Events]:
+def start_turn(assistant: Assistant, req: ChatRequest,
+               user: User = LOCAL) -> tuple[str, Events]:
     """Validate ``req`` (model, messages, knowledge bases); the model id and the turn's
-    events: text deltas, then one ``_Final``. Nothing is generated until iterated."""
+    events: text deltas, then one ``_Final``. Nothing is generated until iterated.
+    ``user``: the caller, recorded in the inference log."""
     ids = assistant.serving.model_ids()
     model = req.model or ids[0]
     if model not in ids:
@@ -315,7 +340,7 @@ def start_turn(assistant: Assistant, req: ChatRequest) -> tuple[str, Events]:
     if req.rag:
         kbs = _knowledge_bases(assistant, req.knowledge_base)
         question, history = split_messages(req.messages)
-        return model, _rag_events(assistant, question, kbs, history, model)
+        return model, _rag_events(assistant, question, kbs, history, model, user.name)
     messages = [{"role": m.role, "content": m.text()} for m in req.messages
                 if m.role in ("system", "user", "assistant")]
     if not any(m["role"] == "user" for m in messages):
@@ -389,9 +414,9 @@ class _Trim:
 
 
 def _rag_events(assistant: Assistant, question: str, kbs: list[str],
-                history: list[tuple[str, str]], model: str) -> Events:
+                history: list[tuple[str, str]], model: str, user: str) -> Events:
     trim = _Trim()
-    for event in assistant.chat.ask(question, kbs, history, model=model):
+    for event in assistant.chat.ask(question, kbs, history, model=model, user=user):
         if isinstance(event, AnswerDelta):
             text = trim.feed(event.text)
             if text:

@@ -40,13 +40,15 @@ from assistant.types import Answer, Citation
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TITLE_CHARS = 60
 # A turn's life: 'pending' (question stored, model not done yet), then 'done' (answered),
 # 'failed' (an error ended it; ``error`` says why) or 'stopped' (the user stopped it).
 STATUSES = ("pending", "done", "failed", "stopped")
 
-# Columns added by v2, declared once for a new file and for migrating a v1 file.
+# Columns added by v2 (turns) and v3 (conversations), declared once for a new file and
+# for migrating an older one.
+_V3_COLUMNS = (("owner", "TEXT NOT NULL DEFAULT ''"),)  # the account's name; '' = LOCAL
 _V2_COLUMNS = (
     ("status", "TEXT NOT NULL DEFAULT 'done' "
                f"CHECK (status IN ({', '.join(repr(s) for s in STATUSES)}))"),
@@ -57,7 +59,8 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, kb TEXT NOT NULL,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    {", ".join(f"{name} {decl}" for name, decl in _V3_COLUMNS)});
 CREATE TABLE IF NOT EXISTS turns (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
@@ -67,10 +70,11 @@ CREATE TABLE IF NOT EXISTS turns (
     {", ".join(f"{name} {decl}" for name, decl in _V2_COLUMNS)});
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, seq);
 """
+_INDEXES = "CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations (owner);"
 
 _INFO_SQL = """
 SELECT c.id, c.title, c.kb, c.created_at, c.updated_at,
-       (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id)
+       (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id), c.owner
 FROM conversations c
 """
 
@@ -87,6 +91,7 @@ class ConversationInfo:
     created_at: str  # ISO 8601, UTC
     updated_at: str
     turns: int
+    owner: str = ""  # the account it belongs to; "" when made without accounts
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class ConversationStore:
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._check_version()
+            self._db.executescript(_INDEXES)
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -137,32 +143,46 @@ class ConversationStore:
     def _migrate(self, found: int) -> None:
         """Bring the file up to SCHEMA_VERSION in place, in one transaction, keeping every
         row. v1 -> v2: turns gain ``status`` and ``error``; a v1 turn was always stored
-        with its answer, so it becomes 'done'. Columns are added only where missing, so a
+        with its answer, so it becomes 'done'. v2 -> v3: conversations gain ``owner``
+        ('': made before accounts, by the machine's own user). Columns are added only where missing, so a
         second process migrating the same file at once finds nothing left to do."""
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
-            for name, decl in _V2_COLUMNS:
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE turns ADD COLUMN {name} {decl}")
+            for table, columns in (("turns", _V2_COLUMNS), ("conversations", _V3_COLUMNS)):
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, decl in columns:
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
         if found < SCHEMA_VERSION:
             log.info("Migrated %s from conversation format v%d to v%d.",
                      self.path, found, SCHEMA_VERSION)
 
-    def create(self, kb: str, title: str = "") -> ConversationInfo:
+    def create(self, kb: str, title: str = "", owner: str = "") -> ConversationInfo:
         cid, now = uuid.uuid4().hex[:12], _now()
         with self._lock:
-            self._db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)",
-                             (cid, title.strip(), kb, now, now))
-        return ConversationInfo(cid, title.strip(), kb, now, now, 0)
+            self._db.execute("INSERT INTO conversations (id, title, kb, created_at, "
+                             "updated_at, owner) VALUES (?, ?, ?, ?, ?, ?)",
+                             (cid, title.strip(), kb, now, now, owner))
+        return ConversationInfo(cid, title.strip(), kb, now, now, 0, owner)
 
-    def list(self) -> list[ConversationInfo]:
-        """All conversations, the most recently active first."""
+    def list(self, owner: str | None = None) -> list[ConversationInfo]:
+        """The conversations of ``owner`` (None: everyone's), the most recently active
+        first."""
+        where, args = ("", ()) if owner is None else (" WHERE c.owner = ?", (owner,))
         with self._lock:
-            rows = self._db.execute(_INFO_SQL + " ORDER BY c.updated_at DESC, c.rowid DESC")
+            rows = self._db.execute(
+                _INFO_SQL + where + " ORDER BY c.updated_at DESC, c.rowid DESC", args)
             return [ConversationInfo(*row) for row in rows.fetchall()]
+
+    def adopt(self, owner: str) -> int:
+        """Give every conversation made without accounts (owner '') to ``owner``; returns
+        how many. Done when the first account is made: its person is who used Docent
+        alone until then."""
+        with self._lock:
+            return self._db.execute("UPDATE conversations SET owner = ? WHERE owner = ''",
+                                    (owner,)).rowcount
 
     def get(self, cid: str) -> ConversationInfo:
         with self._lock:

@@ -9,6 +9,8 @@ the adapters), and ``index_jobs`` (reranker training and re-embedding in the bac
 from __future__ import annotations
 
 from assistant.conversations import ConversationStore
+from assistant.accounts import AccountStore
+from assistant.services.access import Access
 from assistant.inference_log import InferenceLog
 from assistant.background import job_queue
 from assistant.llm import LLM
@@ -69,6 +71,9 @@ class Assistant:
                                    settings.retrieval, self.index_jobs)
         self.chat = Chat(settings, bases, self.embedders, self.serving, self.index_jobs,
                          self.inference_log)
+        # who may do what: accounts, the page's login and the API's tokens
+        self.access = Access(AccountStore(paths.data_dir / "accounts.sqlite3"),
+                             settings.server.api_token, settings.server.loopback)
         self.conversations = Conversations(
             ConversationStore(paths.data_dir / "conversations.sqlite3"), bases, self.chat,
             self.serving, settings.llm.n_ctx)
@@ -82,3 +87,4 @@ class Assistant:
         self.serving.close()
         self.library.close()
         self.conversations.close()
+        self.access.accounts.close()

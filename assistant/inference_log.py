@@ -1,5 +1,5 @@
 """The inference log: one JSON line per answer in ``<data_dir>/logs/inference.jsonl``
-(question, knowledge bases, retrieved chunk ids, model or adapter, timings, tokens).
+(the account asking, question, knowledge bases, retrieved chunk ids, model or adapter, timings, tokens).
 Switched off with ``answers.inference_log = false``. Appends are serialised by a lock
 and written whole, so a crash loses at most the line being written."""
 from __future__ import annotations
@@ -19,10 +19,12 @@ class InferenceLog:
         self.path = path
         self._lock = threading.Lock()
 
-    def record(self, answer: Answer, kbs: list[str]) -> None:
+    def record(self, answer: Answer, kbs: list[str], user: str = "") -> None:
+        """``user``: the account that asked ("" without accounts)."""
         line = json.dumps({
             "format": FORMAT,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "user": user,
             "question": answer.question,
             "search_query": answer.search_query,
             "steps": list(answer.steps),

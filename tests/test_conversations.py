@@ -7,7 +7,7 @@ import pytest
 
 import assistant.core
 from assistant.__main__ import main
-from assistant.conversations import ConversationStore, Turn, history_for_prompt
+from assistant.conversations import SCHEMA_VERSION, ConversationStore, Turn, history_for_prompt
 from assistant.core import Assistant
 from assistant.errors import AssistantError, ConversationNotFound
 from assistant.types import Answer, AnswerDelta, Citation, Source
@@ -53,7 +53,7 @@ def test_turns_survive_a_new_store_on_the_same_file(tmp_path):
     assert t1.created_at < t2.created_at and 0 < t1.turn_id < t2.turn_id
     assert (t1.status, t1.error, t2.status) == ("done", "", "done")
     version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()
-    assert version == ("2",)
+    assert version == (str(SCHEMA_VERSION),)
     again.close()
 
 
@@ -321,10 +321,29 @@ def test_a_v1_file_is_migrated_in_place_and_loses_nothing(tmp_path):
     store.close()
 
     version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()
-    assert version == ("2",)
+    assert version == (str(SCHEMA_VERSION),)
+    assert store_owner(path) == [("abc123", "")]  # made before accounts: the machine's own
     again = ConversationStore(path)  # opening a migrated file again changes nothing
     assert [t.status for t in again.turns("abc123")] == ["done", "failed"]
     again.close()
+
+
+def store_owner(path):
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT id, owner FROM conversations").fetchall()
+
+
+def test_conversations_belong_to_their_owner_and_the_first_account_adopts_the_rest(tmp_path):
+    store = ConversationStore(tmp_path / "conv.sqlite3")
+    mine = store.create("default", "before accounts")
+    alice = store.create("default", "alice's", owner="alice")
+    assert [c.conversation_id for c in store.list("alice")] == [alice.conversation_id]
+    assert [c.conversation_id for c in store.list("")] == [mine.conversation_id]
+    assert len(store.list()) == 2  # None: everyone's (the CLI on the machine)
+    assert store.adopt("bob") == 1
+    assert [c.title for c in store.list("bob")] == ["before accounts"]
+    assert store.list("") == []
+    store.close()
 
 
 # --- the history budget ---------------------------------------------------------------------

@@ -239,11 +239,11 @@ def test_model_menu_lists_adapters_with_side_by_side_metrics(assistant, tmp_path
 
 def test_chat_passes_the_chosen_model_for_the_turn(assistant):
     base = assistant.serving.chat_model()
-    events = list(_respond(assistant, "What are the visiting hours?", [], "default", None, [],
+    events = list(_respond(assistant, "", "What are the visiting hours?", [], "default", None, [],
                            base))
     history, _, _, cid, answered = events[-1]
     assert cid and len(answered) == 1
     assert assistant.conversations.turns(cid)[0].question == "What are the visiting hours?"
-    events = list(_respond(assistant, "And on Sunday?", history, "default", cid, answered,
+    events = list(_respond(assistant, "", "And on Sunday?", history, "default", cid, answered,
                            "no-such-adapter"))
     assert "No adapter 'no-such-adapter'" in events[-1][0][-1]["content"]

@@ -36,7 +36,8 @@ class Chat:
                                           top_k or self.settings.retrieval.top_k)
 
     def ask(self, question: str, kb: str | Sequence[str] | None = None,
-            history: Sequence[tuple[str, str]] = (), model: str | None = None) -> Stream:
+            history: Sequence[tuple[str, str]] = (), model: str | None = None,
+            user: str = "") -> Stream:
         """Stream the answer: a ``Reading`` with the sources when the model is asked (it
         reads them before its first token), ``AnswerDelta``s, then the final ``Answer``.
 
@@ -45,7 +46,8 @@ class Chat:
         The first knowledge base's profile decides scope, prompt and medical rules; an
         answer may be a refusal (``Answer.refused``, see ``assistant.answering``). A
         question in another language than English starts re-embedding the English-only
-        knowledge bases among ``kb`` (``IndexJobs.reembed_for``)."""
+        knowledge bases among ``kb`` (``IndexJobs.reembed_for``). ``user``: the account
+        asking, for the inference log."""
         question = question.strip()
         if not question:
             raise ValueError("The question is empty.")
@@ -54,7 +56,7 @@ class Chat:
         profile = self._bases.profile(names[0])
         self._index_jobs.reembed_for(question, names)
         yield from self.answerer.ask(llm, question, names, history, profile,
-                                     model or self._serving.chat_model())
+                                     model or self._serving.chat_model(), user)
 
     def answer(self, question: str, kb: str | Sequence[str] | None = None,
                history: Sequence[tuple[str, str]] = ()) -> Answer:

@@ -14,7 +14,7 @@ from assistant.types import Answer, AnswerDelta, Reading
 from assistant.ui.adapters_panel import model_choices, model_update
 from assistant.ui.citations_panel import build_citations_panel, show_turn
 from assistant.ui.conversations_panel import (
-    ChatWidgets, after_answer, build_conversations_panel, connect_conversations,
+    ChatWidgets, after_answer, build_conversations_panel, connect_conversations, owner_of,
 )
 from assistant.ui.downloads import Downloads
 from assistant.ui.format import (
@@ -56,31 +56,34 @@ def build_chat_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdown
     left: set[str] = set()  # conversations the page moved away from while they streamed
 
     def respond(message: str, history: list, kb: str, model_id: str | None,
-                open_cid: str | None, answered: list):
+                open_cid: str | None, answered: list, request: gr.Request):
         """One chat round in the open conversation (a new one on the first question):
         stream the answer, then show it with its sources and the retrieval behind it."""
         left.discard(open_cid)
-        yield from _while_shown(
-            _respond(assistant, message, history, kb, open_cid, answered, model_id), left)
+        owner = owner_of(assistant, request)
+        yield from _while_shown(_respond(assistant, owner, message, history, kb, open_cid,
+                                         answered, model_id), left)
 
-    def panels(open_cid: str | None, answered: list):
-        return (*show_turn(answered), *after_answer(assistant, open_cid), "")
+    def panels(open_cid: str | None, answered: list, request: gr.Request):
+        owner = owner_of(assistant, request)
+        return (*show_turn(answered), *after_answer(assistant, open_cid, owner), "")
 
     def again(history: list, kb: str, model_id: str | None, open_cid: str | None,
-              answered: list):
+              answered: list, request: gr.Request):
         """Ask the open conversation's failed or stopped last question again."""
         left.discard(open_cid)
-        yield from _while_shown(
-            _retry(assistant, history, kb, open_cid, answered, model_id), left)
+        owner = owner_of(assistant, request)
+        yield from _while_shown(_retry(assistant, owner, history, kb, open_cid, answered,
+                                       model_id), left)
 
-    def stop_answer(open_cid: str | None):
+    def stop_answer(open_cid: str | None, request: gr.Request):
         if open_cid:
-            assistant.conversations.stop(open_cid)
+            assistant.conversations.stop(open_cid, owner_of(assistant, request))
 
-    def leave(open_cid: str | None):
+    def leave(open_cid: str | None, request: gr.Request):
         if open_cid:
             left.add(open_cid)
-            assistant.conversations.stop(open_cid)
+            assistant.conversations.stop(open_cid, owner_of(assistant, request))
 
     inputs = [question, chatbot, kb_choice, model, cid, cites]
     outputs = [chatbot, question, inspector, cid, cites]
@@ -116,7 +119,7 @@ def build_model_menu(demo: gr.Blocks, assistant: Assistant) -> gr.Dropdown:
     return model
 
 
-def _respond(assistant: Assistant, message: str, history: list, kb: str,
+def _respond(assistant: Assistant, owner: str, message: str, history: list, kb: str,
              cid: str | None, answered: list, model: str | None = None) -> Iterator[tuple]:
     message = (message or "").strip()
     if not message:
@@ -126,12 +129,12 @@ def _respond(assistant: Assistant, message: str, history: list, kb: str,
     answered = list(answered or []) if cid else []
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
     yield history, "", [], cid, answered
-    yield from _stream(lambda: _open_chat(assistant, cid, kb, message, model or None),
+    yield from _stream(lambda: _open_chat(assistant, owner, cid, kb, message, model or None),
                        history, cid, answered, "")
 
 
-def _retry(assistant: Assistant, history: list, kb: str, cid: str | None, answered: list,
-           model: str | None = None) -> Iterator[tuple]:
+def _retry(assistant: Assistant, owner: str, history: list, kb: str, cid: str | None,
+           answered: list, model: str | None = None) -> Iterator[tuple]:
     history, answered = list(history or []), list(answered or [])
     if not cid or not history or history[-1].get("role") != "assistant":
         yield history, gr.skip(), gr.skip(), cid, answered
@@ -139,7 +142,7 @@ def _retry(assistant: Assistant, history: list, kb: str, cid: str | None, answer
     history[-1] = {"role": "assistant", "content": "…"}
     answered = answered[:-1]
     yield history, gr.skip(), [], cid, answered
-    yield from _stream(lambda: (cid, assistant.conversations.retry(cid, model or None)),
+    yield from _stream(lambda: (cid, assistant.conversations.retry(cid, model or None, owner)),
                        history, cid, answered, gr.skip())
 
 
@@ -188,15 +191,15 @@ def _stream(start, history: list, cid: str | None, answered: list, box) -> Itera
         yield history, box, [], cid, answered
 
 
-def _open_chat(assistant: Assistant, cid: str | None, kb: str, question: str,
+def _open_chat(assistant: Assistant, owner: str, cid: str | None, kb: str, question: str,
                model: str | None = None):
     """``(cid, events)`` of ``assistant.chat`` in conversation ``cid``, or in a new one over
     ``kb`` when none is open (or it was deleted meanwhile, e.g. in another tab).
     ``model``: the base model or an adapter id for this turn."""
     if cid:
         try:
-            return cid, assistant.conversations.send(cid, question, model)
+            return cid, assistant.conversations.send(cid, question, model, owner)
         except ConversationNotFound:
             log.info("Conversation %s is gone; starting a new one", cid)
-    cid = assistant.conversations.create(kb or None).conversation_id
-    return cid, assistant.conversations.send(cid, question, model)
+    cid = assistant.conversations.create(kb or None, owner=owner).conversation_id
+    return cid, assistant.conversations.send(cid, question, model, owner)

@@ -59,29 +59,30 @@ def build_conversations_panel() -> ConversationsPanel:
 
 def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: ConversationsPanel,
                           chat: ChatWidgets, downloads: Downloads) -> None:
-    def listing(cid: str | None = None):
+    def listing(owner: str, cid: str | None = None):
         try:
-            choices = conversation_choices(assistant.conversations.list())
+            choices = conversation_choices(assistant.conversations.list(owner))
         except DocentError as exc:
             log.warning("Could not list conversations: %s", exc)
             choices = []
         return gr.Radio(choices=choices, value=cid)
 
-    def cleared(message: str = ""):
+    def cleared(owner: str, message: str = ""):
         """An empty chat: the next question starts a new conversation."""
-        return ([], [], None, [], *show_turn([]), listing(None), "", message,
+        return ([], [], None, [], *show_turn([]), listing(owner, None), "", message,
                 gr.File(value=None, visible=False), gr.skip())
 
     unchanged = (gr.skip(),) * 12  # one for each of ``full`` below
 
-    def reopen(cid: str | None):
+    def reopen(cid: str | None, request: gr.Request):
+        owner = owner_of(assistant, request)
         if not cid:
-            return cleared()
+            return cleared(owner)
         try:
-            info = next(c for c in assistant.conversations.list() if c.conversation_id == cid)
-            turns = assistant.conversations.turns(cid)
-        except (StopIteration, DocentError):
-            return cleared("⚠️ That conversation no longer exists.")
+            info = assistant.conversations.get(cid, owner)
+            turns = assistant.conversations.turns(cid, owner)
+        except DocentError:
+            return cleared(owner, "⚠️ That conversation no longer exists.")
         cites = [t.citations for t in turns]
         kb = (gr.Dropdown(value=info.kb) if info.kb in assistant.documents.knowledge_bases()
               else gr.skip())
@@ -89,62 +90,76 @@ def connect_conversations(demo: gr.Blocks, assistant: Assistant, panel: Conversa
                 f"Reopened: {len(turns)} questions, knowledge base **{info.kb}**.",
                 gr.File(value=None, visible=False), kb)
 
-    def rename(cid: str | None, title: str):
+    def rename(cid: str | None, title: str, request: gr.Request):
         if not cid:
             return gr.skip(), "Open or start a conversation first."
+        owner = owner_of(assistant, request)
         try:
-            info = assistant.conversations.rename(cid, title or "")
+            info = assistant.conversations.rename(cid, title or "", owner)
         except (DocentError, ValueError) as exc:
             return gr.skip(), f"⚠️ {exc}"
-        return listing(cid), f"Renamed to **{info.title}**."
+        return listing(owner, cid), f"Renamed to **{info.title}**."
 
-    def delete(cid: str | None):
+    def delete(cid: str | None, request: gr.Request):
         if not cid:
             return unchanged[:9] + ("Open a conversation to delete it.",) + unchanged[10:]
         try:
-            assistant.conversations.delete(cid)
+            assistant.conversations.delete(cid, owner_of(assistant, request))
         except DocentError as exc:
             return unchanged[:9] + (f"⚠️ {exc}",) + unchanged[10:]
-        return cleared("Conversation deleted.")
+        return cleared(owner_of(assistant, request), "Conversation deleted.")
 
-    def export(cid: str | None):
+    def export(cid: str | None, request: gr.Request):
         if not cid:
             return gr.File(visible=False), "Open or start a conversation to export it."
         try:
-            text = assistant.conversations.export(cid)
-            info = next(c for c in assistant.conversations.list() if c.conversation_id == cid)
-        except (StopIteration, DocentError) as exc:
+            text = assistant.conversations.export(cid, owner_of(assistant, request))
+            info = assistant.conversations.get(cid, owner_of(assistant, request))
+        except DocentError as exc:
             return gr.File(visible=False), f"⚠️ Could not export: {exc}"
         path = downloads.write(f"{info.title or 'conversation'}-{cid}.md", text)
         return gr.File(value=str(path), visible=True), "Exported as Markdown."
 
-    def kb_changed(kb: str, cid: str | None):
+    def kb_changed(kb: str, cid: str | None, request: gr.Request):
         """Picking another knowledge base starts a new conversation over it."""
         if cid is None:
             return unchanged
+        owner = owner_of(assistant, request)
         try:
-            info = next(c for c in assistant.conversations.list() if c.conversation_id == cid)
-        except StopIteration:
-            return cleared()
-        return cleared() if info.kb != kb else unchanged
+            info = assistant.conversations.get(cid, owner)
+        except DocentError:
+            return cleared(owner)
+        return cleared(owner) if info.kb != kb else unchanged
+
+    def new(request: gr.Request):
+        return cleared(owner_of(assistant, request))
+
+    def shown(request: gr.Request):
+        return listing(owner_of(assistant, request), None)
 
     chat_out = [chat.chatbot, chat.inspector, chat.cid, chat.cites, *chat.citations.outputs]
     full = chat_out + [panel.listing, panel.title, panel.status, panel.file, chat.kb_choice]
     panel.listing.input(reopen, [panel.listing], full, api_name=False)
-    panel.new.click(lambda: cleared(), None, full, api_name=False)
-    chat.chatbot.clear(lambda: cleared(), None, full, api_name=False)  # its trash button
+    panel.new.click(new, None, full, api_name=False)
+    chat.chatbot.clear(new, None, full, api_name=False)  # its trash button
     panel.rename.click(rename, [chat.cid, panel.title], [panel.listing, panel.status],
                        api_name=False)
     panel.delete.click(delete, [chat.cid], full, api_name=False)
     panel.export.click(export, [chat.cid], [panel.file, panel.status], api_name=False)
     chat.kb_choice.input(kb_changed, [chat.kb_choice, chat.cid], full, api_name=False)
-    demo.load(lambda: listing(None), None, [panel.listing], api_name=False)
+    demo.load(shown, None, [panel.listing], api_name=False)
 
 
-def after_answer(assistant: Assistant, cid: str | None) -> tuple:
+def owner_of(assistant: Assistant, request: gr.Request | None) -> str:
+    """Whose conversations the page shows: the account it is logged in as; "" with no
+    account (one person on loopback, or the server's token as password)."""
+    return assistant.access.owner(getattr(request, "username", None))
+
+
+def after_answer(assistant: Assistant, cid: str | None, owner: str) -> tuple:
     """Updates of the conversation list and title once an answer is stored."""
     try:
-        infos = assistant.conversations.list()
+        infos = assistant.conversations.list(owner)
     except DocentError:
         return gr.skip(), gr.skip()
     title = next((c.title for c in infos if c.conversation_id == cid), "")
