@@ -225,7 +225,8 @@ def _cmd_chats(assistant, args) -> int:
     if cmd == "list":
         for c in assistant.conversations.list():
             print(f"{c.conversation_id}  {c.updated_at[:16].replace('T', ' ')}  "
-                  f"{c.turns:3d} turns  [{c.kb}]  {c.title or '(untitled)'}")
+                  f"{c.turns:3d} turns  [{c.kb}]  {c.title or '(untitled)'}"
+                  + (f"  ({c.owner})" if c.owner else ""))
     elif cmd == "export" and args.out:
         args.out.write_text(assistant.conversations.export(args.id), encoding="utf-8")
         print(f"wrote {args.out}")
