@@ -48,7 +48,7 @@ TRAINED = "reranker"  # in a training job's folder: what it trained
 def job_queue(settings: Settings, library: Library) -> JobQueue:
     """The one queue of every kind of job, under ``<data dir>/jobs``. Fine-tuning and
     reranker training share a lane (both train on every core); re-embedding runs beside
-    them."""
+    them. Fine-tuning workers start as ``training.launcher`` and ``processes`` say."""
     kinds = {
         TRAIN_RERANKER: JobKind(WORKER, TaskRecord, lane="train",
                                 on_finished=lambda record: install_trained(library, record)),
@@ -59,7 +59,8 @@ def job_queue(settings: Settings, library: Library) -> JobQueue:
     earlier = settings.paths.data_dir / "finetune" / "jobs"  # where fine-tuning jobs were
     if earlier.is_dir() and not root.exists():
         earlier.rename(root)
-    return FinetuneJobQueue(root, kinds=kinds)
+    return FinetuneJobQueue(root, kinds=kinds, launcher=settings.training.launcher,
+                            processes=settings.training.processes)
 
 
 def submit_reranker_training(queue: JobQueue, settings: Settings, base, cfg: RerankerTraining
