@@ -4,10 +4,13 @@ Runs one job record (see ``finetune.jobs``): resolves the base model (dequantizi
 GGUF once), reads the dataset, trains, then on rank 0 registers the adapter and converts a
 LoRA to GGUF (so chat can use it at once), and evaluates base against adapter on the
 held-out split into the adapter's metrics. A job resumed after registration goes straight
-to the evaluation. Runs unchanged
-under ``torchrun --nproc_per_node N -m finetune.worker --job DIR`` (or ``accelerate
-launch``): the Trainer picks up the distributed environment (gloo on CPU); only rank 0
-writes the record.
+to the evaluation.
+
+Runs unchanged under ``torchrun --nproc_per_node N -m finetune.worker --job DIR`` (the
+queue starts it so when ``training.launcher`` asks; ``accelerate launch`` works too): the
+Trainer picks up the distributed environment (gloo on CPU). Only rank 0 writes the record
+(with how the job was launched), the progress lines, the adapter and its registration;
+the other ranks train and end. ReFT refuses more than one process (``finetune.launch``).
 """
 from __future__ import annotations
 
@@ -29,12 +32,26 @@ def _rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _launched() -> dict:
+    """How this worker runs, for the record (torchrun sets TORCHELASTIC_RUN_ID)."""
+    launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "python"
+    return {"launcher": launcher, "processes": _world_size()}
+
+
 def run_job(job_dir: Path) -> int:
     from finetune.jobs import JobRecord, read_job
 
     record = read_job(job_dir)
-    if _rank0() and not start(job_dir, JobRecord, started=record.started or time.time()):
-        return 0  # cancelled before it began
+    log.info("Job %s: rank %s of %d", record.id, os.environ.get("RANK", "0"), _world_size())
+    if _rank0():
+        if not start(job_dir, JobRecord, started=record.started or time.time(), **_launched()):
+            return 0  # cancelled before it began
+    elif record.status == "cancelled":
+        return 0
     try:
         result = _train_and_register(record, job_dir)
     except Exception as exc:  # noqa: BLE001 - recorded in the job, then exit non-zero
@@ -97,6 +114,7 @@ def _train_then_register(record, spec, dataset, examples, base_dir: Path, job_di
     if not _rank0():
         return None
     result = {"steps": trained["steps"], "train_loss": trained["loss"],
+              "world_size": _world_size(),
               "seconds": round(trained["seconds"], 1),
               "seconds_per_step": round(trained["seconds_per_step"], 3),
               "trainable_params": trained["trainable"], "total_params": trained["total"]}
@@ -108,8 +126,12 @@ def _train_then_register(record, spec, dataset, examples, base_dir: Path, job_di
 
 def _train(method: str, spec, base_dir: Path, examples, job_dir: Path, resume: bool) -> dict:
     if method == "reft":
-        from finetune.reft import train_reft
+        from finetune.launch import REFT_NOTE
+        from finetune.reft import ReftError, train_reft
         from finetune.train import last_elapsed
+
+        if _world_size() > 1:
+            raise ReftError(REFT_NOTE + "; start it without torchrun.")
 
         t0 = time.time() - (last_elapsed(job_dir / "metrics.jsonl") if resume else 0.0)
 

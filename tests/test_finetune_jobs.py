@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from finetune.evaluate import read_rag_prompts
 from ingest.pipeline import IngestItem, drain
 from finetune.jobs import JobError, JobQueue, metrics, read_job
 from finetune.registry import AdapterRegistry
-from tests.conftest import ROOT, make_settings
+from tests.conftest import make_settings
 from tests.fakes import HashEmbedder, ScriptedLLM
 from tests.helpers.tiny_model import tiny_qwen2
 
@@ -235,26 +234,25 @@ def test_start_refuses_reft_layers_the_base_does_not_have(tmp_path, tiny):
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes(tmp_path, tiny):
-    """The same worker under torchrun: 2 processes, gloo backend, DDP on CPU."""
+def test_torchrun_two_cpu_processes_through_the_queue(tmp_path, tiny):
+    """launcher="torchrun", processes=2 on CPU: the queue starts the worker under torchrun,
+    both ranks train (gloo DDP), rank 0 alone writes progress and registers the adapter."""
     data_dir = tmp_path / "data"
     ds = _dataset(tmp_path, data_dir)
-    queue = JobQueue(data_dir / "finetune" / "jobs")
-    job_dir = queue.root / "ddp"
-    job_dir.mkdir(parents=True)
-    from finetune.jobs import JobRecord, write_job
-
-    write_job(job_dir, JobRecord("ddp", "lora", _spec(max_steps=3, save_steps=100), str(tiny),
-                                 ds.id, "queued", "ddp", str(data_dir), str(tmp_path),
-                                 created=time.time()))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29533", "-m", "finetune.worker", "--job", str(job_dir)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = read_job(job_dir)
-    assert record.status == "succeeded" and record.adapter_id
-    assert [m["step"] for m in metrics(job_dir)] == [1, 2, 3]  # rank 0 only
+    queue = JobQueue(data_dir / "jobs", launcher="torchrun", processes=2)
+    job = queue.submit("lora", _spec(max_steps=3, save_steps=100), str(tiny), ds.id,
+                       data_dir=data_dir, models_dir=tmp_path)
+    assert (job.launcher, job.processes) == ("torchrun", 2)
+    done = queue.wait(job.id, timeout=400)
+    log = queue.log(job.id)
+    assert done.status == "succeeded", log[-3000:]
+    assert f"Job {job.id}: rank 0 of 2" in log and f"Job {job.id}: rank 1 of 2" in log
+    assert (done.launcher, done.processes) == ("torchrun", 2)  # as rank 0 saw it
+    assert done.result["world_size"] == 2 and done.result["steps"] == 3
+    assert "on 2 processes (torchrun)" in done.describe()
+    assert [m["step"] for m in metrics(job.path)] == [1, 2, 3]  # rank 0 only
+    adapters = AdapterRegistry(data_dir / "adapters").list()
+    assert [a.adapter_id for a in adapters] == [done.adapter_id]  # registered once
 
 
 @pytest.mark.slow
