@@ -12,12 +12,18 @@ Chroma and BM25 are derived from it. Crash safety (kill -9 at any moment):
 
 Opening a catalog hands back what a crash left: pending documents (drop them; their
 file is ingested again next time), tombstones and pending vectors (finish them).
+
+Every change to the searchable passages (ready, canonical chunks) is also written, by
+triggers inside the transaction that makes it, to the ``changes`` log: its last sequence
+number is the catalog's *generation*. An index kept elsewhere (the on-disk BM25, see
+``knowledge.bm25_live``) records the generation it reflects and catches up from the log.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -70,6 +76,27 @@ CREATE TABLE IF NOT EXISTS pending_vectors (
     chunk_id TEXT PRIMARY KEY REFERENCES chunks(chunk_id) ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS heading_vectors (heading TEXT PRIMARY KEY, vec BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    chunk_id TEXT NOT NULL,
+    added INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS changes_ready AFTER UPDATE OF status ON documents
+WHEN OLD.status != 'ready' AND NEW.status = 'ready' BEGIN
+    INSERT INTO changes (chunk_id, added) SELECT chunk_id, 1 FROM chunks
+    WHERE doc_id = NEW.doc_id AND dup_of IS NULL ORDER BY ordinal;
+END;
+CREATE TRIGGER IF NOT EXISTS changes_gone BEFORE DELETE ON documents
+WHEN OLD.status = 'ready' BEGIN
+    INSERT INTO changes (chunk_id, added) SELECT chunk_id, 0 FROM chunks
+    WHERE doc_id = OLD.doc_id AND dup_of IS NULL ORDER BY ordinal;
+END;
+CREATE TRIGGER IF NOT EXISTS changes_canonical AFTER UPDATE OF dup_of ON chunks
+WHEN (OLD.dup_of IS NULL) != (NEW.dup_of IS NULL)
+AND (SELECT status FROM documents WHERE doc_id = NEW.doc_id) = 'ready' BEGIN
+    INSERT INTO changes (chunk_id, added) VALUES (NEW.chunk_id, NEW.dup_of IS NULL);
+END;
 """
 
 _CHUNK_COLS = ('c.chunk_id, c.doc_id, d.source, c.text, c.page, c.start, c."end", '
@@ -86,6 +113,9 @@ class Catalog:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         self._migrate()
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('catalog_id', ?)", (uuid.uuid4().hex,))
+        self.catalog_id = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'catalog_id'").fetchone()[0]
         self._lock = threading.RLock()  # one connection, used from several threads
 
     def _migrate(self) -> None:
@@ -243,6 +273,59 @@ class Catalog:
         rows = self._query(f"SELECT {_CHUNK_COLS} FROM pending_vectors p JOIN chunks c USING (chunk_id) "
                            "JOIN documents d USING (doc_id)")
         return [Chunk(*r) for r in rows]
+
+    # --- the change log (see the module doc) --------------------------------------
+    def generation(self) -> int:
+        """The sequence number of the last change to the searchable passages (0: none)."""
+        rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+        return rows[0][0] if rows else 0
+
+    def changes_since(self, generation: int, limit: int
+                      ) -> tuple[int, list[tuple[str, bool]]] | None:
+        """The current generation and ``(chunk id, added)`` for each change after
+        ``generation``, oldest first; None when the log cannot tell them all (trimmed past
+        ``generation``, or ``generation`` is not from this catalog) or there are more
+        than ``limit``."""
+        with self._lock:
+            current = self.generation()
+            if not 0 <= generation <= current or current - generation > limit:
+                return None
+            rows = self._db.execute("SELECT chunk_id, added FROM changes WHERE seq > ? "
+                                    "ORDER BY seq", (generation,)).fetchall()
+        if len(rows) != current - generation:
+            return None
+        return current, [(cid, bool(added)) for cid, added in rows]
+
+    def trim_changes(self, generation: int) -> None:
+        """Forget the changes up to ``generation`` (an index that holds them was saved)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM changes WHERE seq <= ?", (generation,))
+
+    def tokens_by_id(self, chunk_ids: list[str]) -> dict[str, list[str]]:
+        """The BM25 tokens of those ``chunk_ids`` that exist."""
+        found: dict[str, list[str]] = {}
+        for i in range(0, len(chunk_ids), 500):
+            part = chunk_ids[i:i + 500]
+            rows = self._query("SELECT chunk_id, tokens FROM chunks "
+                               f"WHERE chunk_id IN ({','.join('?' * len(part))})", part)
+            found.update((cid, json.loads(tokens)) for cid, tokens in rows)
+        return found
+
+    @contextmanager
+    def searchable_tokens(self) -> Iterator[tuple[int, Iterator[tuple[str, list[str]]]]]:
+        """The generation and, streamed, ``(chunk id, tokens)`` of every searchable passage
+        in catalog order, both read from one snapshot on a connection of their own, so
+        writes go on meanwhile."""
+        db = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            db.execute("BEGIN")
+            rows = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchall()
+            cursor = db.execute(
+                "SELECT c.chunk_id, c.tokens FROM chunks c JOIN documents d USING (doc_id) "
+                "WHERE d.status = 'ready' AND c.dup_of IS NULL ORDER BY d.added_at, c.doc_id, c.ordinal")
+            yield (rows[0][0] if rows else 0), ((cid, json.loads(t)) for cid, t in cursor)
+        finally:
+            db.close()
 
     # --- reads ------------------------------------------------------------------
     _DOC_SQL = ("SELECT d.doc_id, d.source, d.sha256, d.pages, COUNT(c.chunk_id), d.chars, "
