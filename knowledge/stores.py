@@ -1,5 +1,5 @@
 """What the parts of one knowledge base share: its folder, its manifest, the catalog (the
-record of truth), the Chroma vectors and the in-memory BM25.
+record of truth), the Chroma vectors and the BM25 kept on disk beside the catalog.
 
 The write protocol (``knowledge.writes``), the change of embedder (``knowledge.reembed``)
 and search (``knowledge.search``) each receive one ``Stores`` and read or replace what
@@ -13,44 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from knowledge.bm25 import BM25Index
+from knowledge.bm25_live import LiveBM25  # noqa: F401 - callers name it from here too
 from knowledge.catalog import Catalog
 from knowledge.manifest import MANIFEST, Manifest
 from knowledge.vectors import VectorIndex
-
-
-class LiveBM25:
-    """BM25 over the catalog's ready canonical chunks, built from it once, on first use;
-    each committed change is then applied incrementally (never rebuilt per document)."""
-
-    def __init__(self, catalog: Catalog):
-        self.catalog = catalog
-        self.index = BM25Index()
-        self._lock = threading.Lock()
-        self._loaded = False
-
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
-    def refresh(self) -> BM25Index:
-        """The index, built from the catalog if this is its first use."""
-        with self._lock:
-            if not self._loaded:
-                self.index.load(self.catalog.ready_chunks_with_tokens())
-                self._loaded = True
-        return self.index
-
-    def apply(self, removed: list[str], added: list[str]) -> None:
-        """Apply one committed change (if the index is built yet; else the first use reads
-        the catalog, which already holds it)."""
-        with self._lock:
-            if not self._loaded:
-                return
-            for cid in removed:
-                self.index.remove(cid)
-            for chunk, tokens in self.catalog.chunks_with_tokens(added):
-                self.index.add(chunk, tokens)
 
 
 class Stores:
@@ -64,7 +30,7 @@ class Stores:
         self.client = client  # the Chroma client the collections live in
         self.vectors = vectors
         self.catalog = Catalog(root / "catalog.sqlite3")
-        self.bm25 = LiveBM25(self.catalog)
+        self.bm25 = LiveBM25(self.catalog, root / "bm25")
         self.lock = threading.RLock()
 
     @property
