@@ -19,8 +19,12 @@
   The text keeps its ``[n]`` markers. An extra top-level field ``sources`` (on the last
   chunk when streaming) lists the sources given to the model, cited ones first:
   ``{"number", "source", "page", "quote", "chunk_id", "knowledge_base", "cited",
-  "inferred"}``; ``number`` matches ``[n]``; ``quote`` is the supporting sentence of a
-  cited source and the start of the passage otherwise.
+  "inferred", "documents"}``; ``number`` matches ``[n]``; ``quote`` is the supporting
+  sentence of a cited source and the start of the passage otherwise; ``documents``:
+  every document holding that passage (identical passages are stored once). Beside it,
+  ``refused`` ("" for an answer, else why it is a refusal: ``no_evidence``,
+  ``out_of_scope``, ``unsupported``) and ``notices`` (the lines Docent added to the
+  model's text, such as the medical disclaimer).
 
 With the official client::
 
@@ -315,6 +319,13 @@ class _Final:
     sources: list[dict]
     prompt_tokens: int
     completion_tokens: int
+    refused: str = ""  # why the answer is a refusal ("" for an answer)
+    notices: tuple[str, ...] = ()  # the lines Docent added to the model's text
+
+    def extra(self) -> dict:
+        """Docent's fields beside OpenAI's: ``sources``, ``refused``, ``notices``."""
+        return {"sources": self.sources, "refused": self.refused,
+                "notices": list(self.notices)}
 
     def usage(self) -> dict:
         return {"prompt_tokens": self.prompt_tokens,
@@ -423,7 +434,9 @@ def _rag_events(assistant: Assistant, question: str, kbs: list[str],
                 yield text
         elif isinstance(event, Answer):
             # the prompt the model read (0 when it was not asked: a refusal)
-            yield _Final(event.text, sources_payload(event), event.prompt_tokens, event.tokens)
+            holders = assistant.chat.holders([*event.sources, *event.citations])
+            yield _Final(event.text, sources_payload(event, holders), event.prompt_tokens,
+                         event.tokens, event.refused, event.notices)
 
 
 def _plain_events(assistant: Assistant, messages: list[dict], max_tokens: int | None,
@@ -440,16 +453,20 @@ def _plain_events(assistant: Assistant, messages: list[dict], max_tokens: int | 
                  count(raw) if raw else 0)
 
 
-def sources_payload(answer: Answer) -> list[dict]:
+def sources_payload(answer: Answer, holders: dict[str, list[str]] | None = None
+                    ) -> list[dict]:
     """The ``sources`` field: the cited sources (with their quotes) first, then the
-    other sources the model was given."""
+    other sources the model was given. ``holders``: for a passage stored once for
+    several documents (identical text), every document holding it (``documents``)."""
+    holders = holders or {}
     rows = [{"number": c.number, "source": c.source, "page": c.page, "quote": c.quote,
              "chunk_id": c.chunk_id, "knowledge_base": c.kb, "cited": True,
-             "inferred": c.inferred} for c in answer.citations]
+             "inferred": c.inferred, "documents": holders.get(c.chunk_id, [c.source])}
+            for c in answer.citations]
     cited = {c.number for c in answer.citations}
     rows += [{"number": s.number, "source": s.source, "page": s.page,
               "quote": s.text[:QUOTE_CHARS], "chunk_id": s.chunk_id, "knowledge_base": s.kb,
-              "cited": False, "inferred": False}
+              "cited": False, "inferred": False, "documents": holders.get(s.chunk_id, [s.source])}
              for s in answer.sources if s.number not in cited]
     return rows
 
@@ -466,7 +483,7 @@ class _Reply:
                   "finish_reason": "stop", "logprobs": None}
         return {"id": self.id, "object": "chat.completion", "created": self.created,
                 "model": self.model, "choices": [choice], "usage": final.usage(),
-                "sources": final.sources}
+                **final.extra()}
 
     def chunk(self, delta: dict, finish: str | None = None, **extra: Any) -> dict:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -495,7 +512,7 @@ async def _sse(reply: _Reply, first: Any, events: Generator,
         item = first
         while item is not _END:
             if isinstance(item, _Final):
-                yield _data(reply.chunk({}, "stop", sources=item.sources, usage=item.usage()))
+                yield _data(reply.chunk({}, "stop", usage=item.usage(), **item.extra()))
             else:
                 yield _data(reply.chunk({"content": item}))
             item = await _next_in_thread(events)

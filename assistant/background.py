@@ -43,6 +43,9 @@ SETTINGS_FILE = "settings.json"
 NEW_VECTORS = "new_vectors.npy"
 NEW_IDS = "new_ids.json"
 TRAINED = "reranker"  # in a training job's folder: what it trained
+EVALUATION = "real-task evaluation"
+EVAL_QUESTIONS = "questions.jsonl"  # in an evaluation job's folder: the question set
+EVAL_TOKEN = "token"  # and the app's internal token for its requests (mode 0600)
 
 
 def job_queue(settings: Settings, library: Library) -> JobQueue:
@@ -54,6 +57,8 @@ def job_queue(settings: Settings, library: Library) -> JobQueue:
                                 on_finished=lambda record: install_trained(library, record)),
         REEMBED: JobKind(WORKER, TaskRecord, lane="embed",
                          on_finished=lambda record: install_vectors(library, record)),
+        # asks the app's own API: the model server is the app's, so no lane of its own
+        EVALUATION: JobKind(WORKER, TaskRecord, lane="evaluate"),
     }
     root = settings.paths.data_dir / "jobs"
     earlier = settings.paths.data_dir / "finetune" / "jobs"  # where fine-tuning jobs were

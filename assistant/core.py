@@ -11,6 +11,7 @@ from __future__ import annotations
 from assistant.conversations import ConversationStore
 from assistant.accounts import AccountStore
 from assistant.services.access import Access
+from assistant.services.evaluations import Evaluations
 from assistant.inference_log import InferenceLog
 from assistant.background import job_queue
 from assistant.llm import LLM
@@ -73,7 +74,8 @@ class Assistant:
                          self.inference_log)
         # who may do what: accounts, the page's login and the API's tokens
         self.access = Access(AccountStore(paths.data_dir / "accounts.sqlite3"),
-                             settings.server.api_token, settings.server.loopback)
+                             settings.server.api_token, settings.server.loopback,
+                             paths.data_dir / "jobs" / ".internal-token")
         self.conversations = Conversations(
             ConversationStore(paths.data_dir / "conversations.sqlite3"), bases, self.chat,
             self.serving, settings.llm.n_ctx)
@@ -81,6 +83,9 @@ class Assistant:
         self.datasets = Datasets(paths.data_dir / "datasets", bases, base_llm)
         self.training = Training(paths, self.datasets, bases, settings.retrieval.top_k,
                                  self.jobs)
+        # real questions asked of the base model and adapters (a job asks the app's API)
+        self.evaluations = Evaluations(self.jobs, bases, self.chat, self.serving,
+                                       settings.server.own_url, self.access.internal_token)
 
     def close(self) -> None:
         self.jobs.close()

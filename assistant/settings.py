@@ -204,6 +204,16 @@ class ServerSettings(_Section):
         "one more is answered 429 with Retry-After instead of waiting without end.")
 
     @property
+    def own_url(self) -> str:
+        """Where this machine reaches the app (loopback for a bind to every address).
+
+        >>> ServerSettings(host="0.0.0.0", port=8080).own_url
+        'http://127.0.0.1:8080'
+        """
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
     def loopback(self) -> bool:
         """Whether ``host`` is reachable from this computer only.
 

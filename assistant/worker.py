@@ -1,7 +1,8 @@
 """The services' worker: ``python -m assistant.worker --job DIR``.
 
-Runs one job of ``assistant.background`` (reranker training, re-embedding) from its
-folder: the settings the app had, a snapshot of the knowledge base, the parameters.
+Runs one job of ``assistant.background`` (reranker training, re-embedding, the
+real-task evaluation) from its folder: the settings the app had, a snapshot of the
+knowledge base (the evaluation asks the app's API instead), the parameters.
 Progress goes to ``metrics.jsonl`` as ``{"stage", "done", "total", "message"}`` lines;
 the end (succeeded with a result, or failed with the reason) to the record.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from assistant.background import (
-    NEW_IDS, NEW_VECTORS, REEMBED, TRAIN_RERANKER, TRAINED, settings_of,
+    EVAL_QUESTIONS, EVAL_TOKEN, EVALUATION, NEW_IDS, NEW_VECTORS, REEMBED, TRAIN_RERANKER,
+    TRAINED, settings_of,
 )
 from common.jobs import TaskRecord, append_metrics, finish, read_record, start, worker_main
 from common.progress import drain
@@ -30,7 +32,8 @@ def run_job(job_dir: Path) -> int:
     record = read_record(job_dir)
     if not start(job_dir, started=record.started or time.time()):
         return 0  # cancelled before it began
-    work = {TRAIN_RERANKER: _train_reranker, REEMBED: _reembed}.get(record.kind)
+    work = {TRAIN_RERANKER: _train_reranker, REEMBED: _reembed,
+            EVALUATION: _evaluate}.get(record.kind)
     try:
         if work is None:
             raise ValueError(f"this worker does not run {record.kind!r} jobs")
@@ -105,6 +108,57 @@ def _reembed(record: TaskRecord, job_dir: Path) -> dict:
     np.save(job_dir / NEW_VECTORS, vectors)
     (job_dir / NEW_IDS).write_text(json.dumps([c.chunk_id for c in chunks]), encoding="utf-8")
     return {"embedder": embedder.name, "passages": len(chunks)}
+
+
+def _evaluate(record: TaskRecord, job_dir: Path) -> dict:
+    """Ask the running app's API each question of the set, model after model; the
+    replies kept in the folder are not asked again (a resumed job continues)."""
+    from assistant.evaluation import REPLIES, load_questions, read_rows, run, summarize
+
+    params = record.params
+    questions = load_questions(job_dir / EVAL_QUESTIONS)[: params.get("limit") or None]
+    token = (job_dir / EVAL_TOKEN).read_text(encoding="utf-8").strip()
+    answer = api_answerer(params["url"], token, record.target)
+    _progress(job_dir, "asking", 0, len(questions) * len(params["models"]), "")
+    for done, total, message in run(questions, params["models"], answer, job_dir / REPLIES):
+        _progress(job_dir, "asking", done, total, message)
+    return {"summary": summarize(read_rows(job_dir / REPLIES))}
+
+
+def api_answerer(url: str, token: str, kb: str, timeout: float = 600.0):
+    """(question, model) -> ``EvalReply``, asked of Docent's API at ``url``."""
+    import httpx
+
+    from assistant.evaluation import EvalReply, EvaluationError
+
+    client = httpx.Client(base_url=url, timeout=timeout,
+                          headers={"Authorization": f"Bearer {token}"} if token else {})
+
+    def answer(q, model: str) -> EvalReply:
+        t0 = time.perf_counter()
+        try:
+            reply = client.post("/v1/chat/completions", json={
+                "model": model, "knowledge_base": kb, "rag": True,
+                "messages": [{"role": "user", "content": q.question}]})
+        except httpx.HTTPError as exc:
+            raise EvaluationError(f"The app at {url} did not answer ({exc}); is it "
+                                  "running? Resume the job once it is.") from exc
+        if reply.status_code != 200:
+            raise EvaluationError(f"The app answered {reply.status_code}: {reply.text[:300]}")
+        body = reply.json()
+        text = body["choices"][0]["message"]["content"]
+        for notice in body.get("notices", []):
+            text = text.replace(notice, "")
+        sources = body.get("sources", [])
+        return EvalReply(text.strip(), bool(body.get("refused")),
+                         _documents([s for s in sources if s["cited"]]), _documents(sources),
+                         time.perf_counter() - t0)
+    return answer
+
+
+def _documents(sources: list[dict]) -> tuple[str, ...]:
+    """Every document holding the passages of ``sources`` (the API's rows)."""
+    return tuple(sorted({d for s in sources for d in s.get("documents", [s["source"]])}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,27 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure: the longest common subsequence of words.
+
+    >>> round(rouge_l("the cat sat on the mat", "the cat is on the mat"), 2)
+    0.83
+    """
+    p, r = tokens(prediction), tokens(reference)
+    if not p or not r:
+        return 0.0
+    prev = [0] * (len(r) + 1)
+    for a in p:
+        cur = [0]
+        for j, b in enumerate(r):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    if not prev[-1]:
+        return 0.0
+    precision, recall = prev[-1] / len(p), prev[-1] / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
 def exact_match(prediction: str, reference: str) -> float:
     return float(tokens(prediction) == tokens(reference))
 

@@ -14,6 +14,7 @@ import app as docent_app
 from assistant.__main__ import main as cli
 from assistant.accounts import AccountError, AccountStore, User
 from assistant.core import Assistant
+from ingest.pipeline import drain
 from assistant.errors import ConversationNotFound
 from tests.conftest import make_settings
 from tests.fakes import HashEmbedder, ScriptedLLM
@@ -126,7 +127,7 @@ def clinic(tmp_path):
     a = Assistant(make_settings(tmp_path, server={"api_token": "server-token-0123456789"}),
                   llm=ScriptedLLM(REPLY), embedder=HashEmbedder())
     (tmp_path / "hours.txt").write_text("Visiting hours are from 9 to 5 every day.")
-    a.documents.ingest([tmp_path / "hours.txt"])
+    drain(a.documents.ingest([tmp_path / "hours.txt"]))
     yield a, tokens
     a.close()
 

@@ -53,9 +53,10 @@ class GatedLLM(ScriptedLLM):
 
 
 @contextlib.contextmanager
-def serve(app: FastAPI):
-    """``app`` on a free loopback port in a background thread; yields its base URL."""
-    port = free_port()
+def serve(app: FastAPI, port: int | None = None):
+    """``app`` on ``port`` (default: a free one) of loopback in a background thread;
+    yields its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -7,15 +7,34 @@ exists, the page and the API need an account's password or token; the server's t
 still works for the API, as the machine's own admin (for scripts on the server)."""
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 
 from assistant.accounts import LOCAL, AccountStore, User
 
 
 class Access:
-    def __init__(self, accounts: AccountStore, api_token: str, loopback: bool):
+    def __init__(self, accounts: AccountStore, api_token: str, loopback: bool,
+                 internal_token_file: Path | None = None):
         self.accounts = accounts
         self._api_token, self._loopback = api_token, loopback
+        self._internal_file = internal_token_file
+        self._internal = ""
+
+    def internal_token(self) -> str:
+        """The token this app's own workers call its API with (the machine's admin):
+        random, made once, kept readable by this user only, so a job resumed after a
+        restart still gets in."""
+        if not self._internal and self._internal_file is not None:
+            path = self._internal_file
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(secrets.token_urlsafe(32))
+            self._internal = path.read_text(encoding="utf-8").strip()
+        return self._internal
 
     def login_required(self) -> bool:
         """Whether the page asks for a login (decided when the app starts)."""
@@ -27,8 +46,9 @@ class Access:
         accounts = self.accounts.exists()
         if not accounts and not self._api_token:
             return LOCAL  # nothing to check (the app refuses to start so beyond loopback)
-        if self._api_token and secrets.compare_digest(token.encode(), self._api_token.encode()):
-            return LOCAL
+        for own in (self._api_token, self.internal_token()):
+            if own and secrets.compare_digest(token.encode(), own.encode()):
+                return LOCAL
         return self.accounts.user_for_token(token) if accounts and token else None
 
     def by_password(self, name: str, password: str, admin: bool = False) -> User | None:

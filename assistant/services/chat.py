@@ -58,6 +58,19 @@ class Chat:
         yield from self.answerer.ask(llm, question, names, history, profile,
                                      model or self._serving.chat_model(), user)
 
+    def holders(self, sources: Sequence) -> dict[str, list[str]]:
+        """For each source (``Source`` or ``Citation``), the documents holding its
+        passage: its own first, then those whose identical passage was stored once,
+        under it (deduplication at ingestion)."""
+        out: dict[str, list[str]] = {}
+        for src in sources:
+            docs = out.setdefault(src.chunk_id, [src.source])
+            catalog = self._bases.library.get(src.kb).catalog
+            for doc in catalog.duplicate_sources([src.chunk_id]).get(src.chunk_id, []):
+                if doc not in docs:
+                    docs.append(doc)
+        return out
+
     def answer(self, question: str, kb: str | Sequence[str] | None = None,
                history: Sequence[tuple[str, str]] = ()) -> Answer:
         """``ask`` without streaming."""
