@@ -14,6 +14,7 @@ go_offline()
 from common.errors import DocentError  # noqa: E402
 from assistant.cli_finetune import cmd_finetune, finetune_parser  # noqa: E402
 from assistant.cli_users import cmd_users, users_parser  # noqa: E402
+from assistant.cli_evaluate import cmd_evaluate, evaluate_parser  # noqa: E402
 from assistant.settings import load_settings  # noqa: E402
 from ingest.pipeline import drain  # noqa: E402
 
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     _task_parser(sub)  # document tasks
     finetune_parser(sub)  # fine-tuning (assistant/cli_finetune.py)
     users_parser(sub)  # accounts (assistant/cli_users.py)
+    evaluate_parser(sub)  # the real-task evaluation (assistant/cli_evaluate.py)
     models = sub.add_parser("models", help="assemble and check the default chat models")
     models.add_argument("names", nargs="*", help="default: the selected model")
     canary = sub.add_parser("canary", help="prove the llama.cpp build runs on this CPU: each "
@@ -374,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                         "chats": _cmd_chats}
             commands["task"] = _cmd_task  # document tasks
             commands["finetune"] = cmd_finetune  # fine-tuning
+            commands["evaluate"] = cmd_evaluate  # base model against adapters
             return commands[args.command](assistant, args)
         finally:
             assistant.close()

@@ -169,3 +169,31 @@ def summarize(rows: Sequence[dict]) -> dict[str, dict]:
         summary["median_seconds"] = round(statistics.median(r["seconds"] for r in mine), 2)
         out[model] = summary
     return out
+
+
+# the rows of a comparison table: (label, metric, shown as a percentage)
+TABLE = (("Answers citing a judged-relevant document", "cited_relevant", True),
+         ("A judged-relevant document among the sources", "retrieved_relevant", True),
+         ("Token-F1 against the reference answer", "f1", False),
+         ("ROUGE-L against the reference answer", "rouge_l", False),
+         ("Refused", "refused", True),
+         ("Seconds per answer (median)", "median_seconds", False),
+         ("Questions asked", "questions", False))
+
+
+def comparison(summary: dict[str, dict]) -> tuple[list[str], list[list]]:
+    """``summarize``'s result as a table: one row per metric, one column per model.
+
+    >>> comparison({"base": {"f1": 0.2, "refused": 0.1}})[1][2:5]
+    [['Token-F1 against the reference answer', 0.2], ['ROUGE-L against the reference answer', None], ['Refused', 10.0]]
+    """
+    models = list(summary)
+    rows = [[label, *(_shown(summary[m].get(key), pct) for m in models)]
+            for label, key, pct in TABLE]
+    return ["Metric", *models], rows
+
+
+def _shown(value, percent: bool):
+    if value is None:
+        return None
+    return round(100 * value, 1) if percent else value

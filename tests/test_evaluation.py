@@ -120,3 +120,46 @@ def test_the_job_asks_the_running_apps_api_with_its_own_token(clinic):
     assert results.summary[base]["cited_relevant"] == 1.0
     assert len(results.replies.read_text().splitlines()) == len(results.rows) == 2
     assert a.evaluations.jobs()[0].id == job.id
+
+
+def test_the_cli_prints_the_comparison(tmp_path, capsys, monkeypatch):
+    import assistant.core as core
+    from assistant.__main__ import main as cli
+
+    original = core.Assistant.__init__
+
+    def with_fakes(self, settings, llm=None, embedder=None, embedders=None):
+        original(self, settings, llm=ScriptedLLM("From 2 pm to 7 pm [1]."),
+                 embedder=HashEmbedder())
+
+    monkeypatch.setattr(core.Assistant, "__init__", with_fakes)
+    (tmp_path / "hours.txt").write_text(HOURS, encoding="utf-8")
+    questions = write_set(tmp_path / "set.jsonl", [
+        {"question": "What are the visiting hours?", "answer": "From 2 pm to 7 pm."}])
+    data, out = str(tmp_path / "data"), tmp_path / "replies.jsonl"
+    assert cli(["--data-dir", data, "ingest", str(tmp_path / "hours.txt")]) == 0
+    assert cli(["--data-dir", data, "evaluate", "--questions", str(questions),
+                "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # the medical disclaimer the default profile adds is not scored: F1 1.0
+    assert "Token-F1 against the reference answer\t1.0" in printed
+    assert len(read_rows(out)) == 1
+
+
+@pytest.mark.slow
+def test_the_panel_shows_the_comparison_of_a_finished_job(clinic):
+    from assistant.ui.evaluation_panel import show, submit
+
+    a, questions, port = clinic
+    base = a.serving.chat_model()
+    message, job_id = submit(a, str(questions), [], 0, "default")
+    assert "Choose at least one model" in message
+    with serve(docent_app.build_app(a), port):
+        message, job_id = submit(a, str(questions), [base], 0, "default")
+        assert "2 questions × 1 models" in message
+        a.jobs.wait(job_id, timeout=240)
+    _, state, table, chart, replies = show(a, None)  # the newest is shown
+    assert "succeeded" in state and "(2/2 answers)" in state
+    assert list(table.columns) == ["Metric", base]
+    assert table.iloc[0].tolist() == ["Answers citing a judged-relevant document", 100.0]
+    assert set(chart["metric"]) >= {"Token-F1", "ROUGE-L"} and replies.endswith("replies.jsonl")

@@ -1,4 +1,5 @@
-"""The Fine-tune tab: Data -> Train -> Jobs -> Adapters, one sub-tab each.
+"""The Fine-tune tab: Data -> Train -> Jobs -> Adapters -> Real questions, one sub-tab
+each.
 
 Training runs as job records on disk worked by a subprocess (``finetune.jobs``); this
 tab only starts, cancels and resumes jobs and reads their records, on a 2 s timer."""
@@ -8,6 +9,7 @@ import gradio as gr
 
 from assistant.core import Assistant
 from assistant.ui.adapters_panel import build_adapters_panel
+from assistant.ui.evaluation_panel import build_evaluation_panel
 from assistant.ui.finetune_data_panel import build_data_panel, build_dataset_picker
 from assistant.ui.finetune_jobs_panel import build_jobs_panel
 from assistant.ui.finetune_train_panel import build_train_panel
@@ -32,6 +34,8 @@ def build_finetune_tab(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Drop
             jobs = build_jobs_panel(demo, assistant, timer)
         with gr.Tab("Adapters", id="ft-adapters-tab"):
             build_adapters_panel(demo, assistant, timer, model_choice)
+        with gr.Tab("Real questions", id="ft-eval-tab"):
+            build_evaluation_panel(demo, assistant, kb_choice, timer)
     train.started.then(jobs.show, [train.job_id], jobs.outputs, api_name=False)
     jobs_tab.select(jobs.show, [jobs.selector], jobs.outputs, api_name=False,
                     show_progress="hidden")
