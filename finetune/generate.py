@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from finetune.data import DatasetRecord, Example, save_dataset
 from finetune.evaluate import tokens
 from finetune.questions import _LANGUAGE_NAMES, generate_questions, sample_chunks
 from knowledge.dedup import NEAR_THRESHOLD, content_hash, jaccard, minhash_signature
-from common.text import detect_language
+from common.text import detect_language, sentence_spans
 from knowledge.types import Chunk
 
 ANSWER_SYSTEM = ("You answer questions from a passage. Answer in one to three sentences, "
@@ -156,9 +156,11 @@ def raft_prompt(question: str, oracle: Chunk, distractors: Sequence[Chunk],
     return f"Documents:\n{listing}\n\nQuestion: {question}"
 
 
-def generate_pairs(llm, chunks: Sequence[Chunk], opts: GenerateOptions = GenerateOptions()
+def generate_pairs(llm, chunks: Sequence[Chunk], opts: GenerateOptions = GenerateOptions(),
+                   rag_prompt: RagPrompt | None = None
                    ) -> Generator[GenerationEvent, None, list[Example]]:
-    """Progress events per sampled chunk; returns the kept examples (refusals included)."""
+    """Progress events per sampled chunk; returns the kept examples (refusals included).
+    ``rag_prompt``: how the chat asks with sources (RAFT samples are asked that way)."""
     per = opts.questions_per_chunk
     picked = sample_chunks(chunks, -(-opts.n // per), opts.seed)
     total = min(opts.n, len(picked) * per)
@@ -175,7 +177,8 @@ def generate_pairs(llm, chunks: Sequence[Chunk], opts: GenerateOptions = Generat
             answer = clean_answer(reply)
             reason = check_pair(gq.question, answer, gq.chunk, opts, dedup)
             if not reason:
-                kept.append(_example(gq.question, answer, gq.chunk, picked, opts, rng))
+                kept.append(_example(gq.question, answer, gq.chunk, picked, opts, rng,
+                                     rag_prompt))
         if reason:
             dropped[reason] += 1
         yield GenerationEvent("pairs", i, total, reason or "kept", len(kept), dict(dropped))
@@ -184,13 +187,47 @@ def generate_pairs(llm, chunks: Sequence[Chunk], opts: GenerateOptions = Generat
     return kept
 
 
+# (question, numbered passages) -> the chat's own answer prompt as messages
+RagPrompt = Callable[[str, Sequence[Chunk]], list[dict]]
+
+
 def _example(question: str, answer: str, chunk: Chunk, pool: Sequence[Chunk],
-             opts: GenerateOptions, rng: random.Random) -> Example:
-    user = question
-    if opts.raft_fraction and rng.random() < opts.raft_fraction:
-        others = [c for c in pool if c.chunk_id != chunk.chunk_id]
-        user = raft_prompt(question, chunk, rng.sample(others, min(opts.distractors, len(others))), rng)
-    return Example(messages=(("user", user), ("assistant", answer)), source=chunk.chunk_id)
+             opts: GenerateOptions, rng: random.Random, rag_prompt: RagPrompt | None = None
+             ) -> Example:
+    """A closed-book pair, or a RAFT sample: the passage among distractors. Given the
+    chat's ``rag_prompt``, a RAFT sample is asked exactly as the chat asks (system
+    prompt, numbered sources, question) and its answer cites the passage's number after
+    each sentence, as the chat's prompt demands, so the adapter learns to answer from
+    the sources and cite them."""
+    if not (opts.raft_fraction and rng.random() < opts.raft_fraction):
+        return Example(messages=(("user", question), ("assistant", answer)),
+                       source=chunk.chunk_id)
+    others = [c for c in pool if c.chunk_id != chunk.chunk_id]
+    distractors = rng.sample(others, min(opts.distractors, len(others)))
+    if rag_prompt is None:
+        user = raft_prompt(question, chunk, distractors, rng)
+        return Example(messages=(("user", user), ("assistant", answer)), source=chunk.chunk_id)
+    docs = [chunk, *distractors]
+    rng.shuffle(docs)
+    messages = [(m["role"], m["content"]) for m in rag_prompt(question, docs)]
+    cited = cite_sentences(answer, docs.index(chunk) + 1)
+    return Example(messages=(*messages, ("assistant", cited)), source=chunk.chunk_id)
+
+
+def cite_sentences(text: str, number: int) -> str:
+    """``text`` with the marker ``[number]`` closing each sentence, before its final
+    punctuation.
+
+    >>> cite_sentences("Take 500 mg. Drink water!", 2)
+    'Take 500 mg [2]. Drink water [2]!'
+    """
+    out, last = [], 0
+    for start, end in sentence_spans(text):
+        body = text[start:end]
+        stop = len(body.rstrip(".!?。！？"))
+        out.append(text[last:start] + body[:stop].rstrip() + f" [{number}]" + body[stop:])
+        last = end
+    return "".join(out) + text[last:]
 
 
 def refusal_examples(language: str, k: int) -> list[Example]:
@@ -205,10 +242,11 @@ def _main_language(chunks: Sequence[Chunk]) -> str:
 
 
 def generate_dataset(llm, chunks: Sequence[Chunk], root: Path, name: str,
-                     opts: GenerateOptions = GenerateOptions(), kb: str = ""
+                     opts: GenerateOptions = GenerateOptions(), kb: str = "",
+                     rag_prompt: RagPrompt | None = None
                      ) -> Generator[GenerationEvent, None, DatasetRecord]:
     """``generate_pairs``, then store the pairs as a dataset (with its held-out split)."""
-    examples = yield from generate_pairs(llm, chunks, opts)
+    examples = yield from generate_pairs(llm, chunks, opts, rag_prompt)
     if not examples:
         raise ValueError("The model wrote no usable question-answer pairs for these passages.")
     yield GenerationEvent("saving", len(examples), len(examples), kept=len(examples))

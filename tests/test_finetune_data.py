@@ -3,6 +3,7 @@ knowledge-base pair generator's filters (with a scripted LLM)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -255,6 +256,34 @@ def test_raft_samples_hold_the_oracle_among_distractors():
         assert prompt.startswith("Documents:\n[1]") and "[3]" in prompt
         oracle = next(c for c in _chunks() if c.chunk_id == e.source)
         assert oracle.text in prompt
+
+
+def test_raft_samples_are_asked_as_the_chat_asks_and_cite_the_oracle():
+    from assistant.prompts import SYSTEM_PROMPT, answer_messages
+    from assistant.types import Source
+
+    def chat_prompt(question, chunks):
+        sources = [Source(i, c.chunk_id, "kb", c.source, c.page, c.text, 0.0)
+                   for i, c in enumerate(chunks, start=1)]
+        return answer_messages(question, sources, SYSTEM_PROMPT, "en")
+
+    llm = PairLLM([("Amoxicillin", "What is the adult dose of amoxicillin?",
+                    "Adults take 500 mg. It is taken three times daily."),
+                   ("clinic opens", "When does the clinic open?", "It opens at 8 am on weekdays."),
+                   ("Visitors", "Who must wear a visitor badge?",
+                    "Visitors must wear a visitor badge.")])
+    _, examples = _run(generate_pairs(llm, _chunks(), GenerateOptions(
+        n=3, refusals=False, raft_fraction=1.0, distractors=2, questions_per_chunk=1),
+        rag_prompt=chat_prompt))
+    for e in examples:
+        (role, system), (_, user), (_, answer) = e.messages
+        assert role == "system" and system.startswith(SYSTEM_PROMPT)
+        oracle = next(c for c in _chunks() if c.chunk_id == e.source)
+        block = re.search(r"\[(\d)\] \([^)]*\)\n" + re.escape(oracle.text.strip()[:30]), user)
+        assert user.startswith("Sources:") and "Question:" in user and block
+        number = block.group(1)
+        sentences = [s for s in answer.split(". ") if s]
+        assert all(f"[{number}]" in s for s in sentences), answer
 
 
 def test_estimate_follows_the_dataset_length(tmp_path):

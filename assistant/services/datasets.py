@@ -54,4 +54,19 @@ class Datasets:
             raise KnowledgeError(f"Knowledge base {base.name!r} has no documents to generate from.")
         opts = GenerateOptions(n=n, **options)
         return generate_dataset(self._llm(), chunks, self.root, name or f"{base.name}-qa",
-                                opts, kb=base.name)
+                                opts, kb=base.name, rag_prompt=self._rag_prompt(base.name))
+
+    def _rag_prompt(self, kb: str):
+        """How the chat asks ``kb``'s questions with sources (its profile's system prompt,
+        numbered sources, the answer language): RAFT samples are written that way."""
+        from assistant.language import question_language
+        from assistant.prompts import answer_messages
+        from assistant.types import Source
+
+        system = self._bases.profile(kb).system_prompt
+
+        def prompt(question: str, chunks) -> list[dict]:
+            sources = [Source(i, c.chunk_id, kb, c.source, c.page, c.text, 0.0, {})
+                       for i, c in enumerate(chunks, start=1)]
+            return answer_messages(question, sources, system, question_language(question))
+        return prompt
