@@ -126,6 +126,20 @@ class Serving:
         Q5_K_M or Q8_0), under <data_dir>/exports/."""
         return self._adapters.export(self.adapters.find(adapter_id), kind, quant)
 
+    def combine_adapters(self, ids: list[str], weights: list[float] | None = None,
+                         name: str = "", combination: str = "cat") -> AdapterRecord:
+        """Two or more LoRA adapters of one base merged into a new registered adapter
+        (``finetune.combine``; weights default to equal shares), with its GGUF LoRA, so
+        it is a chat model like any other. Refused (``AdapterError``) before any work
+        when the adapters cannot be combined."""
+        from finetune.combine import combine, plan_combination
+        from finetune.gguf import base_hf_of
+
+        plan = plan_combination(self.adapters, ids, weights, combination, name)
+        first = plan.records[0]
+        base_hf = base_hf_of(first.path) or self._adapters.base_hf(first.base_model)
+        return combine(plan, base_hf, self.adapters, name)
+
     # --- helpers -------------------------------------------------------------------
     def _base_model_id(self) -> str:
         cfg = self.settings.llm
