@@ -48,8 +48,24 @@ def finetune_parser(sub) -> None:
                             ("--positions", str, "positions")):
         train.add_argument(flag, type=kind, dest=f"spec_{key}", default=None, metavar=key.upper())
     ft_sub.add_parser("jobs", help="training jobs, newest first")
+    _adapters_parser(ft_sub)
     for name in ("cancel", "resume", "log", "show"):
         ft_sub.add_parser(name).add_argument("id")
+
+
+def _adapters_parser(ft_sub) -> None:
+    adapters = ft_sub.add_parser("adapters", help="registered adapters").add_subparsers(
+        dest="adapters_command", required=True)
+    adapters.add_parser("list", help="registered adapters, oldest first")
+    comb = adapters.add_parser("combine", help="merge two or more LoRA adapters of one "
+                               "base into a new adapter")
+    comb.add_argument("ids", nargs="+", help="adapter ids or names (at least two)")
+    comb.add_argument("--weights", nargs="+", type=float, default=None,
+                      help="one weight per adapter, in order (default: equal shares)")
+    comb.add_argument("--name", default="", help="the new adapter's name")
+    comb.add_argument("--combination", choices=("cat", "linear", "svd"), default="cat",
+                      help="peft's combination: cat (exact, ranks add up), linear (same "
+                           "ranks, approximate) or svd (exact sum truncated to the largest rank)")
 
 
 def cmd_finetune(assistant, args) -> int:
@@ -58,6 +74,8 @@ def cmd_finetune(assistant, args) -> int:
     cmd = args.ft_command
     if cmd == "data":
         return _cmd_finetune_data(assistant, args)
+    if cmd == "adapters":
+        return _cmd_adapters(assistant, args)
     if cmd == "train":
         spec = {k[5:]: v for k, v in vars(args).items() if k.startswith("spec_") and v is not None}
         ref = Path(args.data).expanduser()
@@ -102,6 +120,21 @@ def _cmd_finetune_data(assistant, args) -> int:
             print(f"{rec.id}  {rec.shape:10s} train {rec.train}  held-out {rec.heldout}  {rec.origin}")
         return 0
     print(f"dataset {rec.id}: {rec.shape}, {rec.train} train + {rec.heldout} held-out, sha256 {rec.hash[:12]}")
+    return 0
+
+
+def _cmd_adapters(assistant, args) -> int:
+    if args.adapters_command == "combine":
+        rec = assistant.serving.combine_adapters(args.ids, args.weights, args.name,
+                                                 args.combination)
+        served = f"GGUF {rec.gguf}" if rec.gguf else f"no GGUF: {rec.gguf_error}"
+        print(f"adapter {rec.adapter_id} ({rec.name!r}): {rec.spec['combination_type']} of "
+              f"{', '.join(rec.spec['combined_from'])}, rank {rec.spec['r']}, {served}")
+        return 0
+    for rec in assistant.serving.adapters.list():
+        print(f"{rec.adapter_id}  {rec.method:5s} {rec.name!r} on {rec.base_model}"
+              + (f"  combined from {', '.join(rec.spec['combined_from'])}"
+                 if rec.spec.get("combined_from") else ""))
     return 0
 
 
