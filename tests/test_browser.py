@@ -243,3 +243,41 @@ def test_stop_crash_retry_and_new_conversation_while_streaming(app_server, tmp_p
         expect(chat).not_to_contain_text("visiting hours")
         expect(page.locator("#conversations")).to_contain_text("Which soap", timeout=240_000)
         page.screenshot(path=str(tmp_path / "new-while-streaming.png"), full_page=True)
+
+
+def test_accounts_log_in_and_users_see_no_administration(tmp_path):
+    """With accounts the page asks for a login; a user gets chat only, an admin logs in
+    at /admin/ for the whole page."""
+    from playwright.sync_api import expect
+
+    import app as docent_app
+    from assistant.accounts import AccountStore
+    from assistant.core import Assistant
+    from tests.conftest import make_settings
+    from tests.fakes import HashEmbedder, ScriptedLLM
+    from tests.test_api import serve
+
+    store = AccountStore(tmp_path / "data" / "accounts.sqlite3")
+    store.add("alice", "alice's password", "admin")
+    store.add("bob", "bob's password", "user")
+    store.close()
+    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("Hello [1]."), embedder=HashEmbedder())
+    try:
+        with serve(docent_app.build_app(a)) as url, browser_page() as page:
+            page.goto(url + "/")
+            page.get_by_label("username").fill("bob")
+            page.get_by_label("password").fill("bob's password")
+            page.get_by_role("button", name="Login").click()
+            expect(page.locator("#signed-in")).to_contain_text("Signed in as bob",
+                                                                timeout=30_000)
+            expect(page.get_by_role("tab", name="Chat")).to_be_visible()
+            expect(page.get_by_role("tab", name="Knowledge")).to_have_count(0)
+            expect(page.locator("#signed-in")).not_to_contain_text("Administration")
+            page.goto(url + "/admin/")
+            page.get_by_label("username").fill("alice")
+            page.get_by_label("password").fill("alice's password")
+            page.get_by_role("button", name="Login").click()
+            expect(page.get_by_role("tab", name="Knowledge")).to_be_visible(timeout=30_000)
+            expect(page.locator("#signed-in")).to_contain_text("Signed in as alice")
+    finally:
+        a.close()
