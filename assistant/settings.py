@@ -237,7 +237,7 @@ class VectorStoreSettings(_Section):
         "store under <data_dir>/knowledge/chroma. The catalog stays local and is the record "
         "of truth either way.")
     collection_prefix: str = Field(
-        "docent", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$",
+        "docent", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
         description="Start of every collection name on a Chroma server, so that several "
         "Docent installations can share one server without seeing each other's vectors.")
 
