@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(content_hash);
 CREATE INDEX IF NOT EXISTS chunks_dup ON chunks(dup_of);
+CREATE INDEX IF NOT EXISTS chunks_canonical ON chunks(doc_id, dup_of);
 CREATE TABLE IF NOT EXISTS lsh (
     band INTEGER NOT NULL,
     key TEXT NOT NULL,
@@ -270,8 +271,8 @@ class Catalog:
         return [r[0] for r in self._query("SELECT doc_id FROM tombstones")]
 
     def pending_vector_chunks(self) -> list[Chunk]:
-        rows = self._query(f"SELECT {_CHUNK_COLS} FROM pending_vectors p JOIN chunks c USING (chunk_id) "
-                           "JOIN documents d USING (doc_id)")
+        rows = self._query(f"SELECT {_CHUNK_COLS} FROM pending_vectors p CROSS JOIN chunks c "
+                           "ON c.chunk_id = p.chunk_id JOIN documents d ON d.doc_id = c.doc_id")
         return [Chunk(*r) for r in rows]
 
     # --- the change log (see the module doc) --------------------------------------
@@ -328,7 +329,7 @@ class Catalog:
             db.close()
 
     # --- reads ------------------------------------------------------------------
-    _DOC_SQL = ("SELECT d.doc_id, d.source, d.sha256, d.pages, COUNT(c.chunk_id), d.chars, "
+    _DOC_SQL = ("SELECT d.doc_id, d.source, d.sha256, d.pages, COUNT(c.doc_id), d.chars, "
                 "d.added_at, COALESCE(SUM(c.dup_of IS NOT NULL), 0), d.origin, d.reader "
                 "FROM documents d LEFT JOIN chunks c USING (doc_id) WHERE d.status = 'ready' ")
 
@@ -344,9 +345,12 @@ class Catalog:
         rows = self._query(self._DOC_SQL + "AND d.source = ? GROUP BY d.doc_id", [source])
         return DocumentRecord(*rows[0]) if rows else None
 
+    def document_ids(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT doc_id FROM documents WHERE status = 'ready'")]
+
     def chunk_count(self) -> int:
-        return self._query("SELECT COUNT(*) FROM chunks JOIN documents USING (doc_id) "
-                           "WHERE status = 'ready' AND dup_of IS NULL")[0][0]
+        return self._query("SELECT COUNT(*) FROM documents d CROSS JOIN chunks c ON c.doc_id = "
+                           "d.doc_id WHERE d.status = 'ready' AND c.dup_of IS NULL")[0][0]
 
     def canonical_ids(self, doc_id: str | None = None) -> list[str]:
         sql = ("SELECT c.chunk_id FROM chunks c JOIN documents d USING (doc_id) "

@@ -83,7 +83,7 @@ class Writer:
                 s.vectors.delete_document(doc_id)
             s.catalog.drop_pending(doc_id)
         self.finish_cleanup()
-        self.originals.sweep(d.doc_id for d in s.catalog.documents())
+        self.originals.sweep(s.catalog.document_ids())
 
     def finish_cleanup(self) -> list[str]:
         """Delete tombstoned vectors, embed promoted chunks; returns the promoted ids."""
