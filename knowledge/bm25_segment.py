@@ -36,10 +36,12 @@ merge does before it reads them).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import os
 from array import array
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from hashlib import blake2b
 from pathlib import Path
@@ -250,13 +252,14 @@ def _id_arrays(ids: list[bytes]) -> dict[str, np.ndarray]:
 def write_segment(path: Path, rows: Iterable[tuple[str, Mapping[str, int], int]]) -> int:
     """Write ``rows`` (chunk id, its term counts, its token count), each a row in that
     order, as a segment at ``path``; how many rows."""
-    vocab: dict[str, int] = {}
+    vocab: dict[str, int] = defaultdict(itertools.count().__next__)  # a new term gets the next number
+    number = vocab.__getitem__
     term_ids, tfs, widths, lengths, ids = array("i"), array("I"), array("i"), array("i"), []
     for chunk_id, counts, length in rows:
         ids.append(chunk_id.encode())
         lengths.append(length)
         widths.append(len(counts))
-        term_ids.extend([vocab.setdefault(t, len(vocab)) for t in counts])
+        term_ids.extend(map(number, counts))
         tfs.extend(counts.values())
     terms = [t.encode() for t in vocab]
     keys = _keys(terms)
