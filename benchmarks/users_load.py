@@ -9,8 +9,9 @@ starts, each user with its own API token:
 * 5 list their conversations (``GET /v1/conversations``) every 1-2 s; each owns
   1..5 conversations made beforehand and must see exactly those.
 * 4 poll ``GET /v1/models`` every 1-2 s.
-* 1 (an admin) ingests documents one after another through the facade (as
-  ``kb add`` does; /v1 has no ingestion route): ``--docs``, then MedQuAD passages.
+* 1 (an admin) ingests documents one after another (``--ingest-pause`` apart) through
+  the facade (as ``kb add`` does; /v1 has no ingestion route): ``--docs``, then
+  MedQuAD passages.
 
 Bounded: a timeout per request, no new request after ``--minutes``, at most
 ``--max-requests`` in all. Reports per kind the requests, errors (non-2xx, connection
@@ -177,8 +178,10 @@ def poller(client, base: str, user: str, kind: str, expect, budget: Budget,
     return calls
 
 
-def ingester(assistant, user: str, docs: Iterable[Path], budget: Budget) -> list[Call]:
-    """One document per ``ingest`` call until the deadline; a failed file is an error."""
+def ingester(assistant, user: str, docs: Iterable[Path], budget: Budget,
+             pause: float) -> list[Call]:
+    """One document per ``ingest`` call, ``pause`` s apart (a person adding files one
+    after another), until the deadline; a failed file is an error."""
     from ingest.pipeline import drain
 
     calls = []
@@ -192,6 +195,7 @@ def ingester(assistant, user: str, docs: Iterable[Path], budget: Budget) -> list
             f"{r.source}: {r.status} {r.reason}" for r in report.results) or "no result"
         calls.append(Call("ingest", user, "ok" if ok else "failed",
                           time.perf_counter() - t0, detail=detail, what=doc.name))
+        budget.pause(pause)
     return calls
 
 
@@ -229,7 +233,8 @@ def run_users(args, assistant, base: str, accounts: dict, questions: list[str],
                 jobs.append(pool.submit(poller, c, base, name, kind, models_ok, budget,
                                         args.timeout))
             else:
-                jobs.append(pool.submit(ingester, assistant, name, docs, budget))
+                jobs.append(pool.submit(ingester, assistant, name, docs, budget,
+                                        args.ingest_pause))
         calls = [call for job in jobs for call in job.result()]
     wall = time.perf_counter() - t0
     for c in clients.values():
@@ -303,7 +308,9 @@ def report(args, settings, calls: list[Call], wall: float, problems: list[str]) 
         print(f"| {n} {kind} | {len(mine)} | {error_text} | {lat} | {note} |")
     errors = sum(c.outcome != "ok" for c in calls)
     unanswered = sum(c.outcome in ("timeout", "connection", "incomplete") for c in calls)
-    print(f"\nwall {wall:.0f} s (the last requests end after the deadline); errors {errors} "
+    print("load average (1, 5, 15 min) at the end: %.1f %.1f %.1f on %d cores"
+          % (*os.getloadavg(), os.cpu_count() or 0))
+    print(f"wall {wall:.0f} s (the last requests end after the deadline); errors {errors} "
           f"({unanswered} without a complete reply); lost {len(problems)}")
     return errors == 0 and not problems
 
@@ -322,6 +329,8 @@ def main() -> None:
                     help="seconds a request may wait for its reply (to its first byte, then "
                          "between chunks; the answer's length is bounded by --max-tokens)")
     ap.add_argument("--max-requests", type=int, default=5000, help="in all, every kind")
+    ap.add_argument("--ingest-pause", type=float, default=3.0,
+                    help="seconds between two documents of the ingesting user")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -33,7 +33,8 @@ def test_twenty_users_for_three_seconds_lose_nothing(tmp_path):
                  for name, (kind, _) in accounts.items() if kind == "list"}
         app = FastAPI()
         app.include_router(build_api(a))
-        args = argparse.Namespace(minutes=0.05, max_requests=400, timeout=30.0)
+        args = argparse.Namespace(minutes=0.05, max_requests=400, timeout=30.0,
+                                  ingest_pause=0.5)
         with serve(app) as url:
             calls, _ = users_load.run_users(args, a, url, accounts, QUESTIONS, owned,
                                             [docs["docx"], docs["txt"]])
