@@ -1,5 +1,6 @@
 """Trainers: LoRA (chat SFT, loss on the reply only), continued pretraining (LoRA, causal
-LM on raw-text blocks) and DPO (trl, LoRA) on a Hugging Face base folder.
+LM on raw-text blocks), DPO (trl, LoRA) and full-parameter SFT (every weight, no peft; the
+result is a whole model folder) on a Hugging Face base folder.
 
 Only this module (and finetune.reft) imports peft/trl. Progress lines (step/total, loss,
 lr, elapsed, ETA) are appended to ``metrics.jsonl`` by ``ProgressCallback``; checkpoints
@@ -14,13 +15,15 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.data import Example
-from finetune.specs import DpoSpec, LoraAdapterSpec, LoraSpec, PretrainSpec
+from finetune.specs import DpoSpec, FullSpec, LoraAdapterSpec, LoraSpec, PretrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +148,9 @@ def last_elapsed(metrics_path: Path) -> float:
 
 
 # --- model and arguments ---------------------------------------------------------------
-def load_base(base_dir: Path):
+def load_base(base_dir: Path, dtype=None, **config):
+    """Model (bf16 on a bf16 GPU, else fp32, unless ``dtype`` says) and tokenizer;
+    ``config``: overrides of the model's config (e.g. attention_dropout)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -154,10 +159,11 @@ def load_base(base_dir: Path):
         tok.model_max_length = 4096
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
-        else torch.float32
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
+            else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype, use_safetensors=True,
-                                                 trust_remote_code=False)
+                                                 trust_remote_code=False, **config)
     model.config.use_cache = False
     return model, tok
 
@@ -219,6 +225,55 @@ def train_lora(spec: LoraSpec | PretrainSpec, base_dir: Path, examples: Sequence
     return _run(trainer, model, job_dir, resume, on_step)
 
 
+def train_full(spec: FullSpec, base_dir: Path, examples: Sequence[Example], job_dir: Path,
+               resume: bool = False, on_step: Callable[[dict], None] | None = None
+               ) -> TrainResult:
+    """Every weight trains (supervised, loss on the reply only, as ``train_lora``), fp32
+    weights (bf16 autocast on a GPU). The result's folder is a whole model (16-bit
+    safetensors, config, tokenizer): ``<job>/model``."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    model, tok = load_base(base_dir, dtype=torch.float32, attention_dropout=spec.dropout)
+    features = sft_features(tok, examples, spec.max_length)
+    kwargs = training_kwargs(spec, job_dir / "checkpoints")
+    kwargs.update(weight_decay=spec.weight_decay, optim="adamw_torch_fused", save_total_limit=1,
+                  activation_checkpointing=spec.gradient_checkpointing)
+    trainer = Trainer(model=model, args=TrainingArguments(**kwargs), train_dataset=features,
+                      data_collator=PadCollator(tok.pad_token_id))
+    return _run(trainer, model, job_dir, resume, on_step,
+                save=lambda out: save_full_model(model, tok, out), out_name="model")
+
+
+def save_full_model(model, tok, out_dir: Path) -> Path:
+    """A trained model as a plain Hugging Face folder: 16-bit safetensors (half the fp32
+    size; float16, whose finer steps keep small updates that bfloat16 would round away,
+    unless a weight is out of its range; the model is cast in place, so call it last),
+    config.json with ``architectures``, the tokenizer; written to a temp folder, then
+    renamed."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        model.config.use_cache = True
+        model.config.architectures = [type(model).__name__]
+        model.to(_save_dtype(model)).save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _save_dtype(model):
+    """float16, or bfloat16 when a weight is beyond float16's range (65504)."""
+    import torch
+
+    peak = max(float(p.detach().abs().max()) for p in model.parameters())
+    return torch.float16 if peak < 6.0e4 else torch.bfloat16
+
+
 def train_dpo(spec: DpoSpec, base_dir: Path, examples: Sequence[Example], job_dir: Path,
               resume: bool = False, on_step: Callable[[dict], None] | None = None
               ) -> TrainResult:
@@ -238,21 +293,33 @@ def train_dpo(spec: DpoSpec, base_dir: Path, examples: Sequence[Example], job_di
     return _run(trainer, trainer.model, job_dir, resume, on_step)
 
 
-def _run(trainer, model, job_dir: Path, resume: bool, on_step) -> TrainResult:
+def _run(trainer, model, job_dir: Path, resume: bool, on_step, save=None,
+         out_name: str = "adapter") -> TrainResult:
     metrics = job_dir / "metrics.jsonl"
     trainer.add_callback(ProgressCallback(metrics, on_step, last_elapsed(metrics) if resume else 0.0))
     ckpt = last_checkpoint(job_dir / "checkpoints") if resume else None
     if ckpt:
         log.info("Resuming from %s", ckpt)
-    trainable, total = model.get_nb_trainable_parameters()
+    trainable, total = _param_counts(model)
     t0 = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=ckpt)
     seconds = time.perf_counter() - t0
-    adapter_dir = job_dir / "adapter"
+    adapter_dir = job_dir / out_name
     if trainer.is_world_process_zero():
-        model.save_pretrained(str(adapter_dir), safe_serialization=True)
+        if save:
+            save(adapter_dir)
+        else:
+            model.save_pretrained(str(adapter_dir), safe_serialization=True)
     start = int(Path(ckpt).name.split("-")[-1]) if ckpt else 0
     steps = trainer.state.global_step
     loss = float(output.training_loss) if output.training_loss is not None else math.nan
     return TrainResult(adapter_dir, steps, loss, seconds, int(trainable), int(total),
                        seconds / max(1, steps - start))
+
+
+def _param_counts(model) -> tuple[int, int]:
+    """(trainable, total) parameters: peft's count, or every parameter of a plain model."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    params = list(model.parameters())
+    return (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
