@@ -188,6 +188,8 @@ def evaluate_adapter(method: str, base_dir: Path, adapter_dir: Path,
     examples = list(heldout)[:max_examples]
     if method == "reft":
         return _evaluate_reft(base_dir, adapter_dir, examples, rag)
+    if method == "full":
+        return _evaluate_full(base_dir, adapter_dir, examples, rag)
     from peft import PeftModel
 
     from finetune.train import load_base
@@ -203,6 +205,19 @@ def evaluate_adapter(method: str, base_dir: Path, adapter_dir: Path,
             return hf_generate(model, tok, messages)
 
     return compare(base_fn, lambda m: hf_generate(model, tok, m), examples, rag)
+
+
+def _evaluate_full(base_dir: Path, model_dir: Path, examples: Sequence[Example],
+                   rag: Sequence[dict] = ()) -> dict:
+    """A fully fine-tuned model (its own folder, tokenizer included) against its base."""
+    from finetune.train import load_base
+
+    base, tok = load_base(base_dir)
+    tuned, tuned_tok = load_base(model_dir)
+    base.eval()
+    tuned.eval()
+    return compare(lambda m: hf_generate(base, tok, m),
+                   lambda m: hf_generate(tuned, tuned_tok, m), examples, rag)
 
 
 def _evaluate_reft(base_dir: Path, adapter_dir: Path, examples: Sequence[Example],

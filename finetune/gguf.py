@@ -7,6 +7,7 @@ only inside the llama-cpp-python sdist; ``make convert-tools`` unpacks them into
 subprocess with that folder's ``gguf-py`` first on ``PYTHONPATH``.
 
     to_gguf_lora(adapter_dir, base_hf_dir, out)   # peft LoRA -> GGUF LoRA (f16), ~3-9 s
+    to_gguf_full(model_dir)                       # a fully fine-tuned model -> GGUF q8_0
     export_merged(adapter_dir, base_hf_dir, out)  # peft merge_and_unload -> safetensors
     export_gguf(merged_dir, out, "Q4_K_M")        # -> GGUF f16 -> llama.cpp quantize
 """
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 TOOLS_ENV = "DOCENT_CONVERT_TOOLS"
 QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0")
 LORA_GGUF = "adapter-f16.gguf"
+FULL_GGUF_TYPE = "q8_0"  # a full fine-tune's served GGUF: half of f16, close to it in quality
 CONVERT_TIMEOUT_S = 3600
 
 
@@ -84,13 +86,37 @@ def to_gguf_lora(adapter, base_hf_dir: Path | None = None, out_path: Path | None
     ``adapter``: the adapter folder, or a registered ``AdapterRecord``; with a record the
     file goes into its folder and its manifest records the file, or the error (re-raised).
     ``base_hf_dir``: the HF base folder (default: the one in adapter_config.json)."""
-    from finetune.registry import AdapterRecord, AdapterRegistry
+    record, adapter_dir = _record_and_folder(adapter)
+    out_path = Path(out_path) if out_path else adapter_dir / LORA_GGUF
+    return _recorded(record, lambda: _convert_lora(adapter_dir, base_hf_dir, out_path))
+
+
+def to_gguf_full(model, out_path: Path | None = None, outtype: str = FULL_GGUF_TYPE) -> Path:
+    """A fully fine-tuned model folder (config.json, safetensors, tokenizer) to one GGUF
+    model that llama.cpp serves on its own, with the converter of merged exports.
+
+    ``model``: the folder, or a registered ``AdapterRecord`` of method "full" (then the
+    file goes into its folder, ``model-q8_0.gguf``, and its manifest records it or the
+    error, re-raised)."""
+    record, folder = _record_and_folder(model)
+    out_path = Path(out_path) if out_path else folder / f"model-{outtype}.gguf"
+    return _recorded(record, lambda: hf_to_gguf(folder, out_path, outtype))
+
+
+def _record_and_folder(adapter):
+    from finetune.registry import AdapterRecord
 
     record = adapter if isinstance(adapter, AdapterRecord) else None
-    adapter_dir = record.path if record else Path(adapter)
-    out_path = Path(out_path) if out_path else adapter_dir / LORA_GGUF
+    return record, (record.path if record else Path(adapter))
+
+
+def _recorded(record, convert) -> Path:
+    """Run ``convert``; with a record, note in its manifest the file made inside its
+    folder, or why the conversion failed."""
+    from finetune.registry import AdapterRegistry
+
     try:
-        path = _convert_lora(adapter_dir, base_hf_dir, out_path)
+        path = convert()
     except GGUFError as exc:
         if record:
             AdapterRegistry(record.path.parent).set_gguf(record.adapter_id, None, str(exc))

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LORA_METHODS = ("lora", "cpt", "dpo")
-METHODS = (*LORA_METHODS, "reft")
+FULL_METHOD = "full"  # a whole fine-tuned model (config.json + safetensors + tokenizer)
+METHODS = (*LORA_METHODS, "reft", FULL_METHOD)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 
@@ -61,13 +62,18 @@ class AdapterRecord:
     spec: dict = field(default_factory=dict, compare=False, hash=False)
     metrics: dict = field(default_factory=dict, compare=False, hash=False)
     files: tuple[str, ...] = ()
-    gguf: str = ""  # file name of the GGUF LoRA inside ``path`` ("" when not converted)
+    gguf: str = ""  # the GGUF LoRA (or full model) inside ``path`` ("" when not converted)
     gguf_error: str = ""  # why the GGUF conversion failed ("" when it did not)
     format_version: int = FORMAT_VERSION
 
     @property
     def is_lora(self) -> bool:
         return self.method in LORA_METHODS
+
+    @property
+    def is_full(self) -> bool:
+        """A whole fine-tuned model, served as its own GGUF (no base underneath)."""
+        return self.method == FULL_METHOD
 
     @property
     def gguf_path(self) -> Path | None:
@@ -87,7 +93,7 @@ class ModelChoice:
 
     model_id: str
     label: str
-    method: str  # "base", "lora", "cpt", "dpo" or "reft"
+    method: str  # "base", "lora", "cpt", "dpo", "reft" or "full"
     base_model: str
     metrics: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -215,7 +221,8 @@ def _check_folder(folder: Path, method: str) -> tuple[str, ...]:
                            "must be safetensors only.")
     if not any(f.endswith(".safetensors") for f in files):
         raise AdapterError(f"{folder} has no .safetensors weights.")
-    config = "adapter_config.json" if method in LORA_METHODS else "reft_config.json"
+    config = {**dict.fromkeys(LORA_METHODS, "adapter_config.json"), "reft": "reft_config.json",
+              FULL_METHOD: "config.json"}[method]
     if config not in files:
         raise AdapterError(f"{folder} has no {config}: it is not a {method} adapter.")
     return files

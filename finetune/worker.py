@@ -2,8 +2,10 @@
 
 Runs one job record (see ``finetune.jobs``): resolves the base model (dequantizing a
 GGUF once), reads the dataset, trains, then on rank 0 registers the adapter and converts a
-LoRA to GGUF (so chat can use it at once), and evaluates base against adapter on the
-held-out split into the adapter's metrics. A job resumed after registration goes straight
+LoRA (or a fully fine-tuned model) to GGUF (so chat can use it at once), and evaluates base
+against adapter on the held-out split into the adapter's metrics. A full fine-tune's
+checkpoints (fp32 weights and AdamW states, ~7.5 GB for the 0.5B) are deleted once it is
+registered. A job resumed after registration goes straight
 to the evaluation.
 
 Runs unchanged under ``torchrun --nproc_per_node N -m finetune.worker --job DIR`` (the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -121,6 +124,8 @@ def _train_then_register(record, spec, dataset, examples, base_dir: Path, job_di
     done = {"adapter_id": _register(record, dataset, trained["adapter_dir"], base_dir, result),
             "result": result}
     (job_dir / REGISTERED).write_text(json.dumps(done), encoding="utf-8")
+    if record.method == "full":
+        shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)
     return done
 
 
@@ -145,7 +150,7 @@ def _train(method: str, spec, base_dir: Path, examples, job_dir: Path, resume: b
                 "trainable": r.trainable_params, "total": r.base_params}
     from finetune import train
 
-    fn = train.train_dpo if method == "dpo" else train.train_lora
+    fn = {"dpo": train.train_dpo, "full": train.train_full}.get(method, train.train_lora)
     r = fn(spec, base_dir, examples, job_dir, resume=resume)
     return {"adapter_dir": r.adapter_dir, "steps": r.steps, "loss": r.train_loss,
             "seconds": r.seconds, "seconds_per_step": r.seconds_per_step,
@@ -184,13 +189,16 @@ def _register(record, dataset, adapter_dir: Path, base_dir: Path, metrics: dict)
     spec = to_dict(spec_from_dict(record.method, record.spec))
     adapter = registry.register(adapter_dir, method=record.method, base_model=record.base_model,
                                 dataset_hash=dataset.hash, spec=spec, metrics=metrics,
-                                name=record.name)
-    if adapter.is_lora:
+                                name=record.name, move=record.method == "full")
+    if adapter.is_lora or adapter.is_full:
         try:
-            from finetune.gguf import to_gguf_lora
+            from finetune.gguf import to_gguf_full, to_gguf_lora
 
-            to_gguf_lora(adapter, base_dir)
-        except Exception as exc:  # noqa: BLE001 - recorded in the manifest by to_gguf_lora
+            if adapter.is_full:
+                to_gguf_full(adapter)
+            else:
+                to_gguf_lora(adapter, base_dir)
+        except Exception as exc:  # noqa: BLE001 - recorded in the manifest by to_gguf_*
             log.warning("GGUF conversion of %s failed: %s", adapter.adapter_id, exc)
     return adapter.adapter_id
 
