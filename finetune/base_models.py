@@ -168,12 +168,22 @@ def ensure_gguf_library() -> None:
 
 
 # --- memory and time estimate ------------------------------------------------------------
-KNOWN_PARAMS = {"qwen2.5-coder-0.5b": 494_032_768, "qwen2.5-coder-1.5b": 1_543_714_304}
+# What the dequantized folders hold (their GGUFs carry an output matrix of their own, so
+# the HF models are untied: 136 M / 233 M more than the published counts).
+KNOWN_PARAMS = {"qwen2.5-coder-0.5b": 630_167_424, "qwen2.5-coder-1.5b": 1_777_088_000}
 # Measured on 2 CPU cores (STACK notes): LoRA r=8 on q/k/v/o, batch 2, ~60 tokens:
 # 0.5B 2.5 s/step and 4.2 GB, 1.5B 7 s/step and 10.9 GB  ->  ~1.6 x fp32 weights + 1 GB,
-# ~1.5e11 useful FLOP/s on 2 cores.
-CPU_FLOPS_PER_CORE = 7.5e10
+# ~1.9e11 useful FLOP/s on 2 cores (counting every weight, the output matrix included).
+CPU_FLOPS_PER_CORE = 9.6e10
 GPU_FLOPS = 2.0e13
+# Full fine-tuning of the 0.5B on 2 cores (README, "Measured"): 5.8 s/step against LoRA's
+# 3.1 on the same batches (the weight gradients), fused AdamW 0.05 s per 100 M weights,
+# peak RSS 11.9 GB against 10.1 GB of weights, gradients and AdamW states.
+FULL_COMPUTE_FACTOR = 1.6
+FULL_ACTIVATION_FACTOR = 4.0
+ADAMW_BYTES_PER_PARAM = 28  # read weight, gradient, two states; write weight, two states
+CPU_BANDWIDTH = 5.0e10
+GPU_BANDWIDTH = 2.0e12
 
 
 @dataclass(frozen=True)
@@ -184,10 +194,12 @@ class Estimate:
     fits: bool
     reason: str
     available_gb: float = 0.0
+    breakdown: str = ""  # what the memory is made of (full fine-tuning)
 
     def describe(self) -> str:
         verdict = "fits" if self.fits else "does NOT fit"
-        return (f"~{self.params / 1e6:.0f}M parameters; needs ~{self.memory_gb:.1f} GB "
+        parts = f" = {self.breakdown}" if self.breakdown else ""
+        return (f"~{self.params / 1e6:.0f}M parameters; needs ~{self.memory_gb:.1f} GB{parts} "
                 f"({self.available_gb:.1f} GB available: {verdict}); ~{self.seconds_per_step:.1f} "
                 f"s per step. {self.reason}").strip()
 
@@ -233,34 +245,96 @@ def count_layers(name_or_path: str, cache_dir: Path) -> int | None:
 def estimate(spec, base: str, cache_dir: Path, mean_tokens: float = 0.0) -> Estimate:
     """Memory and time per optimizer step of ``spec`` on ``base``; ``fits`` is False, with
     the reason, when the free RAM (or GPU memory) is too small. ``mean_tokens``: the
-    dataset's mean example length (the time scales with it; default: 256 tokens)."""
-    import psutil
-    import torch
-
+    dataset's mean example length (the time scales with it; default: 256 tokens). For
+    full fine-tuning ``breakdown`` names the parts (weights, gradients, AdamW states,
+    activations)."""
     params = count_params(base, cache_dir)
     seq = min(getattr(spec, "block_size", 0) or spec.max_length, 256)
     if mean_tokens and not getattr(spec, "block_size", 0):
         seq = min(spec.max_length, max(16.0, mean_tokens))
-    tokens_per_step = spec.micro_batch_size * spec.grad_accum * seq
-    factor = 2.6 if getattr(spec, "beta", None) else 1.6  # DPO: chosen + rejected + reference
-    memory = params * 4 * factor / 1e9 + 1.0 + spec.micro_batch_size * seq * params * 2e-12
+    full = _is_full(spec)
+    memory, breakdown = _full_memory(spec, params, seq) if full else (
+        _adapter_memory(spec, params, seq), "")
     needs_dequant = base in KNOWN_PARAMS and not (cache_dir / base / MARKER).is_file()
     if needs_dequant:
         memory = max(memory, params * 8 / 1e9)  # GGUF -> float32 conversion peak
-    cuda = torch.cuda.is_available()
-    if cuda:
-        free, _ = torch.cuda.mem_get_info()
-        available = free / 1e9
-        flops = GPU_FLOPS
-    else:
-        available = psutil.virtual_memory().available / 1e9
-        flops = CPU_FLOPS_PER_CORE * (os.cpu_count() or 1)
-    seconds = 6 * params * tokens_per_step / flops * (2.0 if factor > 2 else 1.0)
+    cuda, available, flops = _free_memory()
+    seconds = _step_seconds(spec, params, seq, flops, cuda)
     fits = memory <= available * 0.95
-    reason = "" if fits else (f"The job needs about {memory:.1f} GB but only {available:.1f} GB "
-                              f"is free{' on the GPU' if cuda else ''}: choose a smaller base "
-                              "model, micro-batch or max length.")
+    reason = "" if fits else _refusal(full, params, memory, available, cuda)
     if needs_dequant:
         reason = (reason + " The first job on this base converts it from GGUF (about a "
                   "minute for the 0.5B).").strip()
-    return Estimate(params, round(memory, 2), round(seconds, 2), fits, reason, round(available, 2))
+    return Estimate(params, round(memory, 2), round(seconds, 2), fits, reason,
+                    round(available, 2), breakdown)
+
+
+def _is_full(spec) -> bool:
+    from finetune.specs import FullSpec
+
+    return isinstance(spec, FullSpec)
+
+
+def _free_memory() -> tuple[bool, float, float]:
+    """(on a GPU, free GB there or in RAM, useful FLOP/s)."""
+    import psutil
+    import torch
+
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return True, free / 1e9, GPU_FLOPS
+    return (False, psutil.virtual_memory().available / 1e9,
+            CPU_FLOPS_PER_CORE * (os.cpu_count() or 1))
+
+
+def _activations_gb(spec, params: int, seq: float) -> float:
+    return spec.micro_batch_size * seq * params * 2e-12
+
+
+def _adapter_memory(spec, params: int, seq: float) -> float:
+    """GB for an adapter on a frozen fp32 base (LoRA, CPT, DPO, ReFT)."""
+    factor = 2.6 if getattr(spec, "beta", None) else 1.6  # DPO: chosen + rejected + reference
+    return params * 4 * factor / 1e9 + 1.0 + _activations_gb(spec, params, seq)
+
+
+def _full_memory(spec, params: int, seq: float) -> tuple[float, str]:
+    """GB for full fine-tuning, and its parts: fp32 weights, as many gradients, AdamW's
+    two states, activations (less with gradient checkpointing) and the runtime.
+
+    >>> from finetune.specs import FullSpec
+    >>> _full_memory(FullSpec(micro_batch_size=2), 630_167_424, 86)[1]
+    'weights 2.5 + gradients 2.5 + AdamW states 5.0 + activations 0.9 + runtime 1.0 GB'
+    """
+    weights = params * 4 / 1e9
+    activations = _activations_gb(spec, params, seq) * FULL_ACTIVATION_FACTOR
+    if spec.gradient_checkpointing:
+        activations *= 0.3
+    parts = {"weights": weights, "gradients": weights, "AdamW states": 2 * weights,
+             "activations": activations, "runtime": 1.0}
+    text = " + ".join(f"{name} {gb:.1f}" for name, gb in parts.items()) + " GB"
+    return sum(parts.values()), text
+
+
+def _step_seconds(spec, params: int, seq: float, flops: float, cuda: bool) -> float:
+    """Forward and backward (6 FLOP per parameter and token; DPO twice), and for full
+    fine-tuning the weight gradients and the AdamW update over every weight."""
+    tokens = spec.micro_batch_size * spec.grad_accum * seq
+    seconds = 6 * params * tokens / flops * (2.0 if getattr(spec, "beta", None) else 1.0)
+    if _is_full(spec):
+        seconds *= FULL_COMPUTE_FACTOR
+        seconds += params * ADAMW_BYTES_PER_PARAM / (GPU_BANDWIDTH if cuda else CPU_BANDWIDTH)
+        if spec.gradient_checkpointing:
+            seconds *= 1.3
+    return seconds
+
+
+def _refusal(full: bool, params: int, memory: float, available: float, cuda: bool) -> str:
+    where = " on the GPU" if cuda else ""
+    if full:
+        return (f"Full fine-tuning of ~{params / 1e6:.0f}M parameters needs about "
+                f"{memory:.1f} GB (16 bytes per parameter for the weights, their gradients "
+                f"and AdamW's two states, plus activations) but only {available:.1f} GB is "
+                f"free{where}: train a LoRA adapter instead (about a tenth of that), or choose "
+                "a smaller base model" + ("" if cuda else ", or a machine with a GPU") + ".")
+    return (f"The job needs about {memory:.1f} GB but only {available:.1f} GB is free{where}: "
+            "choose a smaller base model, micro-batch or max length.")

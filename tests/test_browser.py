@@ -167,7 +167,7 @@ def test_finetune_tab_imports_previews_and_estimates(app_server, tmp_path):
         page.get_by_role("tab", name="Train", exact=True).click()
         page.locator("#ft-estimate").click()
         estimate = page.locator("#ft-estimate-result")
-        expect(estimate).to_contain_text("494M parameters", timeout=120_000)
+        expect(estimate).to_contain_text("630M parameters", timeout=120_000)
         expect(estimate).to_contain_text("GB")
         expect(estimate).to_contain_text("s per step")
         # each method brings its own defaults for the shared fields

@@ -126,7 +126,7 @@ def test_estimate_and_refusals(assistant, tmp_path):
     spec = tp.spec_values("lora", form)
     assert spec["r"] == 8 and isinstance(spec["micro_batch_size"], int)
     text = tp.estimate_text(assistant, "lora", spec, "qwen2.5-coder-0.5b", ds_id)
-    assert "494M parameters" in text and "GB" in text and "s per step" in text
+    assert "630M parameters" in text and "GB" in text and "s per step" in text
     assert "5 steps" in text  # 36 training rows in 18 micro-batches, 4 per step
     assert tp.estimate_text(assistant, "lora", {**spec, "r": 0}, "qwen2.5-coder-0.5b",
                             ds_id).startswith("⚠️ LoRA rank r must be between 1 and 512")
