@@ -6,6 +6,8 @@
   LoRA once and apply it per request, ``LlamaCppLLM.with_lora`` switches it on the model
   loaded in-process; another base is loaded beside it, in-process.
 * a ReFT adapter runs in transformers (``ReftLLM``) on its HF base.
+* a full fine-tune is a whole model: its own GGUF (q8_0, converted when the job ends or
+  on first use) is loaded in-process with llama.cpp, like another base.
 
 Only one adapter model is kept loaded at a time (memory on small machines): asking
 for another releases the previous one. A base given as a Hugging Face folder is
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +46,8 @@ class AdapterServing:
             if self._loaded and self._loaded[0] == record.adapter_id:
                 return self._loaded[1]
             self._loaded = None  # release the previous variant before loading another
-            llm = self._lora_llm(record) if record.is_lora else self._reft_llm(record)
+            llm = (self._lora_llm(record) if record.is_lora else
+                   self._full_llm(record) if record.is_full else self._reft_llm(record))
             self._loaded = (record.adapter_id, llm)
             return llm
 
@@ -105,6 +109,19 @@ class AdapterServing:
 
         return hf_base(base_model, self.paths.models_dir, self.paths.data_dir / "hf-models")
 
+    # --- a full fine-tune: its own GGUF in llama.cpp ------------------------------------
+    def _full_llm(self, record: AdapterRecord) -> LLM:
+        from finetune.gguf import to_gguf_full
+
+        gguf = record.gguf_path
+        if gguf is None or not gguf.is_file():
+            gguf = to_gguf_full(record)
+        cfg = self.settings.llm
+        llm = LlamaCppLLM(gguf, cfg.n_ctx, cfg.n_threads, cfg.n_gpu_layers, cfg.seed,
+                          cfg.repeat_penalty)
+        llm.name = record.adapter_id
+        return llm
+
     # --- ReFT in transformers ---------------------------------------------------------
     def _reft_llm(self, record: AdapterRecord) -> LLM:
         from assistant.reft_llm import ReftLLM
@@ -119,11 +136,14 @@ class AdapterServing:
     # --- export -------------------------------------------------------------------------
     def export(self, record: AdapterRecord, kind: str, quant: str = "Q4_K_M") -> Path:
         """A merged model (safetensors folder) or a quantized GGUF file under
-        ``<data_dir>/exports/``."""
+        ``<data_dir>/exports/``. A full fine-tune is already a whole model: its own
+        files are copied, or converted."""
         from finetune.gguf import base_hf_of, export_gguf, export_merged
 
         if kind not in EXPORT_KINDS:
             raise AdapterError(f"Unknown export {kind!r}; choose {', '.join(EXPORT_KINDS)}.")
+        if record.is_full:
+            return self._export_full(record, kind, quant)
         if not record.is_lora:
             raise AdapterError(f"{record.adapter_id} is a {record.method} adapter: its "
                                "interventions cannot be merged into weights or GGUF; it is "
@@ -136,3 +156,20 @@ class AdapterServing:
         if kind == "merged-safetensors":
             return merged
         return export_gguf(merged, exports / f"{record.adapter_id}-{quant}.gguf", quant)
+
+    def _export_full(self, record: AdapterRecord, kind: str, quant: str) -> Path:
+        from finetune.gguf import export_gguf
+
+        exports = self.paths.data_dir / "exports"
+        if kind == "gguf":
+            return export_gguf(record.path, exports / f"{record.adapter_id}-{quant}.gguf", quant)
+        out = exports / f"{record.adapter_id}-model"
+        if out.is_dir():
+            return out
+        tmp = out.with_name(out.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name in record.files:  # weights, config and tokenizer; not the manifest
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(record.path / name, tmp / name)
+        tmp.rename(out)
+        return out

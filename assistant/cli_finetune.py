@@ -9,7 +9,7 @@ from pathlib import Path
 from ingest.pipeline import drain
 
 def finetune_parser(sub) -> None:
-    ft = sub.add_parser("finetune", help="training data, LoRA / CPT / DPO / ReFT jobs")
+    ft = sub.add_parser("finetune", help="training data, LoRA / CPT / DPO / ReFT / full jobs")
     ft_sub = ft.add_subparsers(dest="ft_command", required=True)
     data = ft_sub.add_parser("data", help="datasets").add_subparsers(dest="data_command",
                                                                       required=True)
@@ -34,7 +34,9 @@ def finetune_parser(sub) -> None:
     train.add_argument("--base-model", default="qwen2.5-coder-0.5b",
                        help="installed model name, .gguf file or local HF folder")
     train.add_argument("--data", required=True, help="dataset id or a file to import")
-    train.add_argument("--method", choices=("lora", "cpt", "dpo", "reft"), default="lora")
+    train.add_argument("--method", choices=("lora", "cpt", "dpo", "reft", "full"), default="lora",
+                       help="full: every weight trains (about 16 bytes per parameter; the "
+                            "estimate printed first says whether it fits)")
     train.add_argument("--output", default="", help="adapter name")
     train.add_argument("--wait", action="store_true", help="follow progress until the end")
     train.add_argument("--force", action="store_true", help="start despite the memory estimate")
@@ -45,8 +47,11 @@ def finetune_parser(sub) -> None:
                             ("--max-length", int, "max_length"), ("--save-steps", int, "save_steps"),
                             ("--beta", float, "beta"), ("--block-size", int, "block_size"),
                             ("--layers", str, "layers"), ("--rank", int, "rank"),
-                            ("--positions", str, "positions")):
+                            ("--positions", str, "positions"),
+                            ("--weight-decay", float, "weight_decay")):
         train.add_argument(flag, type=kind, dest=f"spec_{key}", default=None, metavar=key.upper())
+    train.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                       dest="spec_gradient_checkpointing", help="full: keep fewer activations")
     ft_sub.add_parser("jobs", help="training jobs, newest first")
     _adapters_parser(ft_sub)
     for name in ("cancel", "resume", "log", "show"):

@@ -60,7 +60,7 @@ class Training:
                 raise JobError(problem)
         dataset = get_dataset(self._datasets.root, dataset_id)
         wanted = {"lora": ("chat",), "reft": ("chat",), "dpo": ("preference",),
-                  "cpt": ("text", "chat")}[method]
+                  "cpt": ("text", "chat"), "full": ("chat",)}[method]
         if dataset.shape not in wanted:
             raise JobError(f"Method {method} needs a {' or '.join(wanted)} dataset; "
                            f"{dataset.id} is {dataset.shape}.")

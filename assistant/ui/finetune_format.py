@@ -24,7 +24,8 @@ PREFERENCE_COLUMNS = ["prompt", "chosen", "rejected", "source"]
 JOB_HEADERS = ["Job", "Name", "Method", "Status", "Step", "Loss", "Elapsed", "ETA"]
 ADAPTER_HEADERS = ["Adapter", "Name", "Method", "Base model", "Created", "Chat backend",
                    "Base → adapter (held-out)"]
-METHOD_LABELS = {"lora": "LoRA", "cpt": "Continued pretraining", "dpo": "DPO", "reft": "ReFT"}
+METHOD_LABELS = {"lora": "LoRA", "cpt": "Continued pretraining", "dpo": "DPO", "reft": "ReFT",
+                 "full": "Full fine-tuning"}
 SCORES = (("token_f1", "token F1", True), ("exact", "exact match", True),
           ("accuracy", "accuracy", True), ("loss", "loss", False),
           ("perplexity", "perplexity", False))
@@ -173,6 +174,11 @@ def headline(metrics: dict) -> str:
 
 
 def backend_label(record) -> str:
+    if record.is_full:
+        if record.gguf:
+            return "llama.cpp (its own GGUF model)"
+        return f"llama.cpp (GGUF failed: {record.gguf_error})" if record.gguf_error else \
+            "llama.cpp (GGUF made on first use)"
     if not record.is_lora:
         return "transformers (ReFT)"
     if record.gguf:

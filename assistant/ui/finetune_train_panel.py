@@ -1,5 +1,6 @@
 """Fine-tune tab, Train: the method and its spec fields, the base model, a memory and
-time estimate before start, and Start (the refusal's reason shown when it does not fit).
+time estimate before start (shown at once, with its parts, when full fine-tuning is
+chosen), and Start (the refusal's reason shown when it does not fit).
 
 The callbacks below the builder are plain functions of the facade (tests call them)."""
 from __future__ import annotations
@@ -19,11 +20,12 @@ COMMON = ("lr", "epochs", "max_steps", "micro_batch_size", "grad_accum", "max_le
 PER_METHOD = {"lora": ("target_modules", "r", "alpha", "qlora"),
               "cpt": ("target_modules", "r", "alpha", "qlora", "block_size"),
               "dpo": ("target_modules", "r", "alpha", "qlora", "beta"),
-              "reft": ("layers", "rank", "positions")}
+              "reft": ("layers", "rank", "positions"),
+              "full": ("weight_decay", "gradient_checkpointing")}
 INTS = {"max_steps", "micro_batch_size", "grad_accum", "max_length", "r", "alpha",
         "block_size", "rank"}
 FIELDS = (*COMMON, "target_modules", "r", "alpha", "qlora", "block_size", "beta", "layers",
-          "rank", "positions")
+          "rank", "positions", "weight_decay", "gradient_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class TrainPanel:
 
 
 def build_train_panel(assistant: Assistant, dataset: gr.Dropdown) -> TrainPanel:
-    lora, reft = SPECS["lora"](), SPECS["reft"]()
+    lora, reft, full = SPECS["lora"](), SPECS["reft"](), SPECS["full"]()
     with gr.Row():
         method = gr.Radio([(label, m) for m, label in METHOD_LABELS.items()], value="lora",
                           label="Method", elem_id="ft-method", scale=2)
@@ -84,6 +86,13 @@ def build_train_panel(assistant: Assistant, dataset: gr.Dropdown) -> TrainPanel:
                               label="ReFT rank")
         w["positions"] = gr.Textbox(value=reft.positions, label="Positions",
                                     info="f1 = first prompt token, l1 = last; e.g. f1+l1")
+    with gr.Row(visible=False) as full_box:
+        w["weight_decay"] = gr.Number(value=full.weight_decay, minimum=0, maximum=1.0,
+                                      step=0.01, label="Weight decay (AdamW)")
+        w["gradient_checkpointing"] = gr.Checkbox(
+            value=full.gradient_checkpointing, label="Gradient checkpointing",
+            info="Every weight trains (about 16 bytes per parameter in memory); this "
+                 "recomputes activations to keep fewer of them", elem_id="ft-grad-ckpt")
     force = gr.Checkbox(value=False, label="Start even when the memory estimate says it "
                                            "does not fit")
     with gr.Row():
@@ -96,9 +105,10 @@ def build_train_panel(assistant: Assistant, dataset: gr.Dropdown) -> TrainPanel:
 
     def on_method(m: str):
         spec = SPECS[m]()  # each method's own defaults for the shared fields
-        return (gr.Group(visible=m != "reft"), gr.Row(visible=m == "reft"),
-                gr.Number(value=spec.lr), gr.Number(value=spec.epochs),
-                gr.Number(value=spec.grad_accum), gr.Number(visible=m == "cpt"),
+        return (gr.Group(visible=m not in ("reft", "full")), gr.Row(visible=m == "reft"),
+                gr.Row(visible=m == "full"), gr.Number(value=spec.lr),
+                gr.Number(value=spec.epochs), gr.Number(value=spec.grad_accum),
+                gr.Number(value=spec.dropout), gr.Number(visible=m == "cpt"),
                 gr.Number(visible=m == "dpo"), "")
 
     def do_estimate(m: str, base_model: str, ds_id: str | None, *values):
@@ -110,9 +120,14 @@ def build_train_panel(assistant: Assistant, dataset: gr.Dropdown) -> TrainPanel:
                                     base_model, ds_id, label, skip)
         return message, new_id
 
-    method.change(on_method, [method], [lora_box, reft_box, w["lr"], w["epochs"],
-                                        w["grad_accum"], w["block_size"], w["beta"], estimate],
-                  api_name=False)
+    def estimate_if_full(m: str, base_model: str, ds_id: str | None, *values):
+        return do_estimate(m, base_model, ds_id, *values) if m == "full" else ""
+
+    method.change(on_method, [method], [lora_box, reft_box, full_box, w["lr"], w["epochs"],
+                                        w["grad_accum"], w["dropout"], w["block_size"],
+                                        w["beta"], estimate], api_name=False
+                  ).then(estimate_if_full, [method, base, dataset, *fields], [estimate],
+                         api_name=False)
     estimate_btn.click(do_estimate, [method, base, dataset, *fields], [estimate], api_name=False)
     started = start_btn.click(do_start, [method, base, dataset, name, force, *fields],
                               [status, job_id], api_name=False)
@@ -144,8 +159,9 @@ def estimate_text(assistant: Assistant, method: str, spec: dict, base: str,
     except EXPECTED as exc:
         return f"⚠️ {exc}"
     verdict = "**Fits**" if est.fits else "**Does not fit**"
-    text = (f"{verdict}: ~{est.params / 1e6:.0f}M parameters; needs ~{est.memory_gb:.1f} GB "
-            f"of {est.available_gb:.1f} GB free; ~{est.seconds_per_step:.1f} s per step")
+    parts = f" ({est.breakdown})" if est.breakdown else ""
+    text = (f"{verdict}: ~{est.params / 1e6:.0f}M parameters; needs ~{est.memory_gb:.1f} GB"
+            f"{parts} of {est.available_gb:.1f} GB free; ~{est.seconds_per_step:.1f} s per step")
     rows = next((r.train for r in assistant.datasets.list() if r.id == ds_id), 0) if ds_id else 0
     if rows and method != "cpt":
         steps = planned_steps({**SPECS[method]().__dict__, **spec}, rows)
