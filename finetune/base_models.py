@@ -172,7 +172,7 @@ def ensure_gguf_library() -> None:
 # the HF models are untied: 136 M / 233 M more than the published counts).
 KNOWN_PARAMS = {"qwen2.5-coder-0.5b": 630_167_424, "qwen2.5-coder-1.5b": 1_777_088_000}
 # Measured on 2 CPU cores (STACK notes): LoRA r=8 on q/k/v/o, batch 2, ~60 tokens:
-# 0.5B 2.5 s/step and 4.2 GB, 1.5B 7 s/step and 10.9 GB  ->  ~1.6 x fp32 weights + 1 GB,
+# 0.5B 2.5 s/step and 4.2 GB, 1.5B 7 s/step and 10.9 GB  ->  ~1.4 x fp32 weights + 1 GB,
 # ~1.9e11 useful FLOP/s on 2 cores (counting every weight, the output matrix included).
 CPU_FLOPS_PER_CORE = 9.6e10
 GPU_FLOPS = 2.0e13
@@ -293,7 +293,7 @@ def _activations_gb(spec, params: int, seq: float) -> float:
 
 def _adapter_memory(spec, params: int, seq: float) -> float:
     """GB for an adapter on a frozen fp32 base (LoRA, CPT, DPO, ReFT)."""
-    factor = 2.6 if getattr(spec, "beta", None) else 1.6  # DPO: chosen + rejected + reference
+    factor = 2.3 if getattr(spec, "beta", None) else 1.4  # DPO: chosen + rejected + reference
     return params * 4 * factor / 1e9 + 1.0 + _activations_gb(spec, params, seq)
 
 
