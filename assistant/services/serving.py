@@ -88,7 +88,8 @@ class Serving:
     def llm_for(self, model_id: str | None = None) -> LLM:
         """The chat model for ``model_id``: None -> the one chosen with ``use_model``
         (default: the base); the base id -> ``llm``; an adapter id or name -> the base
-        with that adapter (LoRA in llama.cpp, ReFT in transformers). Unknown id:
+        with that adapter (LoRA in llama.cpp, ReFT in transformers), or a fully
+        fine-tuned model (its own GGUF in llama.cpp). Unknown id:
         ``AdapterError`` listing the known ones."""
         model_id = model_id or self._chat_model
         if not model_id or model_id == self._base_model_id():
@@ -121,7 +122,8 @@ class Serving:
 
     def export_adapter(self, adapter_id: str, kind: str = "gguf", quant: str = "Q4_K_M"
                        ) -> Path:
-        """A LoRA adapter merged into its base: kind "merged-safetensors" (a folder with
+        """A LoRA adapter merged into its base, or a fully fine-tuned model: kind
+        "merged-safetensors" (a folder with
         config.json + model.safetensors + tokenizer) or "gguf" (one file, quant Q4_K_M,
         Q5_K_M or Q8_0), under <data_dir>/exports/."""
         return self._adapters.export(self.adapters.find(adapter_id), kind, quant)
