@@ -286,33 +286,19 @@ def merge(path: Path, parts: list[tuple[Segment, np.ndarray | None]]) -> int:
     for seg, _ in parts:
         seg.verify()
     alive = [np.ones(s.count, bool) if dead is None else ~dead for s, dead in parts]
-    union: dict[bytes, int] = {}  # every term of the parts -> its number here
-    union_keys: list[int] = []
-    maps = [_add_terms(seg, union, union_keys) for seg, _ in parts]
-    counts = [_live_counts(seg, live) for (seg, _), live in zip(parts, alive)]
-    df = np.zeros(len(union_keys), np.int64)
-    for m, c in zip(maps, counts):
-        df[m] += c
-    kept = np.flatnonzero(df)
-    order = kept[np.argsort(np.asarray(union_keys, np.uint64)[kept], kind="stable")]
-    final = np.full(len(union_keys), -1, np.int64)
-    final[order] = np.arange(len(order))
-    post_at = np.zeros(len(order) + 1, np.int64)
-    np.cumsum(df[order], out=post_at[1:])
-    terms = list(union)
-    blob, term_at = _joined([terms[i] for i in order])
+    term_arrays, numbers, counts = _merged_terms(parts, alive)
     row_arrays = _merged_rows(parts, alive)
+    post_at = term_arrays["post_at"]
     wide = any(seg.tfs.dtype == np.uint32 for seg, _ in parts)
-    arrays = {"term_keys": np.asarray(union_keys, np.uint64)[order], "term_at": term_at,
-              "terms": blob, "post_at": post_at, "rows": (np.int32, int(post_at[-1])),
+    arrays = {**term_arrays, "rows": (np.int32, int(post_at[-1])),
               "tfs": (np.uint32 if wide else np.uint16, int(post_at[-1])), **row_arrays}
 
     def fill(writer: _Writer) -> None:
         out_rows, out_tfs = writer.fill("rows"), writer.fill("tfs")
         cursor, base = post_at[:-1].copy(), 0
-        for (seg, _), live, m, c in zip(parts, alive, maps, counts):
+        for (seg, _), live, number, c in zip(parts, alive, numbers, counts):
             row_map = np.cumsum(live, dtype=np.int64) - 1 + base
-            _copy_postings(seg, live, final[m], c, row_map, cursor, out_rows, out_tfs)
+            _copy_postings(seg, live, number, c, row_map, cursor, out_rows, out_tfs)
             base += int(live.sum())
         for out in (out_rows, out_tfs):
             if isinstance(out, np.memmap):
@@ -321,6 +307,30 @@ def merge(path: Path, parts: list[tuple[Segment, np.ndarray | None]]) -> int:
     count = len(row_arrays["lengths"])
     _write(path, count, int(row_arrays["lengths"].sum(dtype=np.int64)), arrays, fill)
     return count
+
+
+def _merged_terms(parts, alive) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The term arrays of the merge (every term with a live posting, by hash; ``post_at``
+    from the live counts), each part's terms' numbers in it, and each part's live
+    postings per term."""
+    union: dict[bytes, int] = {}  # every term of the parts -> its number in ``union_keys``
+    union_keys: list[int] = []
+    maps = [_add_terms(seg, union, union_keys) for seg, _ in parts]
+    counts = [_live_counts(seg, live) for (seg, _), live in zip(parts, alive)]
+    df = np.zeros(len(union_keys), np.int64)
+    for m, c in zip(maps, counts):
+        df[m] += c
+    kept = np.flatnonzero(df)
+    keys = np.asarray(union_keys, np.uint64)
+    order = kept[np.argsort(keys[kept], kind="stable")]
+    final = np.full(len(union_keys), -1, np.int64)
+    final[order] = np.arange(len(order))
+    post_at = np.zeros(len(order) + 1, np.int64)
+    np.cumsum(df[order], out=post_at[1:])
+    terms = list(union)
+    blob, term_at = _joined([terms[i] for i in order])
+    arrays = {"term_keys": keys[order], "term_at": term_at, "terms": blob, "post_at": post_at}
+    return arrays, [final[m] for m in maps], counts
 
 
 def _add_terms(seg: Segment, union: dict[bytes, int], union_keys: list[int]) -> np.ndarray:

@@ -212,3 +212,30 @@ def test_the_catalog_logs_every_change_to_the_searchable_passages(tmp_path):
     assert catalog.changes_since(6, 100) == (9, changes[3:])
     assert catalog.changes_since(6, 2) is None and catalog.changes_since(99, 100) is None
     catalog.close()
+
+
+def test_a_merge_keeps_the_live_rows_in_order_with_their_postings(tmp_path):
+    import numpy as np
+    from collections import Counter
+
+    from knowledge.bm25_segment import Segment, merge, write_segment
+
+    rng = random.Random(1)
+    parts, rows = [], {}
+    for name, n in (("a", 300), ("b", 200), ("c", 40)):
+        rows[name] = [(f"{name}{i}", Counter(t), len(t))
+                      for i, t in enumerate(rng.choices(WORDS, k=rng.randint(1, 30)) for _ in range(n))]
+        write_segment(tmp_path / name, rows[name])
+        parts.append(Segment(tmp_path / name))
+    dead_a = np.arange(300) % 3 == 0
+    merge(tmp_path / "m", [(parts[0], dead_a), (parts[1], None), (parts[2], np.ones(40, bool))])
+    merged = Segment(tmp_path / "m")
+    merged.verify()
+    live = [r for r, d in zip(rows["a"], dead_a) if not d] + rows["b"]  # all of c is dead
+    assert merged.chunk_ids() == [cid for cid, _, _ in live]
+    assert merged.total == sum(n for _, _, n in live)
+    for term in set(WORDS):
+        found = merged.postings(term)
+        got = list(zip(*(a.tolist() for a in found))) if found else []
+        assert got == [(i, c[term]) for i, (_, c, _) in enumerate(live) if term in c], term
+    assert all(merged.row_of(cid) == i for i, (cid, _, _) in enumerate(live))
