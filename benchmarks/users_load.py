@@ -288,18 +288,20 @@ def report(args, settings, calls: list[Call], wall: float, problems: list[str]) 
     print(f"\n## {sum(USERS.values())} users for {args.minutes:g} min ({llm.model}, "
           f"llm.parallel {llm.parallel}, max_tokens {llm.max_tokens}, max_queued_requests "
           f"{settings.server.max_queued_requests})\n")
-    print("| users | requests | errors | p50 / p95 s | notes |")
+    print("| users | requests | errors | p50 / p95 | notes |")
     print("|---|---|---|---|---|")
     for kind, n in USERS.items():
         mine = [c for c in calls if c.kind == kind]
         ok = [c for c in mine if c.outcome == "ok"]
         errs = Counter(c.outcome for c in mine if c.outcome != "ok")
         total = [c.total_s for c in ok]
-        lat = f"{pct(total, .5):.2f} / {pct(total, .95):.2f}"
+        lat = f"{pct(total, .5):.2f} / {pct(total, .95):.2f} s"
+        if kind in ("list", "models"):
+            lat = f"{pct(total, .5) * 1000:.0f} / {pct(total, .95) * 1000:.0f} ms"
         note = ""
         if kind == "chat":
             first = [c.first_s for c in ok]
-            lat = f"first token {pct(first, .5):.1f} / {pct(first, .95):.1f}; whole {lat}"
+            lat = f"first token {pct(first, .5):.1f} / {pct(first, .95):.1f} s; whole {lat}"
             tokens = sum(c.tokens for c in ok)
             note = f"{tokens} completion tokens, {tokens / wall:.1f} tokens/s overall"
         elif kind == "ingest":
