@@ -259,3 +259,22 @@ def _token_digest(token: str) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def add_account(store: AccountStore, conversations: Path, name: str, password: str,
+                role: str | None = None) -> tuple[User, int]:
+    """Make an account (the CLI's ``users add`` and the administration page): the first
+    one is an admin unless ``role`` says otherwise, and the conversations made before
+    accounts existed (``conversations``: their SQLite file) become its own. Returns the
+    account and how many conversations it adopted."""
+    from assistant.conversations import ConversationStore
+
+    first = not store.exists()
+    user = store.add(name, password, role or ("admin" if first else "user"))
+    if not first:
+        return user, 0
+    kept = ConversationStore(conversations)
+    try:
+        return user, kept.adopt(user.name)
+    finally:
+        kept.close()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import getpass
 import sys
 
-from assistant.accounts import ROLES, AccountError, AccountStore
-from assistant.conversations import ConversationStore
+from assistant.accounts import ROLES, AccountError, AccountStore, add_account
 
 
 def users_parser(sub) -> None:
@@ -42,18 +41,13 @@ def cmd_users(settings, args) -> int:
 
 def _add(store: AccountStore, args, data) -> int:
     first = not store.exists()
-    role = args.role or ("admin" if first else "user")
-    user = store.add(args.name, _password(args, f"Password for {args.name}: "), role)
+    user, adopted = add_account(store, data / "conversations.sqlite3", args.name,
+                                _password(args, f"Password for {args.name}: "), args.role)
     print(f"Account {user.name!r} made ({user.role}).")
+    if adopted:
+        print(f"The {adopted} conversation(s) made before accounts existed now belong "
+              f"to {user.name!r}.")
     if first:
-        conversations = ConversationStore(data / "conversations.sqlite3")
-        try:
-            adopted = conversations.adopt(user.name)
-        finally:
-            conversations.close()
-        if adopted:
-            print(f"The {adopted} conversation(s) made before accounts existed now belong "
-                  f"to {user.name!r}.")
         print("From now on the API asks for a token (`python -m assistant users token "
               f"{user.name}`), and the page for a login once Docent is started again; "
               "admins manage it at /admin/.")

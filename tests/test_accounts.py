@@ -221,3 +221,25 @@ def test_a_question_asked_on_the_page_belongs_to_the_account_logged_in(clinic):
     (bobs,) = a.conversations.list("bob")
     assert bobs.turns == 1 and a.conversations.list("alice") == []
     assert a.inference_log.entries()[-1]["user"] == "bob"
+
+
+def test_admins_manage_accounts_on_the_page(tmp_path):
+    from assistant.ui.accounts_panel import act
+
+    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM(REPLY), embedder=HashEmbedder())
+    try:
+        mine = a.conversations.create(title="before accounts")
+        table, message, cleared = act(a, "add", "dr.lan", "a long password", "user")
+        assert "(admin)" in message and "1 conversation" in message and cleared == ""
+        assert [c.conversation_id for c in a.conversations.list("dr.lan")] == [mine.conversation_id]
+        table, message, _ = act(a, "add", "mai", "short", "user")
+        assert message.startswith("⚠️") and "at least 8" in message
+        act(a, "add", "mai", "mai's password", "user")
+        _, message, _ = act(a, "token", "mai")
+        token = message.split("`")[1]
+        assert a.access.by_token(token).name == "mai"
+        table, message, _ = act(a, "remove", "dr.lan")
+        assert "last admin" in message
+        assert [row[:2] for row in table] == [["dr.lan", "admin"], ["mai", "user"]]
+    finally:
+        a.close()

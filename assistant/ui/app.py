@@ -4,6 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from assistant.core import Assistant
+from assistant.ui.accounts_panel import build_accounts_panel
 from assistant.ui.chat_tab import build_chat_tab
 from assistant.ui.downloads import Downloads
 from assistant.ui.finetune_tab import build_finetune_tab
@@ -16,8 +17,8 @@ CACHE_CLEANUP = (3600, 86400)
 
 
 def build_ui(assistant: Assistant, admin: bool = True) -> gr.Blocks:
-    """The page. ``admin``: with the Knowledge and Fine-tune tabs (managing knowledge
-    bases, folder sync, training, deletion); without them, the page of an account with
+    """The page. ``admin``: with the Knowledge, Fine-tune and Accounts tabs (managing
+    knowledge bases, folder sync, training, deletion, accounts); without them, the page of an account with
     the user role: ask, read sources, and its own conversations. The handlers of a tab
     that is not built do not exist, so they cannot be called."""
     downloads = Downloads()  # conversation exports and exam files offered for download
@@ -37,6 +38,8 @@ def build_ui(assistant: Assistant, admin: bool = True) -> gr.Blocks:
                 build_knowledge_tab(demo, assistant, kb_choice, downloads)
             with gr.Tab("Fine-tune", id="finetune-tab"):
                 build_finetune_tab(demo, assistant, kb_choice, model_choice)
+            with gr.Tab("Accounts", id="accounts-tab"):
+                build_accounts_panel(demo, assistant)
         demo.load(lambda kb: gr.Dropdown(choices=assistant.documents.knowledge_bases(), value=kb),
                   [kb_choice], [kb_choice], api_name=False)
 
