@@ -222,6 +222,10 @@ def _client_errors(where: str):
 
     try:
         yield
+    except openai.APITimeoutError as exc:  # a kind of connection error: said apart
+        raise BackendUnavailable(f"The LLM server at {where} did not answer within "
+                                 "llm.request_timeout; it is probably busy with other "
+                                 "answers.") from exc
     except openai.APIConnectionError as exc:
         raise BackendUnavailable(f"Cannot reach the LLM server at {where}: {exc}") from exc
     except openai.APIStatusError as exc:
@@ -317,12 +321,17 @@ class ServedLLM(LLM):
 
     def _explained(self, pieces: Iterator[str], restarts: int) -> Iterator[str]:
         """``pieces``, with a failure told in the user's terms: the model's process ended
-        (how, once the supervisor has seen it) and is being restarted."""
+        (how, once the supervisor has seen it) and is being restarted, or, when it is
+        still running, what went wrong (a timeout on a busy machine)."""
         try:
             yield from pieces
         except BackendUnavailable as exc:
             time.sleep(0.5)  # let the supervisor see the exit, to say how it ended
             status = self.server.status()
+            if status["restarts"] == restarts and status["pid"] is not None:
+                raise BackendUnavailable(  # it did not stop: a timeout, a refusal
+                    f"The model did not finish this answer ({exc}); its process is still "
+                    "running: ask again in a moment.") from exc
             how = f" ({status['last_exit']})" if status["restarts"] > restarts else ""
             raise BackendUnavailable(
                 f"The model's process stopped during this answer{how} and is being "

@@ -81,6 +81,15 @@ def test_an_answer_cut_by_a_crash_fails_with_a_reason_and_the_next_one_works(fak
     assert text.startswith("Wash your hands") and text.endswith("dirty")
 
 
+def test_a_slow_answer_is_not_reported_as_a_crash(fake_server):
+    """A timeout (a busy machine) says the process is still running, not restarted."""
+    llm = ServedLLM(fake_server, "fake", 4096, request_timeout=0.02, ready_timeout=30)
+    with pytest.raises(BackendUnavailable) as err:
+        list(llm.stream_chat([{"role": "user", "content": "hi"}], 64, 0.0))
+    assert "still running" in str(err.value) and "restarted" not in str(err.value)
+    assert fake_server.status()["restarts"] == 0
+
+
 def test_token_counts_come_from_the_server_and_survive_its_absence(fake_server):
     llm = ServedLLM(fake_server, "fake", 4096, ready_timeout=30)
     assert llm.count_tokens("one two three") == 3  # the stand-in counts words
