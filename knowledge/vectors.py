@@ -60,9 +60,9 @@ class VectorIndex:
         return last[1]
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
-        """``(chunk_id, cosine similarity)`` for the ``k`` nearest chunks."""
-        if self.count() == 0:
-            return []
+        """``(chunk_id, cosine similarity)`` for the ``k`` nearest chunks. An empty
+        collection answers no ids; it is not counted first, because Chroma counts by a
+        table scan (168 ms at a million chunks)."""
         qvec = self.query_vector(query)
         result = self._store.query(
             VectorStoreQuery(query_embedding=qvec.tolist(), similarity_top_k=k)
