@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from collections.abc import Callable, Iterator, Sequence
 
+from assistant.cite_grammar import cited_answer_grammar
 from assistant.citations import MarkerFilter, add_missing_markers, build_citations, marker_numbers
 from assistant.condense import condense, translate_query
 from assistant.step_checks import (StepCheck, check_condensed, check_translation,
@@ -24,6 +25,7 @@ from assistant.language import (LatinOnlyStream, TraditionalStream, question_lan
 from assistant.llm import LLM
 from assistant.messages import say
 from assistant.profiles import MEDICAL_DISCLAIMER, Profile
+from assistant.repetition import RepeatStop
 from assistant.prompts import answer_messages, fit_sources, source_from_hit
 from assistant.settings import Settings
 from assistant.types import Answer, AnswerDelta, Citation, Reading, Source
@@ -149,8 +151,13 @@ class Answerer:
         stages += [TraditionalStream()] if run.lang == "zh-Hant" else []
         latin = LatinOnlyStream() if run.lang in ("en", "vi") else None
         stages += [latin] if latin else []
+        repeat = RepeatStop()  # last: it judges the text as shown
+        stages.append(repeat)
         if latin:
             llm = llm.latin_only()  # CJK tokens cannot be sampled (where the backend can)
+        if self._cite_while_writing(run.lang, sources):
+            llm = llm.constrained(cited_answer_grammar(valid))
+            run.steps += ("citations: a marker required in every sentence (grammar)",)
         yield Reading(tuple(sources), run.lang)
         shown: list[str] = []
         if run.urgent:
@@ -158,7 +165,8 @@ class Answerer:
             yield AnswerDelta(shown[-1])
         pieces: list[str] = []
         t1 = time.perf_counter()
-        for piece in llm.stream_chat(messages, cfg.max_tokens, cfg.temperature):
+        stream = llm.stream_chat(messages, cfg.max_tokens, cfg.temperature)
+        for piece in stream:
             if not pieces:
                 run.timings["first_token_s"] = time.perf_counter() - t1
             pieces.append(piece)
@@ -166,6 +174,11 @@ class Answerer:
             if out:
                 shown.append(out)
                 yield AnswerDelta(out)
+            if repeat.stopped:  # the model loops: end its request, keep what it said
+                getattr(stream, "close", lambda: None)()
+                run.steps += (f"repetition: stopped after {repeat.repeats} repeated "
+                              "sentences",)
+                break
         tail = _flush(stages)
         if tail:
             shown.append(tail)
@@ -198,6 +211,16 @@ class Answerer:
                         prompt_tokens=prompt_tokens, support=run.support, steps=run.steps)
         self._record(answer, run)
         yield answer
+
+    def _cite_while_writing(self, lang: str, sources: Sequence[Source]) -> bool:
+        """Whether the answer is decoded under the citing grammar: always, never, or
+        (the default) when it is written in another language than its sources, where a
+        forgotten marker cannot be inferred from shared words afterwards."""
+        mode = self.settings.answers.cite_grammar
+        if mode != "across" or not sources:
+            return mode == "always" and bool(sources)
+        sample = "\n".join(s.text for s in sources)[:4000]
+        return question_language(sample).split("-")[0] != lang.split("-")[0]
 
     def _finish_refusal(self, run: "_Run", reason: str, text: str, hits: list[Hit],
                         profile: Profile) -> Iterator[AnswerDelta | Answer]:

@@ -41,6 +41,12 @@ class LLM(ABC):
         and the answer's own script filter is the only guard."""
         return self
 
+    def constrained(self, grammar: str) -> LLM:
+        """This model whose replies must follow the GBNF ``grammar`` (for example one that
+        requires a source marker in every sentence, ``assistant.cite_grammar``), where
+        the backend allows it; otherwise itself, unconstrained."""
+        return self
+
 
 class LlamaCppLLM(LLM):
     """``lora_path``: a GGUF LoRA applied to every reply. ``with_lora(path, name)`` gives
@@ -280,6 +286,7 @@ class ServedLLM(LLM):
         self._lock = threading.Lock()
         self._cjk_tokens = cjk_tokens  # the model's CJK token ids (see assistant.vocab)
         self._bias: list | None = None  # set on the latin_only() view
+        self._grammar = ""  # set on the constrained() view
 
     def latin_only(self) -> LLM:
         """The same model whose requests give every CJK token a bias of -inf."""
@@ -290,6 +297,11 @@ class ServedLLM(LLM):
             return self
         view = copy.copy(self)
         view._bias = [[i, False] for i in ids]
+        return view
+
+    def constrained(self, grammar: str) -> LLM:
+        view = copy.copy(self)
+        view._grammar = grammar
         return view
 
     def _client(self, timeout: float | None = None):
@@ -308,6 +320,8 @@ class ServedLLM(LLM):
                        "repeat_last_n": self.repeat_last_n, "cache_prompt": True}
         if self._bias:
             extra["logit_bias"] = self._bias
+        if self._grammar:
+            extra["grammar"] = self._grammar
         # every request names the scale of every loaded adapter: one that names none
         # gets the server's start-up scales, which apply them all
         chosen = self.server.lora_id(self.lora) if self.lora is not None else None

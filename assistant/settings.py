@@ -173,6 +173,12 @@ class AnswerSettings(_Section):
         "or 'general' (any subject). Each knowledge base can set its own.")
     gate: bool = Field(True, description="Evidence gate: when the best source is too weak, "
                        "say the answer is not in the knowledge base instead of answering.")
+    cite_grammar: Literal["across", "always", "never"] = Field(
+        "across", description="Make the model cite while it writes (a llama.cpp grammar: "
+        "a source marker in every sentence of East Asian text and in every paragraph): "
+        "'across' when the answer's language differs from its sources' (a missing marker "
+        "cannot be inferred from shared words then), 'always', or 'never'. Only where "
+        "the model is served by llama.cpp.")
     min_similarity: float | None = Field(
         None, ge=-1.0, le=1.0, description="Evidence gate threshold on the best source's "
         "cosine similarity; empty: the value calibrated for the knowledge base's embedder "

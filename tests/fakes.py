@@ -34,6 +34,11 @@ class ScriptedLLM(LLM):
     def __init__(self, reply: str, name: str = "scripted", n_ctx: int = 4096):
         self.reply, self.name, self.n_ctx = reply, name, n_ctx
         self.calls: list[list[dict]] = []
+        self.grammars: list[str] = []  # each constrained() request's grammar
+
+    def constrained(self, grammar: str):
+        self.grammars.append(grammar)
+        return self
 
     def stream_chat(self, messages, max_tokens, temperature):
         self.calls.append(list(messages))

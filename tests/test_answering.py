@@ -55,3 +55,40 @@ def test_empty_question_is_refused(setup):
     a, _ = setup
     with pytest.raises(ValueError):
         list(a.chat.ask("   "))
+
+
+@pytest.mark.parametrize("question, mode, constrained", [
+    ("成人的阿莫西林剂量是多少？", "across", True),  # Chinese from English sources
+    ("What is the amoxicillin dose for adults?", "across", False),
+    ("What is the amoxicillin dose for adults?", "always", True),
+    ("成人的阿莫西林剂量是多少？", "never", False),
+])
+def test_an_answer_across_languages_is_decoded_under_the_citing_grammar(
+        tmp_path, question, mode, constrained):
+    llm = ScriptedLLM("成人每8小时服用500毫克[1]。")
+    a = Assistant(make_settings(tmp_path, answers={"cite_grammar": mode}), llm=llm,
+                  embedder=HashEmbedder())
+    drain(a.documents.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
+    final = a.chat.answer(question)
+    a.close()
+    assert bool(llm.grammars) == constrained
+    if constrained:
+        (grammar,) = llm.grammars
+        numbers = {s.number for s in final.sources}
+        # the grammar names exactly the sources given to the model
+        assert 'ref ::= "[" (' + " | ".join(f'"{n}"' for n in sorted(numbers)) + ') "]"' in grammar
+        assert any("grammar" in step for step in final.steps)
+
+
+def test_a_model_that_loops_is_stopped_and_its_repeats_are_not_shown(tmp_path):
+    loop = "Adults take 500 mg every 8 hours [1]. " * 6 + "Never shown."
+    llm = ScriptedLLM(loop)
+    a = Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder())
+    drain(a.documents.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
+    events = list(a.chat.ask("What is the amoxicillin dose for adults?"))
+    a.close()
+    final = events[-1]
+    streamed = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    assert streamed.strip() == final.text
+    assert final.text.count("500 mg every 8 hours") == 1 and "Never shown" not in final.text
+    assert any(step.startswith("repetition: stopped") for step in final.steps)
