@@ -15,7 +15,7 @@ Reports, per language and in all:
 
     python -m benchmarks.crosslingual [--corpus ../shared/data/retrieval/medquad_liveqa]
         [--set benchmarks/data/crosslingual] [--keep DIR] [--translations] [--answers]
-        [--limit N] [--max-tokens N]
+        [--limit N] [--max-tokens N] [--embedder NAME]
 
 ``--keep DIR`` keeps the knowledge base (its first build embeds ~3,400 passages).
 """
@@ -44,16 +44,18 @@ def load_set(folder: Path) -> list[dict]:
             if line.strip()]
 
 
-def build(corpus_dir: Path, data_dir: Path, cache: Path):
+def build(corpus_dir: Path, data_dir: Path, cache: Path, embedder: str = "auto"):
     """The corpus as knowledge base ``eval`` under ``data_dir`` (vectors cached by content
-    under ``cache``, so a rebuild does not embed again); the embedder is "auto"."""
+    under ``cache``, so a rebuild does not embed again), embedded by ``embedder``."""
+    from assistant.settings import load_settings
     from knowledge.embed_cache import CachedEmbedder
     from knowledge.embedders import EmbedderPool, load_embedder
     from benchmarks.retrieval import build_kb
 
     corpus = [json.loads(line) for line in (corpus_dir / "corpus.jsonl").open(encoding="utf-8")]
-    pool = EmbedderPool("auto", loader=lambda name: CachedEmbedder(
-        load_embedder(name), cache / "embeddings.sqlite3"))
+    models = load_settings().paths.models_dir
+    pool = EmbedderPool(embedder, loader=lambda name: CachedEmbedder(
+        load_embedder(name, models_dir=models), cache / "embeddings.sqlite3"))
     t0 = time.perf_counter()
     lib, kb = build_kb(corpus, data_dir, pool, 220, 40)
     print(f"knowledge base: {len(corpus)} passages -> {kb.chunk_count()} chunks, "
@@ -185,6 +187,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=0, help="cap answers (0: the setting)")
     ap.add_argument("--limit", type=int, default=0, help="first N questions of each language")
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--embedder", default="auto",
+                    help="the knowledge base's embedder (e.g. embeddinggemma-300m)")
     args = ap.parse_args()
 
     from assistant.core import Assistant
@@ -196,7 +200,7 @@ def main() -> None:
                                     or seen[r["lang"]] <= args.limit)]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.keep or Path(tmp) / "data"
-        build(args.corpus, data_dir, args.cache)
+        build(args.corpus, data_dir, args.cache, args.embedder)
         llm = {"model": args.model, "temperature": 0.0}
         llm.update({"max_tokens": args.max_tokens} if args.max_tokens else {})
         settings = bench_settings(data_dir, default_kb=KB, llm=llm)
