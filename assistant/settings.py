@@ -97,6 +97,13 @@ class EmbedderSettings(_Section):
         "folder. A knowledge base keeps its embedder; `kb reembed --embedder NAME` moves it "
         "to another in the background.",
     )
+    across: str = Field(
+        "embeddinggemma-300m",
+        description="Embedder a knowledge base is moved to, in the background, the first "
+        "time it is asked in another language than its documents' (it stays searchable "
+        "with its current vectors meanwhile), when that embedder is assembled: "
+        "EmbeddingGemma finds the answering English passage for 46 of 48 Chinese and "
+        "Vietnamese questions against 25 for e5. Empty: never.")
     batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
 
 

@@ -159,6 +159,16 @@ def embeddinggemma_folder(models_dir: Path | None = None) -> Path:
     return folder
 
 
+def embedder_available(model: str, models_dir: Path | None = None) -> bool:
+    """Whether ``load_embedder(model)`` would find its files (without loading them): the
+    installed defaults always, EmbeddingGemma once assembled, a folder that exists."""
+    if model in (E5_NAME, MINILM_NAME):
+        return True
+    if model == EMBEDDINGGEMMA_NAME:
+        return ((models_dir or default_models_dir()) / EMBEDDINGGEMMA_NAME / "modules.json").is_file()
+    return bool(model) and Path(model).expanduser().is_dir()
+
+
 def load_embedder(model: str, batch_size: int = 32, models_dir: Path | None = None) -> Embedder:
     """An embedder by installed name, optional model in ``models_dir`` (default:
     ``default_models_dir()``) or local folder path."""

@@ -29,7 +29,10 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
     no medical rules) unless a test asks for another: most tests check mechanics, and
     the medical rules have tests of their own (tests/test_guard.py)."""
     values = {"data_dir": tmp_path / "data", "models_dir": shared_models_dir(),
-              "answers": {"default_profile": "general"}}
+              "answers": {"default_profile": "general"},
+              # no knowledge base moves to EmbeddingGemma in the background unless a test
+              # asks: the shared models dir may hold it, and a worker loading it is slow
+              "embedder": {"across": ""}}
     values.update(overrides)
     return Settings(**values)
 

@@ -137,6 +137,40 @@ def test_index_jobs_refuse_a_needless_reembed_and_report_no_job_yet(docent):
     assert docent.index_jobs.reembed_for("How long do I wash my hands?", ["default"]) == []
 
 
+def test_a_knowledge_base_asked_in_another_language_moves_to_the_across_embedder(tmp_path):
+    across = tmp_path / "better-embedder"  # assembled (the worker would load this folder)
+    across.mkdir()
+    a = Assistant(make_settings(tmp_path, embedder={"across": str(across)}),
+                  llm=ScriptedLLM("Wash for 20 seconds [1]."), embedder=HashEmbedder())
+    try:
+        drain(a.documents.ingest_uploads([_upload(tmp_path)], names=["leaflet.txt"]))
+        assert a.library.manifest("default").language == "en"
+        assert a.index_jobs.reembed_for("How long do I wash my hands?", ["default"]) == []
+        assert a.index_jobs.latest(REEMBED, "default") is None
+        # asked in Vietnamese: moved in the background, searchable meanwhile
+        assert a.index_jobs.reembed_for("Rửa tay bao lâu?", ["default"]) == ["default"]
+        job = a.index_jobs.latest(REEMBED, "default")
+        assert job.params["embedder"] == str(across)
+        assert a.chat.search("wash hands soap")
+        # the next question does not start another (the job runs, or failed to load
+        # this empty folder and is not retried by every question)
+        a.index_jobs.reembed_for("洗手要多久？", ["default"])
+        assert [j.id for j in a.jobs.list(REEMBED)] == [job.id]
+    finally:
+        a.close()
+
+
+def test_without_the_across_embedder_a_multilingual_base_stays_as_it_is(tmp_path):
+    a = Assistant(make_settings(tmp_path, embedder={"across": str(tmp_path / "missing")}),
+                  llm=ScriptedLLM("x"), embedder=HashEmbedder())
+    try:
+        drain(a.documents.ingest_uploads([_upload(tmp_path)], names=["leaflet.txt"]))
+        assert a.index_jobs.reembed_for("Rửa tay bao lâu?", ["default"]) == []
+        assert a.index_jobs.latest(REEMBED, "default") is None
+    finally:
+        a.close()
+
+
 # --- chat and conversations -----------------------------------------------------------
 def test_chat_searches_and_answers_over_the_default_knowledge_base(docent, tmp_path):
     drain(docent.documents.ingest_uploads([_upload(tmp_path)], names=["leaflet.txt"]))

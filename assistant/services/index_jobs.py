@@ -13,7 +13,7 @@ from assistant.services.bases import KnowledgeBases
 from assistant.settings import Settings
 from common.jobs import JobQueue, TaskRecord
 from finetune.reranker import RerankerTraining
-from knowledge.embedders import EmbedderPool
+from knowledge.embedders import EmbedderPool, embedder_available
 from knowledge.errors import KnowledgeError
 from knowledge.language import MULTILINGUAL, multilingual
 
@@ -58,19 +58,36 @@ class IndexJobs:
         return submit_reembed(self._queue, self._settings, base, target)
 
     def reembed_for(self, question: str, names: Sequence[str]) -> list[str]:
-        """Start re-embedding the English-only knowledge bases among ``names`` when the
-        question is in another language; the names of those being re-embedded."""
-        if question_language(question) == "en":
-            return []
+        """Start moving the knowledge bases among ``names`` to an embedder that serves
+        ``question`` better, in the background (each stays searchable meanwhile): an
+        English-only one asked in another language, or one asked in another language
+        than its documents' while ``embedder.across`` is assembled. The names of those
+        being re-embedded."""
+        asked = question_language(question).split("-")[0]
         busy = []
         for name in names:
             base = self._bases.library.get(name)
-            if base.vectors is None or multilingual(base.manifest.embedder):
+            target = None if base.vectors is None else self._better_for(base.manifest, asked)
+            if target is None:
                 continue
             job = self._queue.latest(REEMBED, name)
+            if job is not None and not job.active and job.status != "succeeded" \
+                    and job.params.get("embedder") == target:
+                continue  # it failed or was cancelled: not started again by every question
             if job is None or not job.active:
-                self.reembed(name)
-                log.info("Knowledge base %s is asked in another language than English: "
-                         "re-embedding it with the multilingual embedder", name)
+                submit_reembed(self._queue, self._settings, base, target)
+                log.info("Knowledge base %s (%s) is asked in %s: re-embedding it with %s",
+                         name, base.manifest.embedder, asked, target)
             busy.append(name)
         return busy
+
+    def _better_for(self, manifest, asked: str) -> str | None:
+        across = self._settings.embedder.across
+        if not embedder_available(across, self._settings.paths.models_dir):
+            across = ""
+        if not multilingual(manifest.embedder):
+            return None if asked == "en" else (across or MULTILINGUAL)
+        own = (manifest.language or "").split("-")[0]
+        if across and manifest.embedder != across and own and asked != own:
+            return across
+        return None
