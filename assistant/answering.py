@@ -151,7 +151,7 @@ class Answerer:
         stages += [TraditionalStream()] if run.lang == "zh-Hant" else []
         latin = LatinOnlyStream() if run.lang in ("en", "vi") else None
         stages += [latin] if latin else []
-        repeat = RepeatStop()  # last: it judges the text as shown
+        repeat = RepeatStop(echo=run.question)  # last: it judges the text as shown
         stages.append(repeat)
         if latin:
             llm = llm.latin_only()  # CJK tokens cannot be sampled (where the backend can)
@@ -184,6 +184,8 @@ class Answerer:
             shown.append(tail)
             yield AnswerDelta(tail)
         run.timings["generate_s"] = time.perf_counter() - t1
+        if repeat.echoed:
+            run.steps += (f"echo: {repeat.echoed} sentence(s) restating the question not shown",)
         if latin and latin.removed:
             run.steps += (f"script: {latin.removed} East Asian characters removed from the "
                           f"{run.lang} answer",)

@@ -1,7 +1,9 @@
 """Small models sometimes loop, writing the same sentence again and again until the
 token limit. ``RepeatStop`` passes a streamed answer through sentence by sentence, drops
 a sentence the answer has already given (same words; markers, spaces and punctuation
-aside), and asks the caller to stop the model at the second repeat.
+aside), and asks the caller to stop the model at the second repeat. Given the
+question (``echo``), it also drops the question's own sentences written again as if
+they were the answer (a small model often restates the question first).
 
 >>> r = RepeatStop()
 >>> out = [r.feed(p) for p in ["PCOS comes from hormones. [1] ", "It runs in ",
@@ -10,6 +12,9 @@ aside), and asks the caller to stop the model at the second repeat.
 (['PCOS comes from hormones. [1] ', 'It runs in ', 'families [2]. Yes. '], 1, False)
 >>> r.feed("PCOS comes from hormones. [1] More."), r.flush(), r.stopped
 ('', '', True)
+>>> q = RepeatStop(echo="Chồng tôi bị viêm gan C. Ăn chung có bị lây không?")
+>>> q.feed("Ăn chung có bị lây không? [1] Viêm gan C lây qua máu [1]. "), q.flush(), q.echoed
+('Viêm gan C lây qua máu [1]. ', '', 1)
 """
 from __future__ import annotations
 
@@ -18,12 +23,21 @@ import re
 # A sentence ends at 。！？, at .!? before a space, or at a line end, with the markers
 # that follow it; it is complete once something else follows.
 _END = re.compile(r"(?:[。！？]|[.!?](?=\s)|\n)(?:\s?\[[\d,;\s]*\])*\s*")
-_MARKERS_AND_PUNCT = re.compile(r"\[[\d,;\s]*\]|[\W_]+")
+_MARKER = re.compile(r"\[[\d,;\s]*\]")
+_PUNCT = re.compile(r"[\W_]+")
 MIN_KEY = 8  # shorter sentences ("Yes.", list numbers) may repeat on purpose
 
 
+def _sentences(text: str) -> list[str]:
+    out, start = [], 0
+    for m in _END.finditer(text):
+        out.append(text[start:m.end()])
+        start = m.end()
+    return out + [text[start:]]
+
+
 def _key(sentence: str) -> str:
-    return _MARKERS_AND_PUNCT.sub("", sentence).lower()
+    return _PUNCT.sub("", _MARKER.sub("", sentence)).lower()
 
 
 class RepeatStop:
@@ -34,11 +48,13 @@ class RepeatStop:
     be one already given (its words so far begin one) is it held back, and released as
     soon as it differs."""
 
-    def __init__(self, max_repeats: int = 2):
+    def __init__(self, max_repeats: int = 2, echo: str = ""):
         self.max_repeats = max_repeats
         self.repeats = 0
+        self.echoed = 0  # sentences of ``echo`` (the question) the model wrote again
         self.stopped = False
-        self._seen: set[str] = set()
+        self._echo = {k for k in map(_key, _sentences(echo)) if len(k) >= MIN_KEY}
+        self._seen: set[str] = set(self._echo)
         self._buf = ""  # the sentence being written
         self._sent = 0  # how much of it has been passed on
 
@@ -70,6 +86,9 @@ class RepeatStop:
         if self.stopped:
             return ""
         key = _key(sentence)
+        if key in self._echo:  # the question said again: not an answer, not a loop
+            self.echoed += 1
+            return ""
         if len(key) >= MIN_KEY and key in self._seen:
             self.repeats += 1
             self.stopped = self.repeats >= self.max_repeats

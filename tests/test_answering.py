@@ -92,3 +92,15 @@ def test_a_model_that_loops_is_stopped_and_its_repeats_are_not_shown(tmp_path):
     assert streamed.strip() == final.text
     assert final.text.count("500 mg every 8 hours") == 1 and "Never shown" not in final.text
     assert any(step.startswith("repetition: stopped") for step in final.steps)
+
+
+def test_the_question_restated_as_the_answer_is_not_shown(tmp_path):
+    llm = ScriptedLLM("What is the amoxicillin dose for adults? [1] Adults take 500 mg "
+                      "every 8 hours [1].")
+    a = Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder())
+    drain(a.documents.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
+    final = a.chat.answer("What is the amoxicillin dose for adults?")
+    a.close()
+    assert final.text == "Adults take 500 mg every 8 hours [1]."
+    assert [c.number for c in final.citations] == [1]
+    assert "echo: 1 sentence(s) restating the question not shown" in final.steps
