@@ -18,7 +18,8 @@ from assistant.citations import MarkerFilter, add_missing_markers, build_citatio
 from assistant.condense import condense, translate_query
 from assistant.step_checks import (StepCheck, check_condensed, check_translation,
                                    content_words)
-from assistant.guard import DoseFilter, ScopeGuard, support, threshold_for, urgent_advice
+from assistant.guard import (STRONG_SUPPORT, DoseFilter, ScopeGuard, support, threshold_for,
+                             urgent_advice)
 from assistant.inference_log import InferenceLog
 from assistant.language import (LatinOnlyStream, TraditionalStream, question_language,
                                 to_traditional)
@@ -64,12 +65,14 @@ class Answerer:
         timings["retrieve_s"] = time.perf_counter() - t0
         best = max((b for b in map(support, found) if b is not None), default=None)
         supported = self._supported(searched, found, kbs[0])
+        strong = self._supported(searched, found, kbs[0], STRONG_SUPPORT)
         urgent = urgent_advice(question, lang) if profile.medical else ""
         run = _Run(question, query, lang, kbs, model, timings, best, urgent, steps)
         run.user = user
         if profile.scope:
             t0 = time.perf_counter()
-            verdict = self._guard().check(profile.subject, standalone, supported and bool(hits))
+            verdict = self._guard().check(profile.subject, standalone, supported and bool(hits),
+                                          strong and bool(hits))
             if verdict.in_scope and standalone != question and \
                     len(content_words(question)) >= OWN_WORDS:
                 # a follow-up with a subject of its own is judged on its own words too:
@@ -103,11 +106,13 @@ class Answerer:
         timings["condense_s"] = time.perf_counter() - t0
         return _vetted("condense", question, rewrite, check_condensed, steps)
 
-    def _supported(self, searched: list[str], found: list[list[Hit]], kb: str) -> bool:
-        """The evidence gate: some search's best hit is close enough to its query. A query
-        in another language than the knowledge base's (the question itself, beside its
-        translation or when that was rejected) is held to the threshold calibrated for
-        questions asked across languages, which score lower when answerable."""
+    def _supported(self, searched: list[str], found: list[list[Hit]], kb: str,
+                   above: float = 0.0) -> bool:
+        """The evidence gate: some search's best hit is close enough to its query (by
+        ``above`` more than the threshold, when given). A query in another language than
+        the knowledge base's (the question itself, beside its translation or when that
+        was rejected) is held to the threshold calibrated for questions asked across
+        languages, which score lower when answerable."""
         manifest = self.library.get(kb).manifest
         kb_lang = _KB_LANG.get(manifest.language or "")
         for query, hits in zip(searched, found):
@@ -115,7 +120,7 @@ class Answerer:
             threshold = threshold_for(manifest.embedder, self.settings.answers.min_similarity,
                                       across)
             best = support(hits)
-            if threshold is None or (best is not None and best >= threshold):
+            if threshold is None or (best is not None and best >= threshold + above):
                 return True
         return False
 

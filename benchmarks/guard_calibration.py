@@ -4,7 +4,8 @@
     # judged-relevant documents taken away (KB kept by `benchmarks.retrieval --keep DIR`)
     python -m benchmarks.guard_calibration gate --kb-dir DIR --data ../shared/data/retrieval/scifact --split train
     # guardrail: refusal precision/recall on tests/data/scope_questions.jsonl (+ LiveQA
-    # questions as more in-scope ones) against a medical knowledge base
+    # questions as more in-scope ones) against a medical knowledge base; --questions
+    # benchmarks/data/scope_heldout.jsonl (without --liveqa): the 48 written afterwards
     python -m benchmarks.guard_calibration scope --kb-dir DIR --liveqa ../shared/data/retrieval/medquad_liveqa
 """
 from __future__ import annotations
@@ -55,7 +56,7 @@ def gate(args) -> None:
 
 
 def scope(args) -> None:
-    from assistant.guard import CALIBRATED, ScopeGuard, threshold_for
+    from assistant.guard import CALIBRATED, STRONG_SUPPORT, ScopeGuard, threshold_for
     from assistant.profiles import MEDICAL_SUBJECT
     from knowledge.embedders import E5_NAME, EmbedderPool
 
@@ -72,7 +73,8 @@ def scope(args) -> None:
     for r in rows:
         hits = kb.retriever("dense").retrieve(r["question"], 5)
         supported = bool(hits) and hits[0].scores["dense"] >= threshold
-        refused = not guard.check(MEDICAL_SUBJECT, r["question"], supported).in_scope
+        strong = bool(hits) and hits[0].scores["dense"] >= threshold + STRONG_SUPPORT
+        refused = not guard.check(MEDICAL_SUBJECT, r["question"], supported, strong).in_scope
         tp += refused and not r["in_scope"]
         fp += refused and r["in_scope"]
         fn += not refused and not r["in_scope"]
