@@ -14,7 +14,10 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def bench_settings(data_dir: Path, **overrides) -> Settings:
-    """Settings on ``data_dir`` that reuse the user's assembled models."""
+    """Settings on ``data_dir`` that reuse the user's assembled models. A benchmark's
+    knowledge base keeps its embedder: no background move to ``embedder.across`` when
+    it is asked in another language (unless ``embedder`` is given)."""
+    overrides.setdefault("embedder", {"across": ""})
     return Settings(data_dir=data_dir, models_dir=load_settings().paths.models_dir, **overrides)
 
 

@@ -203,9 +203,7 @@ def main() -> None:
         build(args.corpus, data_dir, args.cache, args.embedder)
         llm = {"model": args.model, "temperature": 0.0}
         llm.update({"max_tokens": args.max_tokens} if args.max_tokens else {})
-        # the knowledge base keeps the embedder it was built with (--embedder): the
-        # product would move it to embedder.across at its first question in Chinese
-        settings = bench_settings(data_dir, default_kb=KB, llm=llm, embedder={"across": ""})
+        settings = bench_settings(data_dir, default_kb=KB, llm=llm)
         a = Assistant(settings)
         found = retrieval(a, rows)
         report("Retrieval with the question itself (hybrid, top 5)", found, ["found"])
