@@ -2,8 +2,8 @@
 token limit. ``RepeatStop`` passes a streamed answer through sentence by sentence, drops
 a sentence the answer has already given (same words; markers, spaces and punctuation
 aside), and asks the caller to stop the model at the second repeat. Given the
-question (``echo``), it also drops the question's own sentences written again as if
-they were the answer (a small model often restates the question first).
+question (``echo``), it also drops a sentence that only restates the question or a part
+of it (a small model often restates the question first).
 
 >>> r = RepeatStop()
 >>> out = [r.feed(p) for p in ["PCOS comes from hormones. [1] ", "It runs in ",
@@ -15,6 +15,9 @@ they were the answer (a small model often restates the question first).
 >>> q = RepeatStop(echo="Chồng tôi bị viêm gan C. Ăn chung có bị lây không?")
 >>> q.feed("Ăn chung có bị lây không? [1] Viêm gan C lây qua máu [1]. "), q.flush(), q.echoed
 ('Viêm gan C lây qua máu [1]. ', '', 1)
+>>> q = RepeatStop(echo="Ăn chung, hôn nhau có bị lây không, và cả nhà nên làm gì?")
+>>> q.feed("Ăn chung, hôn nhau có bị lây không? [1] "), q.flush(), q.echoed
+('', '', 1)
 """
 from __future__ import annotations
 
@@ -53,8 +56,9 @@ class RepeatStop:
         self.repeats = 0
         self.echoed = 0  # sentences of ``echo`` (the question) the model wrote again
         self.stopped = False
-        self._echo = {k for k in map(_key, _sentences(echo)) if len(k) >= MIN_KEY}
-        self._seen: set[str] = set(self._echo)
+        self._question = _key(echo)
+        # a sentence that begins like one of the question's is held until it differs
+        self._seen: set[str] = {k for k in map(_key, _sentences(echo)) if k}
         self._buf = ""  # the sentence being written
         self._sent = 0  # how much of it has been passed on
 
@@ -76,8 +80,8 @@ class RepeatStop:
 
     def _partial(self) -> str:
         key = _key(self._buf)
-        if self.stopped or any(seen.startswith(key) for seen in self._seen):
-            return ""  # perhaps a repeat: held until it differs or ends
+        if self.stopped or any(s.startswith(key) for s in self._seen):
+            return ""  # perhaps a repeat or the question again: held until it differs or ends
         out, self._sent = self._buf[self._sent:], len(self._buf)
         return out
 
@@ -86,7 +90,8 @@ class RepeatStop:
         if self.stopped:
             return ""
         key = _key(sentence)
-        if key in self._echo:  # the question said again: not an answer, not a loop
+        if len(key) >= MIN_KEY and key in self._question:  # the question, or a part of it,
+            # said again: not an answer, and not a loop
             self.echoed += 1
             return ""
         if len(key) >= MIN_KEY and key in self._seen:
