@@ -304,3 +304,30 @@ def test_a_rejected_translation_still_finds_the_passage_across_languages(e5_guar
     assert answer.sources[0].source == "handbook.pdf"
     assert "penicillin" in answer.sources[0].text
     assert answer.citations and answer.citations[0].source == "handbook.pdf"
+
+
+def test_the_medical_subject_is_judged_against_other_subjects_and_strong_support():
+    import numpy as np
+
+    from assistant.guard import OTHER_SUBJECTS, ScopeGuard
+    from assistant.profiles import MEDICAL_SUBJECT
+
+    axes = {MEDICAL_SUBJECT: 0, **{s: 1 for s in OTHER_SUBJECTS}, "gardening": 2}
+    questions = {"dose?": [0.8, 0.6, 0.0], "chess?": [0.6, 0.8, 0.0],
+                 "diet?": [0.7, 0.71, 0.0], "roses?": [0.7, 0.0, 0.71]}
+
+    def passage(text):
+        v = np.zeros(3)
+        v[axes[text]] = 1.0
+        return v
+
+    guard = ScopeGuard(lambda q: np.array(questions[q]), passage, threshold=0.65)
+    check = lambda q, **kw: guard.check(MEDICAL_SUBJECT, q, **{"supported": False, **kw})
+    assert check("dose?").in_scope and not check("chess?").in_scope
+    assert check("diet?").in_scope  # a little closer to another subject: within the margin
+    assert not check("chess?", supported=True).in_scope  # passing the gate is not enough
+    assert check("chess?", supported=True, strong=True).in_scope  # the documents answer it
+    # a subject of a knowledge base's own is judged by its threshold (or support)
+    assert guard.check("gardening", "roses?", False).in_scope
+    assert not guard.check("gardening", "chess?", False).in_scope
+    assert guard.check("gardening", "chess?", True).in_scope
