@@ -64,8 +64,8 @@ class Answerer:
         hits = _interleave(found, top_k)
         timings["retrieve_s"] = time.perf_counter() - t0
         best = max((b for b in map(support, found) if b is not None), default=None)
-        supported = self._supported(searched, found, kbs[0])
-        strong = self._supported(searched, found, kbs[0], STRONG_SUPPORT)
+        margin = self._support_margin(searched, found, kbs[0])
+        supported, strong = margin >= 0, margin >= STRONG_SUPPORT
         urgent = urgent_advice(question, lang) if profile.medical else ""
         run = _Run(question, query, lang, kbs, model, timings, best, urgent, steps)
         run.user = user
@@ -106,23 +106,26 @@ class Answerer:
         timings["condense_s"] = time.perf_counter() - t0
         return _vetted("condense", question, rewrite, check_condensed, steps)
 
-    def _supported(self, searched: list[str], found: list[list[Hit]], kb: str,
-                   above: float = 0.0) -> bool:
-        """The evidence gate: some search's best hit is close enough to its query (by
-        ``above`` more than the threshold, when given). A query in another language than
-        the knowledge base's (the question itself, beside its translation or when that
-        was rejected) is held to the threshold calibrated for questions asked across
-        languages, which score lower when answerable."""
+    def _support_margin(self, searched: list[str], found: list[list[Hit]], kb: str) -> float:
+        """The evidence gate: how far the best hit of the best search clears its query's
+        threshold (negative: the gate holds the answer back; infinite: no calibration,
+        the gate is off). A query in another language than the knowledge base's (the
+        question itself, beside its translation or when that was rejected) is held to the
+        threshold calibrated for questions asked across languages, which score lower
+        when answerable."""
         manifest = self.library.get(kb).manifest
         kb_lang = _KB_LANG.get(manifest.language or "")
+        margin = float("-inf")
         for query, hits in zip(searched, found):
             across = bool(kb_lang) and question_language(query).split("-")[0] != kb_lang
             threshold = threshold_for(manifest.embedder, self.settings.answers.min_similarity,
                                       across)
             best = support(hits)
-            if threshold is None or (best is not None and best >= threshold + above):
-                return True
-        return False
+            if threshold is None:
+                return float("inf")
+            if best is not None:
+                margin = max(margin, best - threshold)
+        return margin
 
     def _translated(self, llm: LLM, query: str, kbs: list[str], lang: str,
                     timings: dict[str, float], steps: list[str]) -> str:
