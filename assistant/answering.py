@@ -57,9 +57,7 @@ class Answerer:
         query = self._translated(llm, standalone, kbs, lang, timings, steps)
         t0 = time.perf_counter()
         top_k = self.settings.retrieval.top_k
-        # a translated query is searched beside the original: documents in the question's
-        # own language (a mixed knowledge base) are still found
-        searched = list(dict.fromkeys([query, standalone]))
+        searched = self._search_order(query, standalone, kbs[0])
         found = [self.library.search(kbs, q, top_k) for q in searched]
         hits = _interleave(found, top_k)
         timings["retrieve_s"] = time.perf_counter() - t0
@@ -105,6 +103,20 @@ class Answerer:
         rewrite = condense(llm, history, question)
         timings["condense_s"] = time.perf_counter() - t0
         return _vetted("condense", question, rewrite, check_condensed, steps)
+
+    def _search_order(self, query: str, standalone: str, kb: str) -> list[str]:
+        """The searches to run, the one whose hits lead the sources first.
+
+        A translated query is searched beside the question: documents in the question's
+        own language (a mixed knowledge base) are still found. Which leads depends on the
+        embedder: a knowledge base embedded by ``embedder.across`` (built for questions
+        asked in another language) finds passages from the question's own words better
+        than from the small model's translation, which may have changed its subject, so
+        the asker's words lead; with other embedders the translation leads, as their
+        search across languages is weaker than BM25 and dense search on English words."""
+        across = self.settings.embedder.across
+        own_first = bool(across) and self.library.get(kb).manifest.embedder == across
+        return list(dict.fromkeys([standalone, query] if own_first else [query, standalone]))
 
     def _support_margin(self, searched: list[str], found: list[list[Hit]], kb: str) -> float:
         """The evidence gate: how far the best hit of the best search clears its query's

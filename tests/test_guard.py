@@ -148,6 +148,23 @@ def test_a_translation_that_answers_instead_is_not_searched(tmp_path):
     a.close()
 
 
+@pytest.mark.parametrize("across, lead", [("hash-embedder", "handbook.pdf"),
+                                           ("", "visitors.txt")])
+def test_the_asker_s_words_lead_the_sources_when_the_embedder_searches_across_languages(
+        tmp_path, across, lead):
+    # a well-formed translation that changed the subject: it passes the checks and is
+    # searched, but a knowledge base built for questions across languages ("embedder.
+    # across") puts the hits of the question's own words first. One hit per search: the
+    # lead search's hit is the one source
+    llm = SequenceLLM(["Must visitors wear a visitor badge?", "Người lớn uống 500 mg [1]."])
+    a = build(make_settings(tmp_path, embedder={"across": across}, retrieval={"top_k": 1}),
+              llm)
+    answer = final(a.chat.ask("Người lớn uống bao nhiêu amoxicillin?"))
+    a.close()
+    assert answer.search_query == "Must visitors wear a visitor badge?"
+    assert [s.source for s in answer.sources] == [lead]
+
+
 def test_traditional_chinese_question_gets_traditional_answer(tmp_path):
     llm = SequenceLLM(["What is the amoxicillin dose for adults?",
                        "成人阿莫西林的剂量是每8小时500毫克 [1]。这个疗程一般是7天 [1]。"])
