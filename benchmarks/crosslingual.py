@@ -192,6 +192,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from assistant.core import Assistant
+    from assistant.settings import EmbedderSettings
 
     rows = load_set(args.set)
     if args.limit:
@@ -203,7 +204,11 @@ def main() -> None:
         build(args.corpus, data_dir, args.cache, args.embedder)
         llm = {"model": args.model, "temperature": 0.0}
         llm.update({"max_tokens": args.max_tokens} if args.max_tokens else {})
-        settings = bench_settings(data_dir, default_kb=KB, llm=llm)
+        # a knowledge base on the product's cross-lingual embedder is treated as the
+        # product treats one it moved there (``embedder.across``); others keep theirs
+        across = EmbedderSettings().across
+        settings = bench_settings(data_dir, default_kb=KB, llm=llm, embedder={
+            "across": across if args.embedder == across else ""})
         a = Assistant(settings)
         found = retrieval(a, rows)
         report("Retrieval with the question itself (hybrid, top 5)", found, ["found"])
