@@ -14,7 +14,8 @@ from dataclasses import replace
 from collections.abc import Callable, Iterator, Sequence
 
 from assistant.cite_grammar import cited_answer_grammar
-from assistant.citations import MarkerFilter, add_missing_markers, build_citations, marker_numbers
+from assistant.citations import (MarkerFilter, add_missing_markers, build_citations, marker_numbers,
+                                 only_labels)
 from assistant.condense import condense, translate_query
 from assistant.step_checks import (StepCheck, check_condensed, check_translation,
                                    content_words)
@@ -213,6 +214,9 @@ class Answerer:
         if dose and dose.removed:  # the final text loses the streamed starts of dropped doses
             body = (to_traditional(dose.text) if run.lang == "zh-Hant" else dose.text).strip()
         citations = _citations(body, sources)
+        if citations and only_labels(body, sources):
+            citations = []  # the sources' headers copied: nothing was answered
+            run.steps += ("citations: the answer only named its sources",)
         refused = ""
         if profile.medical and not citations and (body or (dose and dose.removed)):
             refused = "unsupported"  # nothing grounded: said as "not found", sources listed

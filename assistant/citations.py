@@ -38,6 +38,24 @@ def clean_markers(text: str, valid: set[int]) -> str:
     return re.sub(r"\[(\d+)\](\s?\[\1\])+", r"[\1]", out)
 
 
+_PAGE = re.compile(r"\b(?:page|p\.)\s*\d+", re.I)
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def only_labels(body: str, sources: Sequence[Source]) -> bool:
+    """Whether ``body`` says nothing but its sources' names, pages and markers: a small
+    model copying the prompt's source headers instead of answering.
+
+    >>> s = [Source(1, "c1", "kb", "handbook.pdf", 2, "Adults take 500 mg.", 0.9)]
+    >>> only_labels("(handbook.pdf, page 2) [1]", s), only_labels("Take 500 mg [1].", s)
+    (True, False)
+    """
+    rest = MARKER.sub(" ", body)
+    for src in sources:
+        rest = rest.replace(src.source, " ")
+    return not _LETTER.search(_PAGE.sub(" ", rest))
+
+
 def marker_numbers(text: str) -> list[int]:
     """Marker numbers in order of first use."""
     seen: dict[int, None] = {}

@@ -10,8 +10,8 @@ Reports, per language and in all:
     questions, so the gate can be calibrated for questions asked across languages;
   * with ``--answers``, the product's whole path (translation checked, both searches,
     gate, guardrail, answer): the named passage among the sources, answers withheld,
-    answers in the question's language and script, answers citing the named passage, and
-    answers that paste the English source instead of writing in the asker's language.
+    answers in the question's language and script (not pasted English), answers citing
+    the named passage, and answers citing its MedQuAD article (another section of it).
 
     python -m benchmarks.crosslingual [--corpus ../shared/data/retrieval/medquad_liveqa]
         [--set benchmarks/data/crosslingual] [--keep DIR] [--translations] [--answers]
@@ -65,6 +65,11 @@ def build(corpus_dir: Path, data_dir: Path, cache: Path, embedder: str = "auto")
 
 def answering(row: dict) -> set[str]:
     return {row["doc"], *row.get("also", [])}
+
+
+def article(passage: str) -> str:
+    """The MedQuAD article a passage id belongs to (``ADAM_0003147_Sec2``: ``ADAM_0003147``)."""
+    return passage.rsplit("_Sec", 1)[0]
 
 
 def script_ok(lang: str, text: str) -> bool:
@@ -152,6 +157,11 @@ def ask_all(a, rows: list[dict]) -> list[dict]:
             "id": row["_id"], "lang": row["lang"], "refused": final.refused,
             "in_sources": any(s.source in want for s in final.sources[:5]),
             "cites": any(c.source in want for c in final.citations),
+            # another section of the named passage's MedQuAD article: in a clinic's
+            # knowledge base, where one article is one file, the right file
+            "cites_article": bool({article(c.source) for c in final.citations}
+                                  & {article(w) for w in want}),
+            "cited": sorted({c.source for c in final.citations}),
             "language": bool(text) and not final.refused and language_ok(row["lang"], text),
             "script": script_ok(row["lang"], text) if text else True,
             "support": final.support, "steps": list(final.steps),
@@ -227,7 +237,7 @@ def main() -> None:
             for r in answers:
                 r["answered"] = not r["refused"]
             report("Answers (the product's whole path)", answers,
-                   ["in_sources", "answered", "language", "script", "cites"])
+                   ["in_sources", "answered", "language", "script", "cites", "cites_article"])
             used = sum(any(s.startswith("translate used") for s in r["steps"]) for r in answers)
             print(f"translation used for {used}/{len(answers)} searches; median "
                   f"{statistics.median(r['seconds'] for r in answers):.0f} s per answer")

@@ -232,6 +232,16 @@ def test_medical_answer_citing_nothing_is_withdrawn(tmp_path):
     a.close()
 
 
+def test_an_answer_that_only_names_its_sources_is_said_as_not_found(tmp_path):
+    # the small model copied the prompt's source headers instead of answering
+    a = build(medical(tmp_path, min_similarity=-1.0),
+              ScriptedLLM("(handbook.pdf, page 2) [1] (pharmacy.docx) [2]"))
+    answer = final_any(a.chat.ask("What is the amoxicillin dose for adults?"))
+    a.close()
+    assert answer.refused == "unsupported" and not answer.citations
+    assert "citations: the answer only named its sources" in answer.steps
+
+
 def final_any(events) -> Answer:
     return list(events)[-1]
 
