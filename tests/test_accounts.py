@@ -39,6 +39,25 @@ def test_passwords_are_kept_as_salted_hashes_in_a_private_file(tmp_path):
     store.close()
 
 
+def test_the_internal_token_is_made_once_when_the_first_requests_arrive_together(tmp_path):
+    # twenty API requests at start-up each ask for the app's own token; seen in a load
+    # run: one of them failed creating the file another had just made
+    from concurrent.futures import ThreadPoolExecutor
+
+    from assistant.services.access import Access
+
+    store = AccountStore(tmp_path / "accounts.sqlite3")
+    for attempt in range(8):  # a race: tried several times
+        path = tmp_path / f"jobs{attempt}" / ".internal-token"
+        apps = [Access(store, "", True, path) for _ in range(4)]  # like several processes
+        with ThreadPoolExecutor(16) as pool:
+            tokens = list(pool.map(lambda i: apps[i % 4].internal_token(), range(64)))
+        assert len(set(tokens)) == 1 and len(tokens[0]) >= 32
+        assert path.read_text(encoding="utf-8").strip() == tokens[0]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert [p.name for p in path.parent.iterdir()] == [".internal-token"]  # no leftovers
+
+
 def test_bad_requests_are_refused_with_what_to_do(tmp_path):
     store = AccountStore(tmp_path / "accounts.sqlite3")
     with pytest.raises(AccountError, match="at least 8"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
+import threading
 from pathlib import Path
 
 from assistant.accounts import LOCAL, AccountStore, User
@@ -21,20 +23,16 @@ class Access:
         self._api_token, self._loopback = api_token, loopback
         self._internal_file = internal_token_file
         self._internal = ""
+        self._lock = threading.Lock()  # the first API requests arrive together
 
     def internal_token(self) -> str:
         """The token this app's own workers call its API with (the machine's admin):
         random, made once, kept readable by this user only, so a job resumed after a
         restart still gets in."""
-        if not self._internal and self._internal_file is not None:
-            path = self._internal_file
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(secrets.token_urlsafe(32))
-            self._internal = path.read_text(encoding="utf-8").strip()
-        return self._internal
+        with self._lock:
+            if not self._internal and self._internal_file is not None:
+                self._internal = _read_or_make_token(self._internal_file)
+            return self._internal
 
     def login_required(self) -> bool:
         """Whether the page asks for a login (decided when the app starts)."""
@@ -69,3 +67,22 @@ class Access:
 
     def is_admin(self, name: str) -> bool:
         return any(a.name == name and a.role == "admin" for a in self.accounts.list())
+
+
+def _read_or_make_token(path: Path) -> str:
+    """The token in ``path``, made first if there is none. The file appears whole (a
+    complete temporary file linked into place), so another process making it at the
+    same moment never reads it half-written; whichever link comes first is kept."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secrets.token_urlsafe(32))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # made meanwhile by another process: use that one
+        finally:
+            os.unlink(tmp)
+    return path.read_text(encoding="utf-8").strip()
