@@ -218,8 +218,10 @@ class Answerer:
             citations = []  # the sources' headers copied: nothing was answered
             run.steps += ("citations: the answer only named its sources",)
         refused = ""
-        if profile.medical and not citations and (body or (dose and dose.removed)):
-            refused = "unsupported"  # nothing grounded: said as "not found", sources listed
+        if not body or (profile.medical and not citations):
+            # nothing grounded (medical), or nothing left to show (the model only
+            # restated the question): said as "not found", the sources listed
+            refused = "unsupported"
             body = say("no_evidence", run.lang, kb=", ".join(run.kbs))
             yield AnswerDelta("\n\n" + body)
         notices = []

@@ -104,3 +104,13 @@ def test_the_question_restated_as_the_answer_is_not_shown(tmp_path):
     assert final.text == "Adults take 500 mg every 8 hours [1]."
     assert [c.number for c in final.citations] == [1]
     assert "echo: 1 sentence(s) restating the question not shown" in final.steps
+
+
+def test_an_answer_that_only_restated_the_question_is_said_as_not_found(tmp_path):
+    llm = ScriptedLLM("What is the amoxicillin dose for adults? [1]")
+    a = Assistant(make_settings(tmp_path), llm=llm, embedder=HashEmbedder())
+    drain(a.documents.ingest(list(make_clinic_docs(tmp_path / "docs").values())))
+    final = a.chat.answer("What is the amoxicillin dose for adults?")
+    a.close()
+    assert final.refused == "unsupported" and not final.citations and final.sources
+    assert "did not find" in final.text or "not find" in final.text
