@@ -138,3 +138,28 @@ def test_one_question_searches_several_knowledge_bases(assistant, docs):
     assert {h.kb for h in hits} == {"default", "pharmacy"}
     assert {h.chunk.source for h in hits} == {"handbook.pdf", "pharmacy.docx"}
     assert all("fused" in h.scores for h in hits)
+
+
+def test_dense_search_scores_as_the_llama_index_store_did(tmp_path):
+    """The dense search asks Chroma for ids and distances only; its scores must stay the
+    ones llama-index's Chroma store gave (the evidence thresholds are calibrated on
+    them), in the same order."""
+    import chromadb
+    from llama_index.core.vector_stores.types import VectorStoreQuery
+
+    from knowledge.types import Chunk
+    from knowledge.vectors import VectorIndex
+
+    embedder = HashEmbedder()
+    index = VectorIndex(chromadb.PersistentClient(str(tmp_path / "chroma")), "kb-test", embedder)
+    texts = [f"passage {i} about {w}" for i, w in enumerate(
+        ["asthma", "insulin", "fever", "hepatitis", "vaccines", "sleep", "diet", "pain"])]
+    chunks = [Chunk(chunk_id=f"c{i}", doc_id=f"d{i}", source=f"f{i}.txt", text=t, page=1,
+                    start=0, end=len(t), ordinal=0) for i, t in enumerate(texts)]
+    index.upsert(chunks, embedder.embed_passages(texts))
+    got = index.search("insulin for diabetes", 5)
+    old = index._store.query(VectorStoreQuery(
+        query_embedding=index.query_vector("insulin for diabetes").tolist(), similarity_top_k=5))
+    assert [i for i, _ in got] == old.ids
+    assert [s for _, s in got] == pytest.approx(old.similarities)
+    assert len(got) == 5 and all(0 < s <= 1.0001 for _, s in got)
