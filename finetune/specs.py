@@ -59,7 +59,10 @@ class _Common:
     max_steps: int = 0  # > 0 overrides epochs
     micro_batch_size: int = 2
     grad_accum: int = 4
-    max_length: int = 512
+    # Tokens per example (longer prompts are left out, longer replies cut). A RAFT sample
+    # is the chat's own prompt with three sources, ~800-1,000 tokens for the default
+    # models; 512 left most of them out. Batches are padded to their longest example only.
+    max_length: int = 2048
     warmup_ratio: float = 0.0
     save_steps: int = 50
     logging_steps: int = 1

@@ -52,8 +52,11 @@ def _chat(messages) -> list[dict]:
 
 def sft_features(tokenizer, examples: Sequence[Example], max_length: int) -> list[dict]:
     """input_ids/labels per chat example; labels are IGNORE on the prompt (all turns but
-    the last assistant reply), so the loss is on the reply only."""
-    out = []
+    the last assistant reply), so the loss is on the reply only. An example whose prompt
+    alone fills ``max_length`` is left out (it would teach nothing) and one whose reply
+    runs past it is cut; both are counted in a warning, since a RAFT sample (the chat's
+    own prompt with its sources) is several times longer than a closed-book pair."""
+    out, left_out, cut = [], 0, 0
     for ex in examples:
         prompt = tokenizer.apply_chat_template(_chat(ex.messages[:-1]), tokenize=False,
                                                add_generation_prompt=True)
@@ -62,13 +65,26 @@ def sft_features(tokenizer, examples: Sequence[Example], max_length: int) -> lis
             raise ValueError("The chat template does not extend the prompt; cannot mask it.")
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         r_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        if len(p_ids) >= max_length:
+            left_out += 1
+            continue
+        cut += len(p_ids) + len(r_ids) > max_length
         ids = (p_ids + r_ids)[:max_length]
         labels = ([IGNORE] * len(p_ids) + r_ids)[:max_length]
-        if any(x != IGNORE for x in labels):
-            out.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
+        out.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
+    warn_long(len(examples), left_out, cut, max_length)
     if not out:
-        raise ValueError(f"No example keeps any reply within max_length={max_length} tokens.")
+        raise ValueError(f"Every example's prompt is longer than max_length={max_length} "
+                         "tokens; raise max_length.")
     return out
+
+
+def warn_long(total: int, left_out: int, cut: int, max_length: int) -> None:
+    """Log how many training examples did not fit ``max_length`` tokens."""
+    if left_out or cut:
+        log.warning("%d of %d examples have a prompt longer than max_length=%d tokens and "
+                    "are left out; %d more have their reply cut. Raise max_length to keep "
+                    "them whole.", left_out, total, max_length, cut)
 
 
 def text_blocks(tokenizer, examples: Sequence[Example], block_size: int) -> list[dict]:

@@ -297,3 +297,33 @@ def test_compare_scores_closed_book_and_rag_prompts(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "evaluation.jsonl").read_text().splitlines()]
     assert [(r["mode"], r["adapter"], r["adapter_score"]) for r in rows] == [
         ("closed-book", "At noon.", 0.4), ("with RAG (clinic)", "At 7 am.", 1.0)]
+
+
+def test_examples_longer_than_max_length_are_left_out_or_cut_and_counted(tiny, caplog):
+    """A prompt that fills max_length teaches nothing: it is left out (LoRA and ReFT
+    alike), a reply that runs past it is cut, and the warning counts both."""
+    from transformers import AutoTokenizer
+
+    from finetune.data import Example
+    from finetune.reft import _dataset
+    from finetune.train import sft_features
+
+    tok = AutoTokenizer.from_pretrained(str(tiny))
+    sources = " ".join(f"Source {i}: the clinic opens at {i} am." for i in range(60))
+    examples = [Example(messages=(("user", "When does the clinic open?"),
+                                  ("assistant", "At 8 am."))),
+                Example(messages=(("user", f"{sources}\nWhen does it open?"),
+                                  ("assistant", "At 8 am."))),
+                Example(messages=(("user", "Tell me everything."),
+                                  ("assistant", "The clinic opens early. " * 40)))]
+    with caplog.at_level("WARNING", logger="finetune.train"):
+        features = sft_features(tok, examples, 128)
+    assert len(features) == 2 and max(len(f["input_ids"]) for f in features) == 128
+    assert all(any(x != -100 for x in f["labels"]) for f in features)
+    assert "1 of 3 examples have a prompt longer than max_length=128" in caplog.text
+    assert "1 more have their reply cut" in caplog.text
+    rows = _dataset(tok, examples, "f1+l1", 2, 128)
+    assert len(rows) == 2 and "cut" not in rows.column_names
+    assert max(len(r) for r in rows["input_ids"]) == 128
+    with pytest.raises(ValueError, match="raise max_length"):
+        sft_features(tok, examples[1:2], 128)
