@@ -148,22 +148,23 @@ def _prompt_and_answer(messages) -> tuple[list[dict], str]:
 
 
 def encode_example(tok, messages, positions: str, n_interventions: int, max_length: int
-                   ) -> dict | None:
-    """input_ids, labels (the reply only), intervention locations for one chat and
-    whether its reply was ``cut`` to fit ``max_length``; None when the prompt alone fills
-    it (cutting the prompt would move the last-token intervention off the question)."""
+                   ) -> tuple[dict, bool] | None:
+    """input_ids, labels (the reply only) and intervention locations for one chat, and
+    whether its reply was cut to fit ``max_length``; None when the prompt alone fills it
+    (cutting the prompt would move the last-token intervention off the question)."""
+    from finetune.train import fit_reply
+
     prompt_msgs, answer = _prompt_and_answer(messages)
     prompt = tok.apply_chat_template(prompt_msgs, add_generation_prompt=True, tokenize=False)
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    if len(prompt_ids) >= max_length:
+    answer_ids = tok(answer + (tok.eos_token or ""), add_special_tokens=False)["input_ids"]
+    fitted = fit_reply(prompt_ids, answer_ids, max_length)
+    if fitted is None:
         return None
-    end = tok.eos_token or ""
-    answer_ids = tok(answer + end, add_special_tokens=False)["input_ids"]
-    ids = (prompt_ids + answer_ids)[:max_length]
-    labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
+    ids, labels, cut = fitted
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels,
-            "intervention_locations": locations(len(prompt_ids), positions, n_interventions),
-            "cut": len(prompt_ids) + len(answer_ids) > max_length}
+            "intervention_locations": locations(len(prompt_ids), positions, n_interventions)
+            }, cut
 
 
 def _dataset(tok, examples, positions: str, n_interventions: int, max_length: int):
@@ -171,12 +172,12 @@ def _dataset(tok, examples, positions: str, n_interventions: int, max_length: in
 
     from finetune.train import warn_long
 
-    rows = [encode_example(tok, getattr(e, "messages", e), positions, n_interventions,
-                           max_length) for e in examples]
-    fitting = [r for r in rows if r is not None]
-    warn_long(len(rows), len(rows) - len(fitting),
-              sum(r["cut"] for r in fitting), max_length)
-    rows = [{k: v for k, v in r.items() if k != "cut"} for r in fitting]
+    encoded = [encode_example(tok, getattr(e, "messages", e), positions, n_interventions,
+                              max_length) for e in examples]
+    fitting = [e for e in encoded if e is not None]
+    warn_long(len(encoded), len(encoded) - len(fitting), sum(cut for _, cut in fitting),
+              max_length)
+    rows = [row for row, _ in fitting]
     if not rows:
         raise ReftError("The ReFT training set is empty (or every prompt is longer than "
                         f"max_length={max_length} tokens: raise max_length).")

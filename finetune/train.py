@@ -65,18 +65,29 @@ def sft_features(tokenizer, examples: Sequence[Example], max_length: int) -> lis
             raise ValueError("The chat template does not extend the prompt; cannot mask it.")
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         r_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
-        if len(p_ids) >= max_length:
+        fitted = fit_reply(p_ids, r_ids, max_length)
+        if fitted is None:
             left_out += 1
             continue
-        cut += len(p_ids) + len(r_ids) > max_length
-        ids = (p_ids + r_ids)[:max_length]
-        labels = ([IGNORE] * len(p_ids) + r_ids)[:max_length]
+        ids, labels, was_cut = fitted
+        cut += was_cut
         out.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
     warn_long(len(examples), left_out, cut, max_length)
     if not out:
         raise ValueError(f"Every example's prompt is longer than max_length={max_length} "
                          "tokens; raise max_length.")
     return out
+
+
+def fit_reply(p_ids: list[int], r_ids: list[int], max_length: int
+              ) -> tuple[list[int], list[int], bool] | None:
+    """input_ids and labels (IGNORE on the prompt) within ``max_length`` tokens, and
+    whether the reply was cut; None when the prompt alone fills it."""
+    if len(p_ids) >= max_length:
+        return None
+    ids = (p_ids + r_ids)[:max_length]
+    labels = ([IGNORE] * len(p_ids) + r_ids)[:max_length]
+    return ids, labels, len(p_ids) + len(r_ids) > max_length
 
 
 def warn_long(total: int, left_out: int, cut: int, max_length: int) -> None:

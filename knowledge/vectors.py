@@ -74,5 +74,4 @@ class VectorIndex:
         qvec = self.query_vector(query)
         result = self.collection.query(query_embeddings=[qvec.tolist()], n_results=k,
                                        include=["distances"])
-        ids, distances = (result.get("ids") or [[]])[0], (result.get("distances") or [[]])[0]
-        return [(i, math.exp(-d)) for i, d in zip(ids, distances or [])]
+        return [(i, math.exp(-d)) for i, d in zip(result["ids"][0], result["distances"][0])]
