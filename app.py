@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 
 from common.offline import go_offline
@@ -57,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         quiet_http_clients()
         t0 = time.perf_counter()
         assistant = Assistant(settings)
+        # the default knowledge base opens for search while the chat model loads (its
+        # index takes seconds at a million chunks), so the first question waits for neither
+        opening = threading.Thread(target=_open_for_search, args=(assistant,),
+                                   name="docent-kb-open", daemon=True)
+        opening.start()
         try:
             assistant.serving.warm_up()
         except BackendUnavailable as exc:
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise  # a remote server that is wrong at start stays an error at start
             # the page still serves and says so; the supervisor keeps trying the model
             log.error("The chat model is not ready yet: %s", exc)
+        opening.join()
     except (DocentError, ValueError, FileNotFoundError) as exc:
         print(f"Docent cannot start: {exc}\nRun `python -m assistant doctor` for details.", file=sys.stderr)
         return 2
@@ -86,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         assistant.close()
     return 0
+
+
+def _open_for_search(assistant: Assistant) -> None:
+    """Open the default knowledge base's BM25 and vectors (``Library.warm``). A failure is
+    logged, not fatal: the first search meets it again and reports it to the asker."""
+    try:
+        assistant.library.warm(assistant.settings.default_kb)
+    except Exception as exc:  # noqa: BLE001 - the app serves regardless
+        log.error("Could not open knowledge base %s for search: %s",
+                  assistant.settings.default_kb, exc)
 
 
 MIN_TOKEN = 16  # characters of an API token when the app is reachable from other machines

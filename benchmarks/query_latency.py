@@ -148,14 +148,20 @@ def search(args, folder: Path) -> None:
     t0 = time.perf_counter()
     kb._refresh_bm25()
     bm25 = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lib.warm(KB)  # the vector index: an embedded Chroma reads all of it on first use
+    vectors = time.perf_counter() - t0
     retriever = kb.retriever("hybrid")
     t0 = time.perf_counter()
     retriever.retrieve(queries[0], 20)
     first = time.perf_counter() - t0
     parts = ", ".join(f"{s} {v * 1000:.0f}" for s, v in retriever.last_timings.items())
-    print(f"first search after the restart: {(opened + bm25 + first) * 1000:.0f} ms = open "
-          f"{opened * 1000:.0f} + BM25 open {bm25 * 1000:.0f} + first hybrid search "
-          f"{first * 1000:.0f} ms ({parts} ms)")
+    print(f"first search after the restart: {(opened + bm25 + vectors + first) * 1000:.0f} ms "
+          f"= open {opened * 1000:.0f} + BM25 open {bm25 * 1000:.0f} + vector index open "
+          f"{vectors * 1000:.0f} + first hybrid search {first * 1000:.0f} ms ({parts} ms)")
+    print(f"  the app opens BM25 and the vectors while the chat model loads (app.py), so its "
+          f"first search after a restart takes {(opened + first) * 1000:.0f} ms once it "
+          f"says it is ready")
     stages = _time_queries(args, kb, retriever, queries)
     print(f"{len(queries)} queries, ms p50 / p95 (before any rerank):")
     for s, v in stages.items():

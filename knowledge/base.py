@@ -9,6 +9,8 @@ stored originals (``knowledge.originals``), the change of embedder
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -63,6 +65,8 @@ class KnowledgeBase:
         self._writer = Writer(self._stores, self._originals)
         self._search = Searcher(self._stores, retrieval)
         self._writer.recover()
+        self._warm_lock = threading.Lock()
+        self._warmed = False
 
     # --- the parts' state, read by callers ---------------------------------------
     @property
@@ -90,6 +94,23 @@ class KnowledgeBase:
     def _refresh_bm25(self) -> None:
         """Build BM25 from the catalog once, on first use; later changes are incremental."""
         self._stores.bm25.refresh()
+
+    def warm(self) -> int | None:
+        """Open now what the first search would otherwise open: BM25, and the vector
+        index (an embedded Chroma reads a collection's whole HNSW index on its first use:
+        about 4.5 s at a million chunks). Returns the vectors the store holds the first
+        time (0 without an embedder yet), None once warm."""
+        with self._warm_lock:
+            if self._warmed:
+                return None
+            t0 = time.perf_counter()
+            self._refresh_bm25()
+            t1 = time.perf_counter()
+            vectors = self.vectors.count() if self.vectors is not None else 0
+            self._warmed = True
+        log.info("Knowledge base %s open for search in %.1f s (BM25 %.1f s, vectors %.1f s)",
+                 self.name, time.perf_counter() - t0, t1 - t0, time.perf_counter() - t1)
+        return vectors
 
     # --- the embedder ---------------------------------------------------------
     @property

@@ -111,26 +111,31 @@ class Library:
         with self._lock:
             if name not in self._open:
                 manifest = self.manifest(name)
-                self._open[name] = kb = KnowledgeBase(
+                self._open[name] = KnowledgeBase(
                     self.root / name, manifest, self.embedders, self._client, self.retrieval
                 )
-                self._warn_if_vectors_missing(kb)
             return self._open[name]
 
-    def _warn_if_vectors_missing(self, kb: KnowledgeBase) -> None:
-        """A catalog with passages whose collection is empty: the vector store changed
-        (e.g. vector_store.url was set) or lost them; the catalog can refill it."""
-        if kb.vectors is not None and kb.chunk_count() and kb.vectors.count() == 0:
+    def warm(self, name: str) -> KnowledgeBase:
+        """``name``, ready to search (``KnowledgeBase.warm``): the app does this at start
+        for the default knowledge base while the chat model loads, and every search does
+        it first (at no cost once done). The first time, a catalog with passages whose
+        collection is empty is reported: the vector store changed (e.g. vector_store.url
+        was set) or lost them, and the catalog can refill it."""
+        kb = self.get(name)
+        vectors = kb.warm()
+        if vectors == 0 and kb.vectors is not None and kb.chunk_count():
             log.warning("Knowledge base %s has passages but none in %s: run `python -m "
                         "assistant kb check --repair --kb %s` to embed them there.", kb.name,
                         self.vector_store.describe(self.root), kb.name)
+        return kb
 
     def search(self, names: list[str], query: str, top_k: int) -> list[Hit]:
         """Search one or several knowledge bases; several are fused by reciprocal rank,
         each hit keeping the name of the knowledge base it came from."""
         if len(names) == 1:
-            return self.get(names[0]).search(query, top_k)
-        ranked = {name: self.get(name).search(query, max(top_k, self.retrieval.candidates))
+            return self.warm(names[0]).search(query, top_k)
+        ranked = {name: self.warm(name).search(query, max(top_k, self.retrieval.candidates))
                   for name in names}
         return reciprocal_rank_fusion(ranked, k=self.retrieval.fusion.rrf_k, limit=top_k)
 

@@ -11,6 +11,9 @@ def test_page_is_served_on_loopback(app_server):
     with urllib.request.urlopen(app_server.url, timeout=30) as resp:
         body = resp.read().decode()
     assert resp.status == 200 and "Docent" in body
+    # the default knowledge base was opened for search while the model loaded, not later
+    log = app_server.log.read_text(errors="replace")
+    assert log.index("Knowledge base default open for search") < log.index("Docent is ready")
 
 
 def test_one_chat_round_through_the_gradio_client(app_server):

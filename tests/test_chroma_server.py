@@ -184,6 +184,9 @@ def test_a_data_dir_moved_onto_a_server_is_filled_from_its_catalog(chroma_server
     lib = library(tmp_path / "kb", chroma_server, prefix="moved")
     with caplog.at_level(logging.WARNING, logger="knowledge.library"):
         kb = lib.get("default")
+    assert "kb check" not in caplog.text  # opening reads nothing: the first search checks
+    with caplog.at_level(logging.WARNING, logger="knowledge.library"):
+        assert lib.warm("default") is kb
     assert "kb check --repair --kb default" in caplog.text
     assert kb.check(repair=True).missing_vectors == ("d1-0",)
     assert kb.check().consistent

@@ -103,6 +103,21 @@ def test_index_survives_restart(tmp_path, docs):
     b.close()
 
 
+def test_a_knowledge_base_opens_for_search_once_and_lazily(tmp_path, docs):
+    a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("x"), embedder=HashEmbedder())
+    drain(a.documents.ingest([docs["pdf"]]))
+    chunks = a.library.get("default").chunk_count()
+    a.close()
+    b = Assistant(make_settings(tmp_path), llm=ScriptedLLM("x"), embedder=HashEmbedder())
+    kb = b.library.get("default")
+    assert len(kb.bm25) == 0  # starting reads neither BM25 nor the vectors
+    assert kb.warm() == chunks and len(kb.bm25) == chunks
+    assert kb.warm() is None  # once
+    assert b.library.warm("default") is kb
+    assert b.chat.search("amoxicillin")[0].chunk.page == 2
+    b.close()
+
+
 def test_opening_with_another_embedder_is_a_clear_error(tmp_path, docs):
     a = Assistant(make_settings(tmp_path), llm=ScriptedLLM("x"), embedder=HashEmbedder())
     a.close()
