@@ -162,9 +162,9 @@ def encode_example(tok, messages, positions: str, n_interventions: int, max_leng
     if fitted is None:
         return None
     ids, labels, cut = fitted
+    locs = locations(len(prompt_ids), positions, n_interventions)
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels,
-            "intervention_locations": locations(len(prompt_ids), positions, n_interventions)
-            }, cut
+            "intervention_locations": locs}, cut
 
 
 def _dataset(tok, examples, positions: str, n_interventions: int, max_length: int):
