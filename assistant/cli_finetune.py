@@ -25,6 +25,9 @@ def finetune_parser(sub) -> None:
     gen.add_argument("--name", default="")
     gen.add_argument("--raft", type=float, default=0.0, help="share of RAFT-style samples")
     gen.add_argument("--no-refusals", action="store_true")
+    gen.add_argument("--answers", choices=("written", "quoted"), default="written",
+                     help="written: the model answers from the passage in one to three "
+                          "sentences; quoted: the passage's own sentences about the question")
     gen.add_argument("--questions-per-chunk", type=int, default=2,
                      help="questions asked per sampled passage (default 2: the held-out "
                           "split then asks about passages the adapter is trained on)")
@@ -112,7 +115,8 @@ def _cmd_finetune_data(assistant, args) -> int:
     elif args.data_command == "generate":
         gen = assistant.datasets.generate(args.gen_kb or args.kb, args.n, args.name,
                                          raft_fraction=args.raft, refusals=not args.no_refusals,
-                                         questions_per_chunk=args.questions_per_chunk)
+                                         questions_per_chunk=args.questions_per_chunk,
+                                         answer_style=args.answers)
         rec = drain(gen, lambda ev: print(f"\r{ev.stage} {ev.index}/{ev.total} kept {ev.kept}",
                                           end="", file=sys.stderr, flush=True))
         print(file=sys.stderr)

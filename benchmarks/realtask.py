@@ -15,7 +15,8 @@ their corpus ids). Through the same facade as the app:
 
     python -m benchmarks.realtask --data ../shared/data/retrieval/medquad_liveqa \\
         --kb-dir DIR --work WORK [--model qwen2.5-coder-0.5b] [--limit 60] \\
-        [--methods lora,reft] [--raft 0,0.5] [--pairs 200] [--epochs 1] [--adapters ID ...]
+        [--methods lora,reft] [--raft 0,0.5] [--pairs 200] [--answers written|quoted] [--epochs 1] \\
+        [--adapters ID ...]
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from benchmarks.answers import _qrels, _references
 from benchmarks.common import bench_settings
 from common.progress import drain
+from finetune.generate import ANSWER_STYLES
 
 
 def write_question_set(data: Path, out: Path) -> int:
@@ -44,14 +46,14 @@ def train_adapters(a, args) -> list[str]:
     made = []
     for raft in args.raft:
         t0 = time.perf_counter()
-        dataset = drain(a.datasets.generate("eval", args.pairs, f"liveqa-raft{raft}",
-                                            raft_fraction=raft))
+        dataset = drain(a.datasets.generate("eval", args.pairs, f"liveqa-raft{raft}-{args.answers}",
+                                            raft_fraction=raft, answer_style=args.answers))
         print(f"dataset {dataset.id} (raft {raft}): {dataset.train} + {dataset.heldout} "
               f"pairs in {time.perf_counter() - t0:.0f} s", flush=True)
         for method in args.methods:
             t0 = time.perf_counter()
             job = a.training.start(method, {"epochs": args.epochs}, args.model, dataset.id,
-                                   name=f"liveqa-{method}-raft{raft}")
+                                   name=f"liveqa-{method}-raft{raft}-{args.answers}")
             done = a.training.queue.wait(job.id, timeout=4 * 3600, interval=5)
             if done.status != "succeeded" or not done.adapter_id:
                 raise SystemExit(f"job {job.id} {done.status}: {done.error}")
@@ -75,6 +77,8 @@ def main() -> None:
     ap.add_argument("--methods", type=lambda s: [m for m in s.split(",") if m], default=[])
     ap.add_argument("--raft", type=lambda s: [float(x) for x in s.split(",")], default=[0.0])
     ap.add_argument("--pairs", type=int, default=200)
+    ap.add_argument("--answers", choices=ANSWER_STYLES, default="written",
+                    help="training answers written by the model or quoted from the passage")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--adapters", nargs="*", default=[])
     args = ap.parse_args()

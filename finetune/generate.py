@@ -29,12 +29,15 @@ from finetune.data import DatasetRecord, Example, save_dataset
 from finetune.evaluate import tokens
 from finetune.questions import _LANGUAGE_NAMES, generate_questions, sample_chunks
 from knowledge.dedup import NEAR_THRESHOLD, content_hash, jaccard, minhash_signature
+from knowledge.tokenize import tokenize
 from common.text import detect_language, sentence_spans
 from knowledge.types import Chunk
 
 ANSWER_SYSTEM = ("You answer questions from a passage. Answer in one to three sentences, "
                  "using only facts stated in the passage. Reply with the answer only.")
 _ANSWER_PREFIX = re.compile(r"^\s*(?:\*\*)?(?:answer|a|答案|答|回答|trả lời)\s*[:：]\s*", re.IGNORECASE)
+
+ANSWER_STYLES = ("written", "quoted")
 
 OFF_TOPIC = {
     "en": (["What is the capital of Australia?", "Can you write me a poem about the sea?",
@@ -56,6 +59,11 @@ class GenerateOptions:
     min_support: float = 0.5
     refusals: bool = True
     raft_fraction: float = 0.0  # share of pairs given as oracle + distractor chunks
+    # "written": the model answers in one to three sentences; "quoted": the answer is the
+    # passage's own sentences, kept whole (see ``quote_answer``), where the question is in
+    # the passage's language (a cross-lingual question keeps a written answer).
+    answer_style: str = "written"
+    quote_words: int = 150  # most words in a quoted answer
     distractors: int = 2
     max_answer_tokens: int = 160
     temperature: float = 0.3
@@ -71,6 +79,10 @@ class GenerateOptions:
             raise ValueError("questions_per_chunk is between 1 and 5.")
         if not 0 <= self.raft_fraction <= 1 or not 0 <= self.min_support <= 1:
             raise ValueError("raft_fraction and min_support are between 0 and 1.")
+        if self.answer_style not in ANSWER_STYLES:
+            raise ValueError(f"answer_style is one of {', '.join(ANSWER_STYLES)}.")
+        if not 20 <= self.quote_words <= 1000:
+            raise ValueError("quote_words is between 20 and 1000.")
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,9 @@ def check_pair(question: str, answer: str, chunk: Chunk, opts: GenerateOptions,
         return "repetitive"
     if support(answer, chunk.index_text) < opts.min_support:
         return "unsupported"
-    if dedup.seen(f"{question}\n{answer}"):
+    # A quoted answer is the passage's own text, which two questions about the passage
+    # share: only a repeated question is then a duplicate.
+    if dedup.seen(question if opts.answer_style == "quoted" else f"{question}\n{answer}"):
         return "duplicate"
     return ""
 
@@ -171,10 +185,7 @@ def generate_pairs(llm, chunks: Sequence[Chunk], opts: GenerateOptions = Generat
     for i, gq in zip(range(1, total + 1), questions):
         reason = "no question" if gq is None else ""
         if gq is not None:
-            language = _LANGUAGE_NAMES.get(detect_language(gq.chunk.text), "the passage's language")
-            reply = "".join(llm.stream_chat(answer_prompt(gq.chunk, gq.question, language),
-                                            opts.max_answer_tokens, opts.temperature))
-            answer = clean_answer(reply)
+            answer = write_answer(llm, gq.question, gq.chunk, opts)
             reason = check_pair(gq.question, answer, gq.chunk, opts, dedup)
             if not reason:
                 kept.append(_example(gq.question, answer, gq.chunk, picked, opts, rng,
@@ -185,6 +196,56 @@ def generate_pairs(llm, chunks: Sequence[Chunk], opts: GenerateOptions = Generat
     if opts.refusals and kept:
         kept.extend(refusal_examples(lang, max(2, len(kept) // 20)))
     return kept
+
+
+def write_answer(llm, question: str, chunk: Chunk, opts: GenerateOptions) -> str:
+    """The pair's answer: quoted from the passage (``answer_style`` "quoted", question and
+    passage in one language), else written by the model from the passage."""
+    passage_language = detect_language(chunk.text)
+    if opts.answer_style == "quoted" and detect_language(question) == passage_language:
+        return quote_answer(question, chunk.text, opts.quote_words)
+    language = _LANGUAGE_NAMES.get(passage_language, "the passage's language")
+    reply = "".join(llm.stream_chat(answer_prompt(chunk, question, language),
+                                    opts.max_answer_tokens, opts.temperature))
+    return clean_answer(reply)
+
+
+def quote_answer(question: str, passage: str, max_words: int = 150) -> str:
+    """The run of whole consecutive sentences of ``passage``, at most ``max_words`` words
+    (a longer first sentence alone), that shares the most distinct words with the
+    question (BM25's stemmed words, function words left out); the earliest such run, and
+    the longest at equal overlap.
+
+    A quoted answer states only what the passage states, in its words: the adapter learns
+    to answer from the sources and fully, where the small model's own answers are short
+    and may add what the passage does not say.
+
+    >>> quote_answer("What causes gout?", "Gout is arthritis. It is caused by uric acid. "
+    ...              "See a doctor.", 10)
+    'Gout is arthritis. It is caused by uric acid.'
+    >>> quote_answer("What causes gout?", "See a doctor. Rest helps. Gout is caused by "
+    ...              "uric acid.", 8)
+    'Rest helps. Gout is caused by uric acid.'
+    """
+    spans = sentence_spans(passage)
+    if not spans:
+        return passage.strip()
+    asked = set(tokenize(question))
+    words = [len(passage[a:b].split()) for a, b in spans]
+    shared = [set(tokenize(passage[a:b])) & asked for a, b in spans]
+    best, best_key = (0, 0), None
+    for i in range(len(spans)):
+        seen: set[str] = set()
+        total = 0
+        for j in range(i, len(spans)):
+            total += words[j]
+            if total > max_words and j > i:
+                break
+            seen |= shared[j]
+            key = (len(seen), j - i)
+            if best_key is None or key > best_key:
+                best, best_key = (i, j), key
+    return passage[spans[best[0]][0]:spans[best[1]][1]].strip()
 
 
 # (question, numbered passages) -> the chat's own answer prompt as messages

@@ -286,6 +286,52 @@ def test_raft_samples_are_asked_as_the_chat_asks_and_cite_the_oracle():
         assert all(f"[{number}]" in s for s in sentences), answer
 
 
+def test_quoted_answers_are_the_passage_sentences_and_two_questions_may_share_one():
+    class TwoQuestionLLM(PairLLM):
+        def stream_chat(self, messages, max_tokens, temperature):
+            prompt = messages[-1]["content"]
+            assert "Question:" not in prompt, "a quoted answer needs no model call"
+            if "different fact" in prompt:
+                yield "How long is amoxicillin taken by adults?"
+                return
+            yield from super().stream_chat(messages, max_tokens, temperature)
+
+    llm = TwoQuestionLLM([("Amoxicillin", "What is the adult dose of amoxicillin?", "")])
+    amox = _chunks()[0]
+    _, examples = _run(generate_pairs(llm, [amox], GenerateOptions(
+        n=2, refusals=False, answer_style="quoted", quote_words=30)))
+    # both questions kept although they share the quote (only a repeated question is a
+    # duplicate); the quote is whole sentences of the passage within the word budget
+    assert [e.question for e in examples] == ["What is the adult dose of amoxicillin?",
+                                              "How long is amoxicillin taken by adults?"]
+    quote = examples[0].answer
+    assert quote == examples[1].answer and quote in amox.text
+    assert "500 mg" in quote and quote.endswith(".") and len(quote.split()) <= 30
+
+
+def test_a_cross_lingual_question_keeps_a_written_answer():
+    llm = PairLLM([("Amoxicillin", "阿莫西林的成人剂量是多少？",
+                    "Adults take 500 mg three times daily for seven days.")])
+    _, examples = _run(generate_pairs(llm, _chunks()[:1], GenerateOptions(
+        n=1, refusals=False, answer_style="quoted", questions_per_chunk=1)))
+    assert [e.answer for e in examples] == ["Adults take 500 mg three times daily for seven days."]
+    assert any("Question:" in c[-1]["content"] for c in llm.calls)
+
+
+def test_quote_picks_the_run_of_sentences_about_the_question():
+    from finetune.generate import quote_answer
+
+    passage = ("Gout is a kind of arthritis. It often starts in the big toe. "
+               "Gout is caused by too much uric acid in the blood. The clinic is on Main Street.")
+    assert quote_answer("What causes gout?", passage, 20) == (
+        "It often starts in the big toe. Gout is caused by too much uric acid in the blood.")
+    assert quote_answer("What causes gout?", passage, 200) == passage
+    # a first sentence longer than the budget is kept whole, not cut
+    assert quote_answer("gout", "Gout " + "word " * 40 + "ends.", 10).endswith("ends.")
+    with pytest.raises(ValueError, match="answer_style"):
+        GenerateOptions(answer_style="paraphrased")
+
+
 def test_estimate_follows_the_dataset_length(tmp_path):
     from finetune.base_models import estimate
     from finetune.data import Example, mean_tokens

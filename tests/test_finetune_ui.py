@@ -117,6 +117,28 @@ def test_generate_reports_an_empty_knowledge_base(assistant):
     assert ds_id is None and "no documents" in message
 
 
+def test_generate_with_quoted_answers_stores_the_passage_sentences(tmp_path):
+    from ingest.pipeline import drain
+
+    text = ("Visiting hours are from 2 pm to 7 pm every day. Children under 12 visit with an "
+            "adult. Parking is free for the first hour. Flowers are not allowed in the "
+            "intensive care unit. Visitors sign in at the front desk and wear a badge.")
+    (tmp_path / "visits.txt").write_text(text, encoding="utf-8")
+    a = Assistant(make_settings(tmp_path / "data"), llm=ScriptedLLM("When are visiting hours?"),
+                  embedder=HashEmbedder())
+    try:
+        drain(a.documents.ingest([tmp_path / "visits.txt"]))
+        message, ds_id = dp.generate(a, "default", 1, False, 1.0, per_passage=1,
+                                     answers="quoted")
+        assert ds_id and "Generated" in message, message
+        (row,) = a.datasets.preview(ds_id, 5)
+        answer = row["messages"][-1]["content"]
+        # the passage's own sentences, each citing the passage's number among the sources
+        assert "Visiting hours are from 2 pm to 7 pm every day [1]." in answer
+    finally:
+        a.close()
+
+
 # --- train -------------------------------------------------------------------------------
 def test_estimate_and_refusals(assistant, tmp_path):
     _, ds_id = dp.import_file(assistant, str(_faq(tmp_path, 40)))

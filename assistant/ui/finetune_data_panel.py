@@ -64,6 +64,10 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
             per_passage = gr.Slider(1, 5, value=2, step=1, label="Questions per passage (with "
                                     "two or more, held-out questions ask about trained passages)",
                                     elem_id="ft-gen-per-passage")
+            answers = gr.Radio([("Written by the model (one to three sentences)", "written"),
+                                ("Quoted from the passage (its own sentences, cited)",
+                                 "quoted")], value="written", label="Answers",
+                               elem_id="ft-gen-answers")
             gen_btn = gr.Button("Generate from knowledge base", elem_id="ft-generate")
     status = gr.Markdown(elem_id="ft-data-status")
     gr.Markdown(f"**Preview and edit** (first {PREVIEW_ROWS} training rows; clear every cell "
@@ -76,11 +80,11 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
         return message, _picker(assistant, ds_id)
 
     def do_generate(kb: str, n: float | None, refuse: bool, share: float, per: float | None,
-                    progress=gr.Progress()):
+                    style: str | None, progress=gr.Progress()):
         progress(0.0, desc="Generating…")
         message, ds_id = generate(assistant, kb, int(n or 200), refuse, share,
                                   lambda ev: progress(ev.fraction, desc=_event_text(ev)),
-                                  per_passage=int(per or 2))
+                                  per_passage=int(per or 2), answers=style or "written")
         return message, _picker(assistant, ds_id)
 
     def do_save(ds_id: str | None, table):
@@ -94,8 +98,8 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
 
     import_btn.click(do_import, [upload, name, about, kb_choice], [status, dataset],
                      api_name=False)
-    gen_btn.click(do_generate, [kb_choice, count, refusals, raft, per_passage], [status, dataset],
-                  api_name=False)
+    gen_btn.click(do_generate, [kb_choice, count, refusals, raft, per_passage, answers],
+                  [status, dataset], api_name=False)
     save_btn.click(do_save, [dataset, preview], [status, dataset], api_name=False)
     dataset.change(show, [dataset], [preview], api_name=False)
     demo.load(lambda: _picker(assistant, None), None, [dataset], api_name=False)
@@ -149,12 +153,14 @@ def import_file(assistant: Assistant, path: str | None, name: str = "", kb: str 
 
 
 def generate(assistant: Assistant, kb: str | None, n: int, refusals: bool, raft: float,
-             on_event: Callable | None = None, per_passage: int = 2) -> tuple[str, str | None]:
+             on_event: Callable | None = None, per_passage: int = 2,
+             answers: str = "written") -> tuple[str, str | None]:
     """Drive ``generate_dataset`` to the end -> (message, dataset id or None)."""
     try:
         events = assistant.datasets.generate(kb or None, n, refusals=bool(refusals),
                                             raft_fraction=float(raft or 0.0),
-                                            questions_per_chunk=int(per_passage))
+                                            questions_per_chunk=int(per_passage),
+                                            answer_style=answers)
         seen: list = []
 
         def note(event) -> None:
