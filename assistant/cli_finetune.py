@@ -23,9 +23,11 @@ def finetune_parser(sub) -> None:
     gen.add_argument("--n", type=int, default=200, help="pairs to ask for, before the filters "
                      "(passages sampled: n / questions per chunk)")
     gen.add_argument("--name", default="")
-    gen.add_argument("--raft", type=float, default=0.0, help="share of RAFT-style samples")
+    gen.add_argument("--raft", type=float, default=1.0,
+                     help="share of RAFT-style samples: the question asked as the chat asks, "
+                          "its passage among distractors (default 1: all; 0 for plain pairs)")
     gen.add_argument("--no-refusals", action="store_true")
-    gen.add_argument("--answers", choices=("written", "quoted"), default="written",
+    gen.add_argument("--answers", choices=("written", "quoted"), default="quoted",
                      help="written: the model answers from the passage in one to three "
                           "sentences; quoted: the passage's own sentences about the question")
     gen.add_argument("--questions-per-chunk", type=int, default=2,

@@ -59,14 +59,15 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
                               label="Pairs", elem_id="ft-gen-n")
             refusals = gr.Checkbox(value=True, label="Add refusal examples for "
                                                      "off-topic questions")
-            raft = gr.Slider(0, 1, value=0.0, step=0.05, label="RAFT share (question with "
-                             "its passage among distractors)")
+            raft = gr.Slider(0, 1, value=1.0, step=0.05, label="RAFT share (question asked "
+                             "as the chat asks, its passage among distractors; 0 for plain "
+                             "question-answer pairs)", elem_id="ft-gen-raft")
             per_passage = gr.Slider(1, 5, value=2, step=1, label="Questions per passage (with "
                                     "two or more, held-out questions ask about trained passages)",
                                     elem_id="ft-gen-per-passage")
             answers = gr.Radio([("Written by the model (one to three sentences)", "written"),
                                 ("Quoted from the passage (its own sentences, cited)",
-                                 "quoted")], value="written", label="Answers",
+                                 "quoted")], value="quoted", label="Answers",
                                elem_id="ft-gen-answers")
             gen_btn = gr.Button("Generate from knowledge base", elem_id="ft-generate")
     status = gr.Markdown(elem_id="ft-data-status")
@@ -154,7 +155,7 @@ def import_file(assistant: Assistant, path: str | None, name: str = "", kb: str 
 
 def generate(assistant: Assistant, kb: str | None, n: int, refusals: bool, raft: float,
              on_event: Callable | None = None, per_passage: int = 2,
-             answers: str = "written") -> tuple[str, str | None]:
+             answers: str = "quoted") -> tuple[str, str | None]:
     """Drive ``generate_dataset`` to the end -> (message, dataset id or None)."""
     try:
         events = assistant.datasets.generate(kb or None, n, refusals=bool(refusals),
