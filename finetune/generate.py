@@ -212,7 +212,7 @@ def write_answer(llm, question: str, chunk: Chunk, opts: GenerateOptions) -> str
 
 def quote_answer(question: str, passage: str, max_words: int = 150) -> str:
     """The run of whole consecutive sentences of ``passage``, at most ``max_words`` words
-    (a longer first sentence alone), that shares the most distinct words with the
+    (each Han character counted as a word; a longer first sentence alone), that shares the most distinct words with the
     question (BM25's stemmed words, function words left out); the earliest such run, and
     the longest at equal overlap.
 
@@ -231,7 +231,7 @@ def quote_answer(question: str, passage: str, max_words: int = 150) -> str:
     if not spans:
         return passage.strip()
     asked = set(tokenize(question))
-    words = [len(passage[a:b].split()) for a, b in spans]
+    words = [len(tokens(passage[a:b])) for a, b in spans]  # a Han character counts as one
     shared = [set(tokenize(passage[a:b])) & asked for a, b in spans]
     best, best_key = (0, 0), None
     for i in range(len(spans)):

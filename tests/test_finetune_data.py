@@ -328,6 +328,10 @@ def test_quote_picks_the_run_of_sentences_about_the_question():
     assert quote_answer("What causes gout?", passage, 200) == passage
     # a first sentence longer than the budget is kept whole, not cut
     assert quote_answer("gout", "Gout " + "word " * 40 + "ends.", 10).endswith("ends.")
+    # Chinese has no spaces: its characters count against the budget
+    zh = "痛风是一种关节炎。" + "它常从大脚趾开始。" * 10 + "痛风由血液中尿酸过多引起。"
+    quote = quote_answer("痛风由什么引起？", zh, 30)
+    assert quote == "它常从大脚趾开始。" * 2 + "痛风由血液中尿酸过多引起。"  # 28 characters
     with pytest.raises(ValueError, match="answer_style"):
         GenerateOptions(answer_style="paraphrased")
 
