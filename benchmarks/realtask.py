@@ -15,8 +15,8 @@ their corpus ids). Through the same facade as the app:
 
     python -m benchmarks.realtask --data ../shared/data/retrieval/medquad_liveqa \\
         --kb-dir DIR --work WORK [--model qwen2.5-coder-0.5b] [--limit 60] \\
-        [--methods lora,reft] [--raft 0,0.5] [--pairs 200] [--answers written|quoted] [--epochs 1] \\
-        [--adapters ID ...]
+        [--methods lora,reft] [--raft 0,0.5] [--pairs 200] [--answers written|quoted] \\
+        [--epochs 1] [--adapters ID ...]
 """
 from __future__ import annotations
 
@@ -46,14 +46,15 @@ def train_adapters(a, args) -> list[str]:
     made = []
     for raft in args.raft:
         t0 = time.perf_counter()
-        dataset = drain(a.datasets.generate("eval", args.pairs, f"liveqa-raft{raft}-{args.answers}",
-                                            raft_fraction=raft, answer_style=args.answers))
+        name = f"liveqa-raft{raft}-{args.answers}"
+        dataset = drain(a.datasets.generate("eval", args.pairs, name, raft_fraction=raft,
+                                            answer_style=args.answers))
         print(f"dataset {dataset.id} (raft {raft}): {dataset.train} + {dataset.heldout} "
               f"pairs in {time.perf_counter() - t0:.0f} s", flush=True)
         for method in args.methods:
             t0 = time.perf_counter()
             job = a.training.start(method, {"epochs": args.epochs}, args.model, dataset.id,
-                                   name=f"liveqa-{method}-raft{raft}-{args.answers}")
+                                   name=f"{name}-{method}")
             done = a.training.queue.wait(job.id, timeout=4 * 3600, interval=5)
             if done.status != "succeeded" or not done.adapter_id:
                 raise SystemExit(f"job {job.id} {done.status}: {done.error}")

@@ -212,9 +212,9 @@ def write_answer(llm, question: str, chunk: Chunk, opts: GenerateOptions) -> str
 
 def quote_answer(question: str, passage: str, max_words: int = 150) -> str:
     """The run of whole consecutive sentences of ``passage``, at most ``max_words`` words
-    (each Han character counted as a word; a longer first sentence alone), that shares the most distinct words with the
-    question (BM25's stemmed words, function words left out); the earliest such run, and
-    the longest at equal overlap.
+    (each Han character counted as a word; a longer first sentence alone), that shares the
+    most distinct words with the question (BM25's stemmed words, function words left out);
+    the earliest such run, and the longest at equal overlap.
 
     A quoted answer states only what the passage states, in its words: the adapter learns
     to answer from the sources and fully, where the small model's own answers are short

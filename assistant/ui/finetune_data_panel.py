@@ -85,7 +85,7 @@ def build_data_panel(demo: gr.Blocks, assistant: Assistant, kb_choice: gr.Dropdo
         progress(0.0, desc="Generating…")
         message, ds_id = generate(assistant, kb, int(n or 200), refuse, share,
                                   lambda ev: progress(ev.fraction, desc=_event_text(ev)),
-                                  per_passage=int(per or 2), answers=style or "written")
+                                  per_passage=int(per or 2), answers=style or "quoted")
         return message, _picker(assistant, ds_id)
 
     def do_save(ds_id: str | None, table):
