@@ -233,7 +233,7 @@ def quote_answer(question: str, passage: str, max_words: int = 150) -> str:
     asked = set(tokenize(question))
     words = [len(tokens(passage[a:b])) for a, b in spans]  # a Han character counts as one
     shared = [set(tokenize(passage[a:b])) & asked for a, b in spans]
-    best, best_key = (0, 0), None
+    best, best_key = (0, 0), (-1, -1)
     for i in range(len(spans)):
         seen: set[str] = set()
         total = 0
@@ -243,7 +243,7 @@ def quote_answer(question: str, passage: str, max_words: int = 150) -> str:
                 break
             seen |= shared[j]
             key = (len(seen), j - i)
-            if best_key is None or key > best_key:
+            if key > best_key:
                 best, best_key = (i, j), key
     return passage[spans[best[0]][0]:spans[best[1]][1]].strip()
 
